@@ -1,0 +1,110 @@
+"""vouchercore — vouchers with Voucherify's semantics, in-process.
+
+Discount codes, gift cards and loyalty cards; LOCK validation sessions with a TTL; redemptions
+and rollbacks; an append-only transaction log; an audit of the invariants. Start with
+:class:`Engine`::
+
+    from vouchercore import Engine
+    engine = Engine()
+    engine.create_voucher("SUMMER10", discount={"type": "PERCENT", "percent_off": 10})
+    engine.validate_voucher("SUMMER10", order_amount=5000).discount_amount   # 500
+"""
+
+from vouchercore.clock import Clock, FakeClock, SystemClock
+from vouchercore.domain.records import Discount
+from vouchercore.domain.snapshots import (
+    AuditReport,
+    BalanceUpdate,
+    GiftBalance,
+    LoyaltyBalance,
+    Redemption,
+    RedemptionRollback,
+    Session,
+    Transaction,
+    TransactionPage,
+    ValidationResult,
+    Violation,
+    Voucher,
+)
+from vouchercore.domain.values import (
+    DiscountType,
+    RedemptionStatus,
+    TransactionType,
+    TtlUnit,
+    VoucherType,
+)
+from vouchercore.engine import Engine
+from vouchercore.errors import (
+    AlreadyRolledBack,
+    DuplicateFound,
+    GiftAmountExceeded,
+    InvalidAddBalanceParams,
+    InvalidAmount,
+    InvalidArgument,
+    InvalidPayload,
+    InvalidRedemption,
+    InvalidVoucher,
+    LoyaltyCardPointsExceeded,
+    MissingAmount,
+    NotFound,
+    QuantityExceeded,
+    RollbackWindowExceeded,
+    StorageError,
+    VoucherDisabled,
+    VoucherError,
+    VoucherExpired,
+    VoucherNotActive,
+    VoucherRejected,
+)
+from vouchercore.ids import IdGenerator
+from vouchercore.stores.memory import MemoryStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyRolledBack",
+    "AuditReport",
+    "BalanceUpdate",
+    "Clock",
+    "Discount",
+    "DiscountType",
+    "DuplicateFound",
+    "Engine",
+    "FakeClock",
+    "GiftAmountExceeded",
+    "GiftBalance",
+    "IdGenerator",
+    "InvalidAddBalanceParams",
+    "InvalidAmount",
+    "InvalidArgument",
+    "InvalidPayload",
+    "InvalidRedemption",
+    "InvalidVoucher",
+    "LoyaltyBalance",
+    "LoyaltyCardPointsExceeded",
+    "MemoryStore",
+    "MissingAmount",
+    "NotFound",
+    "QuantityExceeded",
+    "Redemption",
+    "RedemptionRollback",
+    "RedemptionStatus",
+    "RollbackWindowExceeded",
+    "Session",
+    "StorageError",
+    "SystemClock",
+    "Transaction",
+    "TransactionPage",
+    "TransactionType",
+    "TtlUnit",
+    "ValidationResult",
+    "Violation",
+    "Voucher",
+    "VoucherDisabled",
+    "VoucherError",
+    "VoucherExpired",
+    "VoucherNotActive",
+    "VoucherRejected",
+    "VoucherType",
+    "__version__",
+]

@@ -1,0 +1,10 @@
+"""The voucher rules: pure, no I/O, no clock reads, no threads, no driver imports.
+
+* :mod:`~vouchercore.domain.values` — enums and argument checks
+* :mod:`~vouchercore.domain.instants` — integer-microsecond instants
+* :mod:`~vouchercore.domain.records` — the mutable voucher and session ledger state
+* :mod:`~vouchercore.domain.rules` — availability, the check table, pricing
+* :mod:`~vouchercore.domain.operations` — validate, lock, redeem, roll back, balance, lifecycle
+* :mod:`~vouchercore.domain.snapshots` — the frozen objects callers get
+* :mod:`~vouchercore.domain.audit` — invariants I1–I4
+"""

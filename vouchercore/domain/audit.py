@@ -1,0 +1,121 @@
+"""The audit: replay a voucher's logs and check the invariants of SPEC §14.
+
+* I1 — ``redeemed_quantity + live sessions ≤ quantity``; no counter below 0; the redemption
+  log replays to the counters.
+* I2 — ``0 ≤ Σ live locked credits (points) ≤ balance``; balances never negative; the
+  ledger's cached totals equal the sum over its sessions.
+* I3 — balance = opening balance + Σ transaction amounts, and every transaction's ``balance``
+  is the running balance after it.
+* I4 — no stored session is counted once expired; (the store-wide check that every session
+  opened was resolved at most once is made by the engine from the store's counters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vouchercore.domain.records import TransactionRecord, VoucherRecord
+from vouchercore.domain.snapshots import Redemption, Violation
+from vouchercore.domain.values import RedemptionStatus, TransactionType, VoucherType
+
+__all__ = ["TOTAL_RAISING", "audit_voucher"]
+
+#: Transaction types that raise a card's ``total`` (everything ever added) as well as its balance.
+TOTAL_RAISING = frozenset(
+    {
+        TransactionType.CREDITS_ADDITION,
+        TransactionType.POINTS_ADDITION,
+        TransactionType.POINTS_ACCRUAL,
+        TransactionType.POINTS_TRANSFER_IN,
+    }
+)
+
+
+def audit_voucher(
+    record: VoucherRecord,
+    now: int,
+    transactions: Sequence[TransactionRecord],
+    redemptions: Sequence[Redemption],
+) -> list[Violation]:
+    """Every invariant the voucher breaks at *now* (empty when it is sound)."""
+    found: list[Violation] = []
+
+    def fail(invariant: str, message: str) -> None:
+        found.append(
+            Violation(invariant=invariant, voucher_id=record.id, code=record.code, message=message)
+        )
+
+    stored = list(record.sessions or ())
+    live = [s for s in stored if s.expires_at > now]
+
+    # I1: quantity, counters, redemption log
+    if record.redeemed_quantity < 0 or record.redeemed_amount < 0:
+        fail(
+            "I1",
+            f"negative counter: redeemed_quantity {record.redeemed_quantity}, "
+            f"redeemed_amount {record.redeemed_amount}",
+        )
+    if record.quantity is not None and record.redeemed_quantity + len(live) > record.quantity:
+        fail(
+            "I1",
+            f"over-redeemed: {record.redeemed_quantity} redeemed + {len(live)} locked "
+            f"> quantity {record.quantity}",
+        )
+    succeeded = [r for r in redemptions if r.status is RedemptionStatus.SUCCEEDED]
+    if len(succeeded) != record.redeemed_quantity:
+        fail(
+            "I1",
+            f"redemption log has {len(succeeded)} standing redemptions, "
+            f"counter says {record.redeemed_quantity}",
+        )
+    if sum(r.amount for r in succeeded) != record.redeemed_amount:
+        fail(
+            "I1",
+            f"redemption log amounts sum to {sum(r.amount for r in succeeded)}, "
+            f"redeemed_amount is {record.redeemed_amount}",
+        )
+
+    # I2: locks within the balance, ledger totals consistent
+    if record.balance < 0:
+        fail("I2", f"negative balance {record.balance}")
+    ledger = record.sessions
+    if ledger is not None:
+        if ledger.credits != sum(s.credits for s in stored) or ledger.points != sum(
+            s.points for s in stored
+        ):
+            fail("I2", "session ledger totals differ from the sum of its sessions")
+        if len(ledger.by_key) != len(stored):
+            fail("I2", "session ledger size differs from its sessions")
+    locked = sum(s.points if record.type is VoucherType.LOYALTY_CARD else s.credits for s in live)
+    if any(s.credits < 0 or s.points < 0 for s in stored):
+        fail("I2", "a session holds a negative amount")
+    if record.type is not VoucherType.DISCOUNT_VOUCHER and locked > record.balance:
+        fail("I2", f"live sessions hold {locked}, more than the balance {record.balance}")
+
+    # I3: the log replays to the balance
+    if record.type is VoucherType.DISCOUNT_VOUCHER:
+        if transactions:
+            fail("I3", f"a discount voucher has {len(transactions)} transactions")
+    else:
+        opening = record.total - sum(t.amount for t in transactions if t.type in TOTAL_RAISING)
+        running = opening
+        previous_id = ""
+        for tx in transactions:
+            running += tx.amount
+            if tx.balance != running:
+                fail("I3", f"{tx.id} records balance {tx.balance}, replay gives {running}")
+                break
+            if tx.id <= previous_id:
+                fail("I3", f"{tx.id} does not follow {previous_id}")
+                break
+            previous_id = tx.id
+        if running != record.balance:
+            fail("I3", f"log replays to {running}, balance is {record.balance}")
+        if opening < 0:
+            fail("I3", f"opening balance replays to {opening}")
+
+    # I4: nothing expired is still counted by the ledger
+    next_expiry = ledger.next_expiry if ledger is not None else None
+    if next_expiry is not None and any(s.expires_at < next_expiry for s in stored):
+        fail("I4", "a session expires before the ledger's next expiry: it would be missed")
+    return found

@@ -1,0 +1,647 @@
+"""The voucher operations: validate, lock, redeem, roll back, release, balance, lifecycle.
+
+Each function works on one open unit of work (:class:`~vouchercore.ports.VoucherUnit`) at one
+instant ``now`` (integer µs UTC) and follows one shape: purge what has expired, **decide**
+(raising or returning the failure before anything changes), then **apply** — plain
+assignments and unit notifications that cannot fail. That is what keeps SPEC I5 on every
+store: a failed call changes nothing.
+"""
+
+from __future__ import annotations
+
+import calendar
+from typing import Any, Protocol
+
+import attrs
+
+from vouchercore.domain.instants import MAX_US, from_us, to_us
+from vouchercore.domain.records import (
+    Discount,
+    SessionRecord,
+    TransactionRecord,
+    VoucherInfo,
+    VoucherRecord,
+    VoucherSessions,
+    VoucherState,
+)
+from vouchercore.domain.rules import (
+    Demand,
+    available_balance,
+    discount_amount,
+    first_failure,
+    held_by_sessions,
+)
+from vouchercore.domain.snapshots import (
+    BalanceUpdate,
+    Redemption,
+    RedemptionRollback,
+    Session,
+    ValidationResult,
+)
+from vouchercore.domain.values import (
+    INT64_MAX,
+    RedemptionStatus,
+    TransactionType,
+    TtlUnit,
+    VoucherType,
+)
+from vouchercore.errors import (
+    AlreadyRolledBack,
+    InvalidAddBalanceParams,
+    InvalidAmount,
+    InvalidPayload,
+    InvalidRedemption,
+    InvalidVoucher,
+    MissingAmount,
+    NotFound,
+    RollbackWindowExceeded,
+    VoucherRejected,
+)
+from vouchercore.ports import VoucherUnit
+
+__all__ = [
+    "IdSource",
+    "LockRequest",
+    "UseRequest",
+    "delete",
+    "expire_session",
+    "new_voucher",
+    "purge_expired",
+    "redeem",
+    "release_session",
+    "rollback",
+    "set_active",
+    "update_balance",
+    "validate",
+]
+
+ROLLBACK_WINDOW_MONTHS = 3
+
+
+class IdSource(Protocol):
+    """Where new ids and session keys come from (secure, or seeded for simulations)."""
+
+    def voucher_id(self) -> str:
+        """``v_`` + 32 alphanumerics."""
+        ...
+
+    def redemption_id(self) -> str:
+        """``r_`` + 32 alphanumerics."""
+        ...
+
+    def rollback_id(self) -> str:
+        """``rr_`` + 32 alphanumerics."""
+        ...
+
+    def session_key(self) -> str:
+        """``ssn_`` + 32 alphanumerics from a cryptographically secure source (or seeded)."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class LockRequest:
+    """``session={"type": "LOCK", …}`` of a validation, checked: key (None = generate),
+    TTL as given and in exact microseconds."""
+
+    key: str | None
+    ttl: int
+    ttl_unit: TtlUnit
+    ttl_us: int
+
+    def expires_at(self, now: int) -> int:
+        """When a lock set at *now* expires.
+
+        Raises:
+            InvalidPayload: past the last representable instant.
+        """
+        expires = now + self.ttl_us
+        if expires > MAX_US:
+            raise InvalidPayload(
+                f"session ttl {self.ttl} {self.ttl_unit.value} ends past the last "
+                "representable instant (9999-12-31T23:59:59.999999Z)"
+            )
+        return expires
+
+
+@attrs.define(kw_only=True, slots=True)
+class UseRequest:
+    """A checked validation or redemption request (types and ranges already verified)."""
+
+    credits: int | None = None
+    points: int | None = None
+    order_amount: int | None = None
+    order_id: str | None = None
+    session_key: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+# --- creation ---------------------------------------------------------------------------------
+
+
+def new_voucher(
+    ids: IdSource,
+    now: int,
+    *,
+    code: str,
+    type: VoucherType,
+    discount: Discount | None,
+    total: int,
+    quantity: int | None,
+    active: bool,
+    start_date: int | None,
+    expiration_date: int | None,
+    info: VoucherInfo | None,
+) -> VoucherRecord:
+    """A new voucher record, after the cross-field checks of SPEC §1.
+
+    Raises:
+        InvalidPayload: a discount on a card, no discount on a discount voucher, or a start
+            date after the expiration date.
+    """
+    if type is VoucherType.DISCOUNT_VOUCHER and discount is None:
+        raise InvalidPayload("discount is required for a DISCOUNT_VOUCHER")
+    if type is not VoucherType.DISCOUNT_VOUCHER and discount is not None:
+        raise InvalidPayload(f"discount applies to DISCOUNT_VOUCHER only, not {type.value}")
+    if type is VoucherType.DISCOUNT_VOUCHER and total:
+        raise InvalidPayload("gift credits or loyalty points need a GIFT_VOUCHER or LOYALTY_CARD")
+    if start_date is not None and expiration_date is not None and start_date > expiration_date:
+        raise InvalidPayload("start_date must not be after expiration_date")
+    return VoucherRecord(
+        id=ids.voucher_id(),
+        code=code,
+        type=type,
+        discount=discount,
+        quantity=quantity,
+        total=total,
+        active=active,
+        start_date=start_date,
+        expiration_date=expiration_date,
+        info=info,
+        created_at=now,
+    )
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+def purge_expired(unit: VoucherUnit, now: int) -> int:
+    """Drop the voucher's sessions with ``expires_at <= now``; how many were dropped.
+
+    Every operation calls this first, so a session stops counting exactly at ``expires_at``
+    whether or not a sweep ever runs.
+    """
+    sessions = unit.record.sessions
+    if sessions is None or sessions.next_expiry is None or now < sessions.next_expiry:
+        return 0
+    expired = sessions.purge_expired(now)
+    for session in expired:
+        unit.session_removed(session, "expired")
+    return len(expired)
+
+
+def _own_session(record: VoucherRecord, key: str | None) -> SessionRecord | None:
+    """The live session of *key* on the voucher (expired ones are purged already)."""
+    if key is None or record.sessions is None:
+        return None
+    return record.sessions.by_key.get(key)
+
+
+def _remove_session(unit: VoucherUnit, session: SessionRecord, reason: str) -> None:
+    sessions = unit.record.sessions
+    assert sessions is not None
+    sessions.remove(session)
+    unit.session_removed(session, reason)
+
+
+def _lock(
+    unit: VoucherUnit,
+    ids: IdSource,
+    now: int,
+    lock: LockRequest,
+    own: SessionRecord | None,
+    credits: int,
+    points: int,
+) -> SessionRecord:
+    """Set (or, same key again, replace) the LOCK session; returns it."""
+    record = unit.record
+    expires_at = lock.expires_at(now)
+    created_at = now
+    if own is not None:
+        created_at = own.created_at
+        _remove_session(unit, own, "replaced")
+    key = lock.key if lock.key is not None else ids.session_key()
+    session = SessionRecord(record, key, credits, points, created_at, expires_at)
+    if record.sessions is None:
+        record.sessions = VoucherSessions()
+    record.sessions.add(session)
+    unit.session_added(session)
+    return session
+
+
+def release_session(unit: VoucherUnit, now: int, key: str) -> None:
+    """Release the live session *key* on the unit's voucher.
+
+    Raises:
+        NotFound: no live session with that key on this voucher.
+    """
+    purge_expired(unit, now)
+    own = _own_session(unit.record, key)
+    if own is None:
+        raise NotFound(
+            f"no live session {key!r} on voucher {unit.record.code!r}",
+            resource_id=key,
+            resource_type="session",
+        )
+    _remove_session(unit, own, "released")
+
+
+# --- validation and redemption ----------------------------------------------------------------
+
+
+def _check_payload(record: VoucherRecord, request: UseRequest) -> None:
+    """The request must fit the voucher's type (SPEC §3, malformed requests)."""
+    kind = record.type
+    if request.credits is not None and kind is not VoucherType.GIFT_VOUCHER:
+        raise InvalidPayload(f"credits apply to gift vouchers only; {record.code!r} is {kind}")
+    if request.points is not None and kind is not VoucherType.LOYALTY_CARD:
+        raise InvalidPayload(f"points apply to loyalty cards only; {record.code!r} is {kind}")
+    if kind is VoucherType.GIFT_VOUCHER and request.credits is None:
+        if request.order_amount is None:
+            raise MissingAmount(
+                f"gift card {record.code!r} needs credits or an order amount",
+                resource_id=record.code,
+                resource_type="voucher",
+            )
+    elif kind is VoucherType.LOYALTY_CARD and request.points is None:
+        raise InvalidPayload(f"loyalty card {record.code!r} needs points")
+
+
+def _demand(record: VoucherRecord, now: int, request: UseRequest) -> Demand:
+    own = _own_session(record, request.session_key)
+    credits = 0
+    if record.type is VoucherType.GIFT_VOUCHER:
+        if request.credits is not None:
+            credits = request.credits
+        else:
+            assert request.order_amount is not None
+            credits = min(request.order_amount, available_balance(record, own))
+    return Demand(record, now, own, credits, request.points or 0)
+
+
+def _amount(record: VoucherRecord, demand: Demand, request: UseRequest) -> int:
+    """What the request uses: credits, points, or the discount granted."""
+    if record.type is VoucherType.GIFT_VOUCHER:
+        return demand.credits
+    if record.type is VoucherType.LOYALTY_CARD:
+        return demand.points
+    assert record.discount is not None
+    return discount_amount(record.discount, request.order_amount)
+
+
+def validate(
+    unit: VoucherUnit,
+    ids: IdSource,
+    now: int,
+    request: UseRequest,
+    lock: LockRequest | None,
+) -> ValidationResult:
+    """Answer whether the voucher can be used for *request*; with *lock*, a valid answer also
+    sets the LOCK session (an invalid one changes nothing).
+
+    Raises:
+        InvalidArgument: the request does not fit the voucher's type.
+    """
+    record = unit.record
+    _check_payload(record, request)
+    if lock is not None:
+        lock.expires_at(now)  # an unrepresentable expiry is a malformed request: raise first
+    purge_expired(unit, now)
+    demand = _demand(record, now, request)
+    error = first_failure(demand)
+    if error is not None:
+        return ValidationResult(
+            valid=False, code=record.code, voucher_id=record.id, type=record.type, error=error
+        )
+    session = None
+    if lock is not None:
+        stored = _lock(unit, ids, now, lock, demand.own, demand.credits, demand.points)
+        session = Session.from_record(stored, lock.ttl, lock.ttl_unit)
+    amount = _amount(record, demand, request)
+    return ValidationResult(
+        valid=True,
+        code=record.code,
+        voucher_id=record.id,
+        type=record.type,
+        session=session,
+        amount=amount,
+        credits=demand.credits,
+        points=demand.points,
+        discount=record.discount,
+        discount_amount=amount if record.type is VoucherType.DISCOUNT_VOUCHER else 0,
+        order_amount=request.order_amount,
+        balance=None if record.type is VoucherType.DISCOUNT_VOUCHER else record.balance,
+    )
+
+
+def _details(redemption_id: str, order_id: str | None, **more: str) -> dict[str, Any]:
+    details: dict[str, Any] = {"redemption": {"id": redemption_id}}
+    if order_id is not None:
+        details["order"] = {"id": order_id}
+    for name, value in more.items():
+        details[name] = {"id": value}
+    return details
+
+
+def _transaction(
+    unit: VoucherUnit,
+    now: int,
+    kind: TransactionType,
+    amount: int,
+    *,
+    source_id: str | None = None,
+    source: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> TransactionRecord:
+    """Append a transaction (after the balance has moved: it records the balance after)."""
+    record = unit.record
+    tx = TransactionRecord(
+        id=unit.next_transaction_id(),
+        voucher_id=record.id,
+        type=kind,
+        amount=amount,
+        balance=record.balance,
+        created_at=now,
+        source_id=source_id,
+        source=source,
+        reason=reason,
+        details=details,
+    )
+    unit.transaction_added(tx)
+    return tx
+
+
+def redeem(
+    unit: VoucherUnit, ids: IdSource, now: int, request: UseRequest
+) -> tuple[Redemption, VoucherRejected | None]:
+    """Redeem the voucher for *request*; the redemption and, if it FAILED, why.
+
+    On success, atomically: one more redemption, credits/points taken from the balance with a
+    transaction, the request's session released. On failure only the FAILED redemption is
+    recorded.
+
+    Raises:
+        InvalidArgument: the request does not fit the voucher's type (nothing recorded).
+    """
+    record = unit.record
+    _check_payload(record, request)
+    purge_expired(unit, now)
+    demand = _demand(record, now, request)
+    error = first_failure(demand)
+    redemption_id = ids.redemption_id()
+    if error is not None:
+        failed = Redemption(
+            id=redemption_id,
+            voucher_id=record.id,
+            voucher_code=record.code,
+            voucher_type=record.type,
+            status=RedemptionStatus.FAILED,
+            amount=0,
+            order_amount=request.order_amount,
+            order_id=request.order_id,
+            session_key=request.session_key,
+            metadata=request.metadata,
+            date=from_us(now),
+            failure_code=error.key,
+            failure_message=error.message,
+        )
+        unit.redemption_added(failed)
+        return failed, error
+
+    amount = _amount(record, demand, request)
+    record.redeemed_quantity += 1
+    record.redeemed_amount += amount
+    record.updated_at = now
+    if demand.own is not None:
+        _remove_session(unit, demand.own, "redeemed")
+    tx_id = None
+    if record.type is not VoucherType.DISCOUNT_VOUCHER:
+        record.balance -= amount
+        kind = (
+            TransactionType.CREDITS_REDEMPTION
+            if record.type is VoucherType.GIFT_VOUCHER
+            else TransactionType.POINTS_REDEMPTION
+        )
+        tx_id = _transaction(
+            unit, now, kind, -amount, details=_details(redemption_id, request.order_id)
+        ).id
+    redemption = Redemption(
+        id=redemption_id,
+        voucher_id=record.id,
+        voucher_code=record.code,
+        voucher_type=record.type,
+        status=RedemptionStatus.SUCCEEDED,
+        amount=amount,
+        order_amount=request.order_amount,
+        order_id=request.order_id,
+        session_key=request.session_key,
+        metadata=request.metadata,
+        date=from_us(now),
+        transaction_id=tx_id,
+    )
+    unit.redemption_added(redemption)
+    return redemption, None
+
+
+# --- rollback ---------------------------------------------------------------------------------
+
+
+def rollback_deadline(redeemed_at: int) -> int:
+    """The last instant a redemption made at *redeemed_at* may be rolled back: the same
+    moment 3 calendar months later (clamped to the month's last day: 30 Nov → 28/29 Feb)."""
+    moment = from_us(redeemed_at)
+    months = moment.month - 1 + ROLLBACK_WINDOW_MONTHS
+    year, month = moment.year + months // 12, months % 12 + 1
+    if year > 9999:
+        return MAX_US
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return to_us(moment.replace(year=year, month=month, day=day))
+
+
+def rollback(
+    unit: VoucherUnit,
+    ids: IdSource,
+    now: int,
+    redemption: Redemption,
+    reason: str | None,
+) -> tuple[RedemptionRollback, Redemption]:
+    """Reverse a whole redemption; returns the rollback and the redemption as it now stands.
+
+    Allowed on a disabled or expired voucher.
+
+    Raises:
+        AlreadyRolledBack: the second time.
+        InvalidRedemption: the redemption FAILED (nothing to reverse).
+        RollbackWindowExceeded: more than 3 calendar months after the redemption.
+    """
+    record = unit.record
+    if redemption.status is RedemptionStatus.ROLLED_BACK:
+        raise AlreadyRolledBack(
+            f"redemption {redemption.id} was rolled back already ({redemption.rollback_id})",
+            resource_id=redemption.id,
+            resource_type="redemption",
+        )
+    if redemption.status is RedemptionStatus.FAILED:
+        raise InvalidRedemption(
+            f"redemption {redemption.id} failed ({redemption.failure_code}); nothing to roll back",
+            resource_id=redemption.id,
+            resource_type="redemption",
+        )
+    deadline = rollback_deadline(to_us(redemption.date))
+    if now > deadline:
+        raise RollbackWindowExceeded(
+            f"redemption {redemption.id} can be rolled back until {from_us(deadline).isoformat()}",
+            resource_id=redemption.id,
+            resource_type="redemption",
+        )
+    purge_expired(unit, now)
+
+    rollback_id = ids.rollback_id()
+    amount = redemption.amount
+    record.redeemed_quantity -= 1
+    record.redeemed_amount -= amount
+    record.updated_at = now
+    tx_id = None
+    if record.type is not VoucherType.DISCOUNT_VOUCHER:
+        record.balance += amount
+        kind = (
+            TransactionType.CREDITS_REFUND
+            if record.type is VoucherType.GIFT_VOUCHER
+            else TransactionType.POINTS_REFUND
+        )
+        tx_id = _transaction(
+            unit,
+            now,
+            kind,
+            amount,
+            reason=reason,
+            details=_details(redemption.id, redemption.order_id, rollback=rollback_id),
+        ).id
+    result = RedemptionRollback(
+        id=rollback_id,
+        redemption_id=redemption.id,
+        voucher_id=record.id,
+        voucher_code=record.code,
+        amount=-amount,
+        reason=reason,
+        date=from_us(now),
+        transaction_id=tx_id,
+    )
+    rolled_back = attrs.evolve(
+        redemption, status=RedemptionStatus.ROLLED_BACK, rollback_id=rollback_id
+    )
+    unit.rollback_added(result)
+    unit.redemption_replaced(rolled_back)
+    return result, rolled_back
+
+
+# --- balance ----------------------------------------------------------------------------------
+
+
+def update_balance(
+    unit: VoucherUnit,
+    now: int,
+    amount: int,
+    *,
+    source_id: str | None,
+    reason: str | None,
+) -> BalanceUpdate:
+    """Add (amount > 0) or remove (amount < 0) gift credits or loyalty points.
+
+    Raises:
+        InvalidVoucher: the voucher is a discount voucher.
+        InvalidAddBalanceParams: a removal larger than the balance not held by live sessions.
+        InvalidAmount: an addition would take the card past signed 64 bits.
+    """
+    record = unit.record
+    if record.type is VoucherType.DISCOUNT_VOUCHER:
+        raise InvalidVoucher(
+            f"{record.code!r} is a discount voucher; only gift and loyalty cards have a balance",
+            resource_id=record.code,
+            resource_type="voucher",
+        )
+    purge_expired(unit, now)
+    is_gift = record.type is VoucherType.GIFT_VOUCHER
+    if amount > 0:
+        if record.total + amount > INT64_MAX:
+            raise InvalidAmount(f"amount {amount} would take the card past signed 64 bits")
+        record.total += amount
+        kind = TransactionType.CREDITS_ADDITION if is_gift else TransactionType.POINTS_ADDITION
+    else:
+        removable = record.balance - held_by_sessions(record)
+        if -amount > removable:
+            raise InvalidAddBalanceParams(
+                f"cannot remove {-amount}: balance {record.balance}, of which "
+                f"{held_by_sessions(record)} is held by live sessions",
+                resource_id=record.code,
+                resource_type="voucher",
+            )
+        kind = TransactionType.CREDITS_REMOVAL if is_gift else TransactionType.POINTS_REMOVAL
+    record.balance += amount
+    record.updated_at = now
+    tx = _transaction(unit, now, kind, amount, source_id=source_id, reason=reason)
+    return BalanceUpdate(
+        amount=amount,
+        total=record.total,
+        balance=record.balance,
+        type="gift_voucher" if is_gift else "loyalty_card",
+        voucher_id=record.id,
+        transaction_id=tx.id,
+    )
+
+
+# --- lifecycle --------------------------------------------------------------------------------
+
+
+def set_active(unit: VoucherUnit, now: int, active: bool) -> None:
+    """Enable or disable the voucher (idempotent: no change, no new ``updated_at``).
+
+    A disabled voucher keeps its sessions; they still expire on time.
+    """
+    purge_expired(unit, now)
+    record = unit.record
+    state = VoucherState.ACTIVE if active else VoucherState.DISABLED
+    if record.state is not state:
+        record.state = state
+        record.updated_at = now
+
+
+def delete(unit: VoucherUnit, now: int, *, force: bool) -> None:
+    """Soft delete (hidden, code kept reserved) or, with *force*, remove for good.
+
+    Either way the voucher's sessions are dropped.
+    """
+    record = unit.record
+    if record.sessions is not None:
+        for session in list(record.sessions):
+            _remove_session(unit, session, "expired" if session.expires_at <= now else "dropped")
+    record.updated_at = now
+    if force:
+        record.state = VoucherState.PURGED
+        unit.voucher_purged()
+    else:
+        record.state = VoucherState.DELETED
+
+
+def expire_session(unit: VoucherUnit, now: int, session: SessionRecord) -> int:
+    """Purge one session found by a sweep, if it is still stored and has expired (1), else 0.
+
+    O(1): the sweep names the session, so nothing else of the voucher is scanned.
+    """
+    sessions = unit.record.sessions
+    if sessions is None or sessions.by_key.get(session.key) is not session:
+        return 0
+    if session.expires_at > now:
+        return 0
+    _remove_session(unit, session, "expired")
+    return 1

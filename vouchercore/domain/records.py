@@ -1,0 +1,337 @@
+"""The mutable state the domain works on: one voucher and the sessions that lock it.
+
+These are plain slotted classes, not frozen attrs objects: the hot path (validate, lock,
+redeem) changes a few counters in place, and rebuilding a frozen object per step would cost
+more than the whole rest of the operation. They never leave the engine: callers get frozen
+snapshots (:mod:`vouchercore.domain.snapshots`).
+
+A record is only ever touched by the thread holding its voucher's unit of work (see
+:mod:`vouchercore.ports`), and the domain decides everything before it changes anything, so
+a failed check leaves a record as it was.
+
+Instants are integer microseconds since the epoch, UTC (:mod:`vouchercore.domain.instants`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from vouchercore.domain.values import DiscountType, TransactionType, VoucherType, require_percent
+
+if TYPE_CHECKING:
+    import threading
+
+__all__ = [
+    "Discount",
+    "SessionRecord",
+    "TransactionRecord",
+    "VoucherInfo",
+    "VoucherRecord",
+    "VoucherSessions",
+    "VoucherState",
+]
+
+
+@attrs.frozen(kw_only=True)
+class Discount:
+    """How a discount voucher prices an order (Voucherify's ``discount`` object).
+
+    Use the named constructors: ``Discount.amount(500)``, ``Discount.percent(12.5,
+    amount_limit=2000)``, ``Discount.fixed(1000)``, ``Discount.unit(1, "sku_1")``.
+    ``percent_off`` is kept exactly as basis points (``percent_off_bp``: 12.5 % → 1250).
+    """
+
+    type: DiscountType
+    amount_off: int | None = None
+    percent_off_bp: int | None = None
+    amount_limit: int | None = None
+    fixed_amount: int | None = None
+    unit_off: int | None = None
+    unit_type: str | None = None
+
+    @classmethod
+    def amount(cls, amount_off: int) -> Discount:
+        """A fixed amount off the order (minor units)."""
+        return cls(type=DiscountType.AMOUNT, amount_off=amount_off)
+
+    @classmethod
+    def percent(cls, percent_off: Any, *, amount_limit: int | None = None) -> Discount:
+        """A percentage off (0 < p ≤ 100, up to 2 decimals), optionally capped."""
+        return cls(
+            type=DiscountType.PERCENT,
+            percent_off_bp=require_percent(percent_off),
+            amount_limit=amount_limit,
+        )
+
+    @classmethod
+    def fixed(cls, fixed_amount: int) -> Discount:
+        """The order total becomes *fixed_amount*."""
+        return cls(type=DiscountType.FIXED, fixed_amount=fixed_amount)
+
+    @classmethod
+    def unit(cls, unit_off: int, unit_type: str) -> Discount:
+        """*unit_off* free units of *unit_type* (reported, not priced)."""
+        return cls(type=DiscountType.UNIT, unit_off=unit_off, unit_type=unit_type)
+
+    @property
+    def percent_off(self) -> float | None:
+        """The percentage as a number (12.5), or None."""
+        bp = self.percent_off_bp
+        return None if bp is None else (bp // 100 if bp % 100 == 0 else bp / 100)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Voucherify's JSON shape of the discount."""
+        out: dict[str, Any] = {"type": self.type.value}
+        if self.type is DiscountType.AMOUNT:
+            out["amount_off"] = self.amount_off
+        elif self.type is DiscountType.PERCENT:
+            out["percent_off"] = self.percent_off
+            if self.amount_limit is not None:
+                out["amount_limit"] = self.amount_limit
+        elif self.type is DiscountType.FIXED:
+            out["fixed_amount"] = self.fixed_amount
+        else:
+            out["unit_off"] = self.unit_off
+            out["unit_type"] = self.unit_type
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class VoucherInfo:
+    """Free data attached to a voucher; absent (``None`` on the record) when all empty."""
+
+    category: str | None = None
+    additional_info: str | None = None
+    metadata: dict[str, Any] | None = attrs.field(default=None, eq=True, hash=False)
+    campaign_id: str | None = None
+
+
+class VoucherState(IntEnum):
+    """Lifecycle of a voucher record."""
+
+    ACTIVE = 0
+    DISABLED = 1
+    DELETED = 2  # soft-deleted: hidden everywhere, code still reserved
+    PURGED = 3  # force-deleted: gone; a unit still holding it must treat it as not found
+
+
+class SessionRecord:
+    """One LOCK session: ``(voucher, key)`` holding quantity 1 and some credits or points.
+
+    Live while ``now < expires_at``.
+    """
+
+    __slots__ = ("created_at", "credits", "expires_at", "key", "points", "voucher")
+
+    def __init__(
+        self,
+        voucher: VoucherRecord,
+        key: str,
+        credits: int,
+        points: int,
+        created_at: int,
+        expires_at: int,
+    ) -> None:
+        self.voucher = voucher
+        self.key = key
+        self.credits = credits
+        self.points = points
+        self.created_at = created_at
+        self.expires_at = expires_at
+
+    def __repr__(self) -> str:
+        return f"SessionRecord({self.voucher.code!r}, {self.key!r}, expires_at={self.expires_at})"
+
+
+class VoucherSessions:
+    """The session ledger of one voucher: its sessions by key and what they hold in total.
+
+    Created on a voucher's first lock. Totals count every stored session; callers purge
+    expired ones first (:meth:`purge_expired`), after which every stored session is live.
+
+    Complexity: lookup, add, remove O(1); :meth:`purge_expired` O(s) for the voucher's s
+    sessions, and only when the earliest stored expiry has passed.
+    """
+
+    __slots__ = ("by_key", "credits", "next_expiry", "points")
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, SessionRecord] = {}
+        self.credits = 0
+        self.points = 0
+        #: a lower bound of the stored sessions' expiries (None when there are none)
+        self.next_expiry: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def __iter__(self) -> Iterator[SessionRecord]:
+        return iter(self.by_key.values())
+
+    def add(self, session: SessionRecord) -> None:
+        """Store a new session (its key must not be stored yet)."""
+        self.by_key[session.key] = session
+        self.credits += session.credits
+        self.points += session.points
+        if self.next_expiry is None or session.expires_at < self.next_expiry:
+            self.next_expiry = session.expires_at
+
+    def remove(self, session: SessionRecord) -> None:
+        """Forget a stored session."""
+        del self.by_key[session.key]
+        self.credits -= session.credits
+        self.points -= session.points
+        if not self.by_key:
+            self.next_expiry = None
+
+    def update(self, session: SessionRecord, credits: int, points: int, expires_at: int) -> None:
+        """Replace what a stored session holds and when it expires (same key again)."""
+        self.credits += credits - session.credits
+        self.points += points - session.points
+        session.credits = credits
+        session.points = points
+        session.expires_at = expires_at
+        if self.next_expiry is None or expires_at < self.next_expiry:
+            self.next_expiry = expires_at
+
+    def purge_expired(self, now: int) -> list[SessionRecord]:
+        """Remove and return the sessions with ``expires_at <= now``."""
+        if self.next_expiry is None or now < self.next_expiry:
+            return []
+        expired = [s for s in self.by_key.values() if s.expires_at <= now]
+        for session in expired:
+            self.remove(session)
+        self.next_expiry = min((s.expires_at for s in self.by_key.values()), default=None)
+        return expired
+
+
+class VoucherRecord:
+    """The mutable state of one voucher.
+
+    ``total`` and ``balance`` are the card's credits (gift) or points (loyalty): ``total`` is
+    everything ever added, ``balance`` what is left. ``redeemed_amount`` counts redeemed
+    credits (gift), points (loyalty) or granted discount (discount vouchers).
+
+    Memory matters here (a POS can hold millions of codes): fields that are usually empty live
+    in ``info`` (None when empty), sessions in a ledger created on the first lock, and the lock
+    object is created on first use.
+    """
+
+    __slots__ = (
+        "balance",
+        "code",
+        "created_at",
+        "discount",
+        "expiration_date",
+        "id",
+        "info",
+        "lock",
+        "quantity",
+        "redeemed_amount",
+        "redeemed_quantity",
+        "sessions",
+        "start_date",
+        "state",
+        "total",
+        "type",
+        "updated_at",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        code: str,
+        type: VoucherType,
+        discount: Discount | None,
+        quantity: int | None,
+        total: int,
+        active: bool,
+        start_date: int | None,
+        expiration_date: int | None,
+        info: VoucherInfo | None,
+        created_at: int,
+        redeemed_quantity: int = 0,
+        redeemed_amount: int = 0,
+        balance: int | None = None,
+        updated_at: int | None = None,
+    ) -> None:
+        self.id = id
+        self.code = code
+        self.type = type
+        self.discount = discount
+        self.quantity = quantity
+        self.redeemed_quantity = redeemed_quantity
+        self.redeemed_amount = redeemed_amount
+        self.total = total
+        self.balance = total if balance is None else balance
+        self.state = VoucherState.ACTIVE if active else VoucherState.DISABLED
+        self.start_date = start_date
+        self.expiration_date = expiration_date
+        self.info = info
+        self.created_at = created_at
+        self.updated_at = created_at if updated_at is None else updated_at
+        self.sessions: VoucherSessions | None = None
+        self.lock: threading.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"VoucherRecord({self.code!r}, {self.type.value}, state={self.state.name})"
+
+    @property
+    def active(self) -> bool:
+        """True unless disabled (or deleted)."""
+        return self.state is VoucherState.ACTIVE
+
+    @property
+    def hidden(self) -> bool:
+        """Soft- or force-deleted: not found by any operation."""
+        return self.state >= VoucherState.DELETED
+
+
+class TransactionRecord:
+    """One credit or point movement, as stored. ``seq`` orders the log store-wide."""
+
+    __slots__ = (
+        "amount",
+        "balance",
+        "created_at",
+        "details",
+        "id",
+        "reason",
+        "related_transaction_id",
+        "source",
+        "source_id",
+        "type",
+        "voucher_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        voucher_id: str,
+        type: TransactionType,
+        amount: int,
+        balance: int,
+        created_at: int,
+        source_id: str | None = None,
+        source: str | None = None,
+        reason: str | None = None,
+        related_transaction_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = id
+        self.voucher_id = voucher_id
+        self.type = type
+        self.amount = amount
+        self.balance = balance
+        self.created_at = created_at
+        self.source_id = source_id
+        self.source = source
+        self.reason = reason
+        self.related_transaction_id = related_transaction_id
+        self.details = details

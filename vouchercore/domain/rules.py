@@ -1,0 +1,201 @@
+"""The voucher rules: availability (SPEC §2), the validation check table (SPEC §3) and pricing.
+
+Everything that decides whether a voucher may be used, and for how much, is here — once —
+and every store shares it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+
+from vouchercore.domain.instants import from_us
+from vouchercore.domain.records import Discount, SessionRecord, VoucherRecord, VoucherState
+from vouchercore.domain.values import DiscountType, VoucherType
+from vouchercore.errors import (
+    GiftAmountExceeded,
+    LoyaltyCardPointsExceeded,
+    QuantityExceeded,
+    VoucherDisabled,
+    VoucherExpired,
+    VoucherNotActive,
+    VoucherRejected,
+)
+
+__all__ = [
+    "CHECKS",
+    "Demand",
+    "available_balance",
+    "available_quantity",
+    "discount_amount",
+    "first_failure",
+    "held_by_sessions",
+]
+
+
+# --- availability (SPEC §2) -------------------------------------------------------------------
+
+
+def available_quantity(record: VoucherRecord, own: SessionRecord | None) -> int | None:
+    """Redemptions left for a request whose own live session is *own* (None = unlimited).
+
+    ``quantity − redeemed_quantity − live sessions of other keys``. Expired sessions must have
+    been purged from the record first (every operation does so on entry).
+    """
+    if record.quantity is None:
+        return None
+    sessions = record.sessions
+    others = (len(sessions) - (own is not None)) if sessions else 0
+    return record.quantity - record.redeemed_quantity - others
+
+
+def held_by_sessions(record: VoucherRecord) -> int:
+    """Credits (gift) or points (loyalty) held by all live sessions of the voucher."""
+    sessions = record.sessions
+    if not sessions:
+        return 0
+    return sessions.points if record.type is VoucherType.LOYALTY_CARD else sessions.credits
+
+
+def available_balance(record: VoucherRecord, own: SessionRecord | None) -> int:
+    """Credits or points a request may use: the balance minus what other keys' sessions hold."""
+    held = held_by_sessions(record)
+    if own is not None:
+        held -= own.points if record.type is VoucherType.LOYALTY_CARD else own.credits
+    return record.balance - held
+
+
+# --- the check table (SPEC §3) ----------------------------------------------------------------
+
+
+@attrs.define(slots=True)
+class Demand:
+    """What one validation or redemption asks of a voucher, at one instant.
+
+    ``credits``/``points`` are what the request would use (for a gift card without explicit
+    credits: ``min(order amount, available credits)``). ``own`` is the request's own live
+    session, whose lock counts as available to it.
+    """
+
+    record: VoucherRecord
+    now: int
+    own: SessionRecord | None
+    credits: int
+    points: int
+
+
+@attrs.frozen
+class Check:
+    """One row of the check table: the error raised when ``fails(demand)`` is true."""
+
+    error: type[VoucherRejected]
+    fails: Callable[[Demand], bool]
+    explain: Callable[[Demand], str]
+
+
+def _quantity_fails(d: Demand) -> bool:
+    left = available_quantity(d.record, d.own)
+    return left is not None and left < 1
+
+
+def _credits_fail(d: Demand) -> bool:
+    return d.record.type is VoucherType.GIFT_VOUCHER and (
+        d.credits < 1 or d.credits > available_balance(d.record, d.own)
+    )
+
+
+def _points_fail(d: Demand) -> bool:
+    return d.record.type is VoucherType.LOYALTY_CARD and d.points > available_balance(
+        d.record, d.own
+    )
+
+
+def _iso(us: int | None) -> str:
+    return "-" if us is None else from_us(us).isoformat()
+
+
+#: The checks, in the order that decides which error a request gets (SPEC §3). ``not_found``
+#: comes before all of them and is decided by the lookup (unknown or deleted voucher).
+CHECKS: Final[tuple[Check, ...]] = (
+    Check(
+        VoucherDisabled,
+        lambda d: d.record.state is VoucherState.DISABLED,
+        lambda d: "voucher is disabled",
+    ),
+    Check(
+        VoucherNotActive,
+        lambda d: d.record.start_date is not None and d.now < d.record.start_date,
+        lambda d: f"voucher is not active yet (starts {_iso(d.record.start_date)})",
+    ),
+    Check(
+        VoucherExpired,
+        lambda d: d.record.expiration_date is not None and d.now > d.record.expiration_date,
+        lambda d: f"voucher expired at {_iso(d.record.expiration_date)}",
+    ),
+    Check(
+        QuantityExceeded,
+        _quantity_fails,
+        lambda d: (
+            f"no redemption left: quantity {d.record.quantity}, redeemed "
+            f"{d.record.redeemed_quantity}, locked by other sessions "
+            f"{len(d.record.sessions or ()) - (d.own is not None)}"
+        ),
+    ),
+    Check(
+        GiftAmountExceeded,
+        _credits_fail,
+        lambda d: (
+            f"gift credits asked {d.credits}, available "
+            f"{available_balance(d.record, d.own)} (balance {d.record.balance})"
+        ),
+    ),
+    Check(
+        LoyaltyCardPointsExceeded,
+        _points_fail,
+        lambda d: (
+            f"points asked {d.points}, available "
+            f"{available_balance(d.record, d.own)} (balance {d.record.balance})"
+        ),
+    ),
+)
+
+
+def first_failure(demand: Demand) -> VoucherRejected | None:
+    """The error of the first failing check in :data:`CHECKS`, or None if all pass."""
+    for check in CHECKS:
+        if check.fails(demand):
+            return check.error(
+                check.explain(demand),
+                resource_id=demand.record.code,
+                resource_type="voucher",
+            )
+    return None
+
+
+# --- pricing ----------------------------------------------------------------------------------
+
+
+def discount_amount(discount: Discount, order_amount: int | None) -> int:
+    """The discount granted on an order (0 when it cannot be priced).
+
+    AMOUNT: ``min(amount_off, order)`` (``amount_off`` without an order); PERCENT:
+    round-half-up(order × p / 100), capped by ``amount_limit`` and the order; FIXED:
+    ``max(order − fixed_amount, 0)``; UNIT: reported, not priced (0).
+    """
+    kind = discount.type
+    if kind is DiscountType.AMOUNT:
+        off = discount.amount_off or 0
+        return off if order_amount is None else min(off, order_amount)
+    if order_amount is None:
+        return 0
+    if kind is DiscountType.PERCENT:
+        bp = discount.percent_off_bp or 0
+        amount = (order_amount * bp * 2 + 10_000) // 20_000  # half-up on exact integers
+        if discount.amount_limit is not None:
+            amount = min(amount, discount.amount_limit)
+        return min(amount, order_amount)
+    if kind is DiscountType.FIXED:
+        return max(order_amount - (discount.fixed_amount or 0), 0)
+    return 0

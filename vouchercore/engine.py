@@ -1,0 +1,744 @@
+"""The facade: Voucherify's voucher verbs on an in-process store.
+
+Every operation has the same shape: check the arguments (raising
+:class:`~vouchercore.errors.InvalidArgument` before anything is read), read the clock once,
+open one unit of work on the voucher, make one domain call, commit. Thread-safe: operations on
+one voucher are serialised by its unit of work; operations on different vouchers run
+independently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from vouchercore.clock import Clock, SystemClock
+from vouchercore.domain import operations
+from vouchercore.domain.audit import audit_voucher
+from vouchercore.domain.instants import to_us_or_none
+from vouchercore.domain.operations import LockRequest, UseRequest
+from vouchercore.domain.records import Discount, VoucherInfo
+from vouchercore.domain.snapshots import (
+    AuditReport,
+    BalanceUpdate,
+    Redemption,
+    RedemptionRollback,
+    Session,
+    Transaction,
+    TransactionPage,
+    ValidationResult,
+    Violation,
+    Voucher,
+)
+from vouchercore.domain.values import (
+    DiscountType,
+    TtlUnit,
+    VoucherType,
+    require_amount,
+    require_code,
+    require_enum,
+    require_metadata,
+    require_optional_text,
+    require_percent,
+    require_session_key,
+    require_signed_amount,
+    ttl_to_us,
+)
+from vouchercore.errors import InvalidPayload, NotFound
+from vouchercore.ids import IdGenerator
+from vouchercore.stores import open_store
+
+__all__ = ["Engine"]
+
+T = TypeVar("T")
+
+DEFAULT_TTL = 7
+DEFAULT_TTL_UNIT = TtlUnit.DAYS
+
+
+def _not_found(code: str) -> NotFound:
+    return NotFound(f"voucher {code!r} not found", resource_id=code, resource_type="voucher")
+
+
+class Engine:
+    """A voucher book with Voucherify's semantics, run in-process.
+
+    Args:
+        store: ``"memory://"`` (default), a store URL, or a store object (not closed by
+            :meth:`close` when handed in).
+        clock: where "now" comes from (default :class:`~vouchercore.clock.SystemClock`).
+        seed: make ids and session keys reproducible (simulations, tests). Leave ``None``
+            in production: session keys then come from the OS CSPRNG.
+        ids: a custom id generator (overrides *seed*).
+
+    Example:
+        >>> from vouchercore import Engine, FakeClock
+        >>> engine = Engine(clock=FakeClock(), seed=1)
+        >>> card = engine.create_voucher("GIFT-1", type="GIFT_VOUCHER", gift={"amount": 5000})
+        >>> engine.redeem_voucher("GIFT-1", credits=1200).amount
+        1200
+        >>> engine.get_voucher("GIFT-1").gift.balance
+        3800
+    """
+
+    def __init__(
+        self,
+        store: Any = "memory://",
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        ids: IdGenerator | None = None,
+    ) -> None:
+        self._store, self._owns_store = open_store(store)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._ids: IdGenerator = ids if ids is not None else IdGenerator(seed)
+
+    @property
+    def store(self) -> Any:
+        """The store this engine runs on."""
+        return self._store
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this engine reads."""
+        return self._clock
+
+    def close(self) -> None:
+        """Release the store if this engine opened it."""
+        if self._owns_store:
+            self._store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def create_voucher(
+        self,
+        code: str | None = None,
+        *,
+        type: VoucherType | str | None = None,
+        discount: Discount | Mapping[str, Any] | None = None,
+        gift: Mapping[str, Any] | None = None,
+        loyalty_card: Mapping[str, Any] | None = None,
+        quantity: int | None = None,
+        redemption: Mapping[str, Any] | None = None,
+        active: bool = True,
+        start_date: datetime | None = None,
+        expiration_date: datetime | None = None,
+        category: str | None = None,
+        additional_info: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        campaign_id: str | None = None,
+        code_length: int = 8,
+    ) -> Voucher:
+        """Create a voucher (Voucherify's request shape).
+
+        Args:
+            code: the code (1–100 printable characters, case-sensitive); ``None`` generates
+                one of *code_length* alphanumerics.
+            type: ``DISCOUNT_VOUCHER``, ``GIFT_VOUCHER`` or ``LOYALTY_CARD``; inferred from
+                *gift* / *loyalty_card* / *discount* when omitted.
+            discount: a :class:`Discount` or ``{"type": "AMOUNT", "amount_off": 500}``,
+                ``{"type": "PERCENT", "percent_off": 12.5, "amount_limit": 2000}``,
+                ``{"type": "FIXED", "fixed_amount": 1000}``,
+                ``{"type": "UNIT", "unit_off": 1, "unit_type": "sku_1"}``.
+            gift: ``{"amount": 10000}`` — opening credits in minor units (≥ 0).
+            loyalty_card: ``{"points": 500}`` — opening points (≥ 0).
+            quantity: redemption limit (``None`` = unlimited); also accepted as
+                ``redemption={"quantity": N}``.
+            active: ``False`` creates it disabled.
+            start_date, expiration_date: aware datetimes; valid while start ≤ now ≤ end.
+            category, additional_info, metadata, campaign_id: free data (metadata a
+                JSON-serialisable mapping with str keys).
+
+        Raises:
+            InvalidArgument: any malformed field (the message names it).
+            DuplicateFound: the code is taken (by a live or soft-deleted voucher).
+        """
+        kind, parsed_discount, total = _parse_kind(type, discount, gift, loyalty_card)
+        limit = _parse_quantity(quantity, redemption)
+        if not isinstance(active, bool):
+            raise InvalidPayload(f"active must be a bool, got {active!r}")
+        start_us = to_us_or_none(start_date, "start_date")
+        end_us = to_us_or_none(expiration_date, "expiration_date")
+        info = _parse_info(category, additional_info, metadata, campaign_id)
+        if code is not None:
+            code = require_code(code)
+        now = self._clock.now_us()
+        if code is None:
+            length = require_amount(code_length, "code_length")
+            code = self._ids.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ", length)
+        record = operations.new_voucher(
+            self._ids,
+            now,
+            code=code,
+            type=kind,
+            discount=parsed_discount,
+            total=total,
+            quantity=limit,
+            active=active,
+            start_date=start_us,
+            expiration_date=end_us,
+            info=info,
+        )
+        self._store.insert_voucher(record)
+        return Voucher.from_record(record)
+
+    def get_voucher(self, code_or_id: str) -> Voucher:
+        """The voucher with this code or ``v_`` id, as it is now.
+
+        Raises:
+            NotFound: unknown or deleted.
+        """
+        code_or_id = require_code(code_or_id, "code_or_id")
+        return self._run(code_or_id, _snapshot)
+
+    def enable_voucher(self, code_or_id: str) -> Voucher:
+        """Enable the voucher (idempotent). Returns it."""
+        code_or_id = require_code(code_or_id, "code_or_id")
+        return self._run(code_or_id, _set_active, True)
+
+    def disable_voucher(self, code_or_id: str) -> Voucher:
+        """Disable the voucher (idempotent): it keeps its sessions, but every validation and
+        redemption fails with ``voucher_disabled``. Returns it."""
+        code_or_id = require_code(code_or_id, "code_or_id")
+        return self._run(code_or_id, _set_active, False)
+
+    def delete_voucher(self, code_or_id: str, *, force: bool = False) -> None:
+        """Delete the voucher.
+
+        Soft (default): hidden everywhere (``not_found``), sessions dropped, code reserved.
+        ``force=True``: voucher, sessions, redemptions, rollbacks and transactions removed and
+        the code freed (also for a voucher soft-deleted before).
+
+        Raises:
+            NotFound: unknown, or already deleted (a soft delete of a soft-deleted voucher).
+        """
+        code_or_id = require_code(code_or_id, "code_or_id")
+        if not isinstance(force, bool):
+            raise InvalidPayload(f"force must be a bool, got {force!r}")
+        now = self._clock.now_us()
+        unit = self._store.begin(code_or_id, include_deleted=force)
+        if unit is None:
+            raise _not_found(code_or_id)
+        try:
+            operations.delete(unit, now, force=force)
+        except BaseException:
+            self._store.abort(unit)
+            raise
+        self._store.commit(unit)
+
+    # --- validation, sessions, redemption -------------------------------------------------
+
+    def validate_voucher(
+        self,
+        code: str,
+        *,
+        order_amount: int | None = None,
+        credits: int | None = None,
+        points: int | None = None,
+        order_id: str | None = None,
+        session: Mapping[str, Any] | str | bool | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ValidationResult:
+        """Can this voucher be used for this order? Never raises for an invalid voucher: the
+        result has ``valid=False`` and ``error`` (the error a redemption would raise).
+
+        Args:
+            code: the voucher's code or id.
+            order_amount: the order total in minor units (prices discounts; for a gift card
+                without *credits*, credits = min(order_amount, available credits)).
+            credits: gift credits to use (gift cards only).
+            points: loyalty points to use (loyalty cards: required).
+            session: ``{"type": "LOCK", "key": …, "ttl": …, "ttl_unit": …}`` (all but type
+                optional; default 7 DAYS and a generated ``ssn_`` key), or ``"LOCK"``/
+                ``True`` for the defaults. A valid answer sets (or, same key again,
+                replaces) the lock: quantity 1 plus the credits/points asked for.
+
+        Raises:
+            InvalidArgument: a malformed request (bad types or amounts, unknown ttl unit, a
+                gift card with neither credits nor order amount, a loyalty card without points).
+        """
+        code = require_code(code)
+        request = _use_request(order_amount, credits, points, order_id, None, metadata)
+        lock = _lock_request(session)
+        now = self._clock.now_us()
+        unit = self._store.begin(code)
+        if unit is None:
+            return ValidationResult(
+                valid=False, code=code, voucher_id=None, type=None, error=_not_found(code)
+            )
+        try:
+            result = operations.validate(unit, self._ids, now, request, lock)
+        except BaseException:
+            self._store.abort(unit)
+            raise
+        self._store.commit(unit)
+        return result
+
+    def redeem_voucher(
+        self,
+        code: str,
+        *,
+        order_amount: int | None = None,
+        credits: int | None = None,
+        points: int | None = None,
+        order_id: str | None = None,
+        session_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Redemption:
+        """Redeem the voucher. Same checks as validation, with *session_key*'s own lock
+        counted as available; on success its session is released. An unknown or expired
+        session key is treated as no session.
+
+        Returns:
+            The SUCCEEDED redemption (``amount``: credits, points or discount used).
+
+        Raises:
+            VoucherRejected: the failing check (``quantity_exceeded`` …); a FAILED redemption
+                is recorded and nothing else changes.
+            NotFound: unknown or deleted voucher (nothing recorded).
+            InvalidArgument: a malformed request (nothing recorded).
+        """
+        code = require_code(code)
+        request = _use_request(order_amount, credits, points, order_id, session_key, metadata)
+        now = self._clock.now_us()
+        unit = self._store.begin(code)
+        if unit is None:
+            raise _not_found(code)
+        try:
+            redemption, error = operations.redeem(unit, self._ids, now, request)
+        except BaseException:
+            self._store.abort(unit)
+            raise
+        self._store.commit(unit)
+        if error is not None:
+            raise error
+        return redemption
+
+    def release_validation_session(self, code: str, session_key: str) -> None:
+        """Release the lock *session_key* holds on this voucher.
+
+        Raises:
+            NotFound: no live session with that key on this voucher (``resource_type``
+                ``"session"``), or no such voucher.
+        """
+        code = require_code(code)
+        session_key = require_session_key(session_key)
+        self._run(code, operations.release_session, session_key)
+
+    def list_sessions(self, code: str) -> tuple[Session, ...]:
+        """The voucher's live sessions, soonest to expire first."""
+        code = require_code(code)
+        return self._run(code, _sessions)
+
+    def expire_sessions(self, now: datetime | None = None) -> int:
+        """Purge sessions expired at *now* (default: the clock's now); how many were purged.
+
+        Optional housekeeping: expiry is exact without it. Cost grows with the number of
+        expired sessions (the store's expiry index), not with how many are stored.
+        """
+        now_us = self._clock.now_us() if now is None else to_us_or_none(now, "now")
+        assert now_us is not None
+        purged = 0
+        for session in self._store.expiring_sessions(now_us):
+            unit = self._store.begin(session.voucher.id, include_deleted=True)
+            if unit is None:
+                continue
+            try:
+                purged += operations.expire_session(unit, now_us, session)
+            finally:
+                self._store.commit(unit)
+        return purged
+
+    # --- redemptions ----------------------------------------------------------------------
+
+    def get_redemption(self, redemption_id: str) -> Redemption:
+        """A redemption (any status) by id.
+
+        Raises:
+            NotFound: unknown id, or its voucher was force-deleted.
+        """
+        redemption_id = require_code(redemption_id, "redemption_id")
+        found = self._store.get_redemption(redemption_id)
+        if found is None:
+            raise NotFound(
+                f"redemption {redemption_id!r} not found",
+                resource_id=redemption_id,
+                resource_type="redemption",
+            )
+        return found  # type: ignore[no-any-return]
+
+    def list_redemptions(self, code: str) -> tuple[Redemption, ...]:
+        """The voucher's redemption log (every attempt, failed ones too), oldest first."""
+        code = require_code(code)
+        return self._run(code, lambda unit, now: tuple(self._store.redemptions(unit.record.id)))
+
+    def rollback_redemption(
+        self, redemption_id: str, *, reason: str | None = None
+    ) -> RedemptionRollback:
+        """Reverse a whole redemption within 3 calendar months of it: one redemption fewer,
+        credits/points returned (``CREDITS_REFUND``/``POINTS_REFUND``). Allowed on a disabled
+        or expired voucher.
+
+        Raises:
+            NotFound: unknown redemption, or its voucher is deleted.
+            AlreadyRolledBack: the second time.
+            InvalidRedemption: the redemption FAILED.
+            RollbackWindowExceeded: more than 3 calendar months later.
+        """
+        redemption_id = require_code(redemption_id, "redemption_id")
+        reason = require_optional_text(reason, "reason")
+        now = self._clock.now_us()
+        opened = self._store.begin_redemption(redemption_id)
+        if opened is None:
+            raise NotFound(
+                f"redemption {redemption_id!r} not found",
+                resource_id=redemption_id,
+                resource_type="redemption",
+            )
+        unit, redemption = opened
+        try:
+            result, _ = operations.rollback(unit, self._ids, now, redemption, reason)
+        except BaseException:
+            self._store.abort(unit)
+            raise
+        self._store.commit(unit)
+        return result
+
+    # --- balance and transactions ---------------------------------------------------------
+
+    def update_voucher_balance(
+        self,
+        code: str,
+        amount: int,
+        *,
+        source_id: str | None = None,
+        reason: str | None = None,
+    ) -> BalanceUpdate:
+        """Add (amount > 0) or remove (amount < 0) gift credits or loyalty points.
+
+        A removal may not take what live sessions hold.
+
+        Raises:
+            InvalidVoucher: a discount voucher.
+            InvalidAddBalanceParams: removing more than the balance not held by live sessions.
+            InvalidAmount: amount 0, not an int, or beyond signed 64 bits.
+        """
+        code = require_code(code)
+        amount = require_signed_amount(amount, "amount")
+        source_id = require_optional_text(source_id, "source_id")
+        reason = require_optional_text(reason, "reason")
+        return self._run(
+            code,
+            lambda unit, now: operations.update_balance(
+                unit, now, amount, source_id=source_id, reason=reason
+            ),
+        )
+
+    def list_voucher_transactions(
+        self,
+        code: str,
+        *,
+        limit: int = 10,
+        page: int | None = None,
+        starting_after_id: str | None = None,
+        order: str = "-id",
+    ) -> TransactionPage:
+        """One page of the voucher's credit/point transactions (newest first by default).
+
+        Args:
+            limit: 1–100 per page.
+            page: 1-based page number (with *limit*); not together with *starting_after_id*.
+            starting_after_id: cursor — the page after this transaction id in *order*
+                (use the previous page's ``more_starting_after``).
+            order: ``"-id"`` (newest first) or ``"id"`` (oldest first).
+
+        Raises:
+            NotFound: unknown voucher. A discount voucher has an empty list.
+        """
+        code = require_code(code)
+        if type(limit) is not int or not 1 <= limit <= 100:
+            raise InvalidPayload(f"limit must be an int from 1 to 100, got {limit!r}")
+        if page is not None and (type(page) is not int or page < 1):
+            raise InvalidPayload(f"page must be an int ≥ 1, got {page!r}")
+        if page is not None and starting_after_id is not None:
+            raise InvalidPayload("give page or starting_after_id, not both")
+        if starting_after_id is not None:
+            starting_after_id = require_code(starting_after_id, "starting_after_id")
+        if order not in ("-id", "id"):
+            raise InvalidPayload(f"order must be '-id' or 'id', got {order!r}")
+        campaign_id, log = self._run(
+            code,
+            lambda unit, now: (
+                unit.record.info.campaign_id if unit.record.info else None,
+                self._store.transactions(unit.record.id),
+            ),
+        )
+        newest_first = order == "-id"
+        ordered = list(reversed(log)) if newest_first else list(log)
+        start = 0
+        if starting_after_id is not None:
+            start = _cursor_position(ordered, starting_after_id, newest_first)
+        elif page is not None:
+            start = (page - 1) * limit
+        chunk = ordered[start : start + limit]
+        has_more = start + limit < len(ordered)
+        return TransactionPage(
+            data=tuple(Transaction.from_record(tx, campaign_id) for tx in chunk),
+            has_more=has_more,
+            more_starting_after=chunk[-1].id if has_more and chunk else None,
+            total=len(ordered),
+        )
+
+    # --- audit ----------------------------------------------------------------------------
+
+    def audit(self) -> AuditReport:
+        """Replay every voucher's log and check invariants I1–I4; a report naming each
+        violation (``report.ok`` when none)."""
+        now = self._clock.now_us()
+        violations: list[Violation] = []
+        vouchers = sessions = transactions = redemptions = 0
+        for code in self._store.voucher_codes():
+            unit = self._store.begin(code)
+            if unit is None:
+                continue
+            try:
+                log = self._store.transactions(unit.record.id)
+                redeemed = self._store.redemptions(unit.record.id)
+                found = audit_voucher(unit.record, now, log, redeemed)
+            finally:
+                self._store.abort(unit)
+            violations.extend(found)
+            vouchers += 1
+            sessions += sum(1 for s in (unit.record.sessions or ()) if s.expires_at > now)
+            transactions += len(log)
+            redemptions += len(redeemed)
+        stats = self._store.stats
+        stored = getattr(self._store, "session_count", None)
+        if stored is not None:
+            resolved = sum(stats.sessions_resolved.values())
+            if stats.sessions_opened - resolved != stored():
+                violations.append(
+                    Violation(
+                        invariant="I4",
+                        voucher_id=None,
+                        code=None,
+                        message=(
+                            f"session ledger does not balance: {stats.sessions_opened} opened, "
+                            f"{resolved} resolved, {stored()} stored"
+                        ),
+                    )
+                )
+        return AuditReport(
+            vouchers=vouchers,
+            sessions=sessions,
+            transactions=transactions,
+            redemptions=redemptions,
+            violations=tuple(violations),
+        )
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _run(self, code_or_id: str, step: Callable[..., T], *args: Any) -> T:
+        """One unit of work on a voucher: clock read, open, ``step(unit, now, *args)``,
+        commit (abort if it raised)."""
+        now = self._clock.now_us()
+        unit = self._store.begin(code_or_id)
+        if unit is None:
+            raise _not_found(code_or_id)
+        try:
+            result = step(unit, now, *args)
+        except BaseException:
+            self._store.abort(unit)
+            raise
+        self._store.commit(unit)
+        return result
+
+
+# --- steps run inside a unit (reads are purges too: expired sessions leave on every read) ----
+
+
+def _snapshot(unit: Any, now: int) -> Voucher:
+    operations.purge_expired(unit, now)
+    return Voucher.from_record(unit.record)
+
+
+def _set_active(unit: Any, now: int, active: bool) -> Voucher:
+    operations.set_active(unit, now, active)
+    return Voucher.from_record(unit.record)
+
+
+def _sessions(unit: Any, now: int) -> tuple[Session, ...]:
+    operations.purge_expired(unit, now)
+    stored = unit.record.sessions or ()
+    return tuple(Session.from_record(s) for s in sorted(stored, key=lambda s: s.expires_at))
+
+
+def _cursor_position(ordered: list[Any], cursor: str, newest_first: bool) -> int:
+    """Index of the first transaction after *cursor* in *ordered* (ids are fixed-width, so
+    string order is creation order; the cursor need not be in the list)."""
+    for i, tx in enumerate(ordered):
+        if (tx.id < cursor) if newest_first else (tx.id > cursor):
+            return i
+    return len(ordered)
+
+
+# --- argument parsing -------------------------------------------------------------------------
+
+
+def _parse_discount(value: Discount | Mapping[str, Any]) -> Discount:
+    if isinstance(value, Discount):
+        fields: Mapping[str, Any] = {
+            "type": value.type,
+            "amount_off": value.amount_off,
+            "percent_off": value.percent_off,
+            "amount_limit": value.amount_limit,
+            "fixed_amount": value.fixed_amount,
+            "unit_off": value.unit_off,
+            "unit_type": value.unit_type,
+        }
+    elif isinstance(value, Mapping):
+        fields = value
+    else:
+        raise InvalidPayload(f"discount must be a Discount or a mapping, got {value!r}")
+    kind = require_enum(DiscountType, fields.get("type"), "discount.type")
+    if kind is DiscountType.AMOUNT:
+        return Discount(
+            type=kind, amount_off=require_amount(fields.get("amount_off"), "amount_off")
+        )
+    if kind is DiscountType.PERCENT:
+        limit = fields.get("amount_limit")
+        return Discount(
+            type=kind,
+            percent_off_bp=require_percent(fields.get("percent_off")),
+            amount_limit=None if limit is None else require_amount(limit, "amount_limit"),
+        )
+    if kind is DiscountType.FIXED:
+        return Discount(
+            type=kind,
+            fixed_amount=require_amount(
+                fields.get("fixed_amount"), "fixed_amount", allow_zero=True
+            ),
+        )
+    unit_type = fields.get("unit_type")
+    if not isinstance(unit_type, str) or not unit_type:
+        raise InvalidPayload(f"unit_type must be a non-empty string, got {unit_type!r}")
+    return Discount(
+        type=kind, unit_off=require_amount(fields.get("unit_off"), "unit_off"), unit_type=unit_type
+    )
+
+
+def _parse_kind(
+    kind: VoucherType | str | None,
+    discount: Discount | Mapping[str, Any] | None,
+    gift: Mapping[str, Any] | None,
+    loyalty_card: Mapping[str, Any] | None,
+) -> tuple[VoucherType, Discount | None, int]:
+    if kind is None:
+        given = [gift is not None, loyalty_card is not None, discount is not None]
+        if sum(given) != 1:
+            raise InvalidPayload("give type, or exactly one of discount, gift, loyalty_card")
+        kind = (
+            VoucherType.GIFT_VOUCHER
+            if gift is not None
+            else VoucherType.LOYALTY_CARD
+            if loyalty_card is not None
+            else VoucherType.DISCOUNT_VOUCHER
+        )
+    kind = require_enum(VoucherType, kind, "type")
+    parsed = None if discount is None else _parse_discount(discount)
+    total = 0
+    if gift is not None:
+        if kind is not VoucherType.GIFT_VOUCHER:
+            raise InvalidPayload(f"gift applies to GIFT_VOUCHER only, not {kind.value}")
+        if not isinstance(gift, Mapping):
+            raise InvalidPayload(f"gift must be a mapping like {{'amount': 10000}}, got {gift!r}")
+        total = require_amount(gift.get("amount", 0), "gift.amount", allow_zero=True)
+    if loyalty_card is not None:
+        if kind is not VoucherType.LOYALTY_CARD:
+            raise InvalidPayload(f"loyalty_card applies to LOYALTY_CARD only, not {kind.value}")
+        if not isinstance(loyalty_card, Mapping):
+            raise InvalidPayload(
+                f"loyalty_card must be a mapping like {{'points': 500}}, got {loyalty_card!r}"
+            )
+        total = require_amount(
+            loyalty_card.get("points", 0), "loyalty_card.points", allow_zero=True
+        )
+    return kind, parsed, total
+
+
+def _parse_quantity(quantity: int | None, redemption: Mapping[str, Any] | None) -> int | None:
+    if redemption is not None:
+        if quantity is not None:
+            raise InvalidPayload("give quantity or redemption={'quantity': …}, not both")
+        if not isinstance(redemption, Mapping):
+            raise InvalidPayload(f"redemption must be a mapping, got {redemption!r}")
+        quantity = redemption.get("quantity")
+    return None if quantity is None else require_amount(quantity, "quantity")
+
+
+def _parse_info(
+    category: str | None,
+    additional_info: str | None,
+    metadata: Mapping[str, Any] | None,
+    campaign_id: str | None,
+) -> VoucherInfo | None:
+    info = VoucherInfo(
+        category=require_optional_text(category, "category"),
+        additional_info=require_optional_text(additional_info, "additional_info"),
+        metadata=require_metadata(metadata),
+        campaign_id=require_optional_text(campaign_id, "campaign_id"),
+    )
+    return None if info == _EMPTY_INFO else info
+
+
+_EMPTY_INFO = VoucherInfo()
+
+
+def _use_request(
+    order_amount: object,
+    credits: object,
+    points: object,
+    order_id: object,
+    session_key: object,
+    metadata: object,
+) -> UseRequest:
+    return UseRequest(
+        order_amount=None if order_amount is None else require_amount(order_amount, "order_amount"),
+        credits=None if credits is None else require_amount(credits, "credits"),
+        points=None if points is None else require_amount(points, "points"),
+        order_id=require_optional_text(order_id, "order_id"),
+        session_key=None if session_key is None else require_session_key(session_key),
+        metadata=require_metadata(metadata),
+    )
+
+
+def _lock_request(session: Mapping[str, Any] | str | bool | None) -> LockRequest | None:
+    if session is None or session is False:
+        return None
+    if session is True:
+        session = {"type": "LOCK"}
+    elif isinstance(session, str):
+        session = {"type": session}
+    if not isinstance(session, Mapping):
+        raise InvalidPayload(f"session must be a mapping like {{'type': 'LOCK'}}, got {session!r}")
+    unknown = set(session) - {"type", "key", "ttl", "ttl_unit"}
+    if unknown:
+        raise InvalidPayload(f"session has unknown fields: {', '.join(sorted(map(str, unknown)))}")
+    kind = session.get("type", "LOCK")
+    if not isinstance(kind, str) or kind.upper() != "LOCK":
+        raise InvalidPayload(f"session.type must be LOCK, got {kind!r}")
+    key = session.get("key")
+    if key is not None:
+        key = require_session_key(key, "session.key")
+    ttl = session.get("ttl", DEFAULT_TTL)
+    if type(ttl) is not int or ttl <= 0:
+        raise InvalidPayload(f"session.ttl must be a positive int, got {ttl!r}")
+    unit = require_enum(TtlUnit, session.get("ttl_unit", DEFAULT_TTL_UNIT), "session.ttl_unit")
+    return LockRequest(key=key, ttl=ttl, ttl_unit=unit, ttl_us=ttl_to_us(ttl, unit))

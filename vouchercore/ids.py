@@ -1,0 +1,73 @@
+"""Ids and session keys.
+
+:class:`IdGenerator` gives ``v_``/``r_``/``rr_`` ids and ``ssn_`` session keys of 32 base-62
+characters. Session keys come from the operating system's CSPRNG (:func:`os.urandom`); ids,
+which only need to be unique, from a fast PRNG seeded from it. With ``seed=`` everything comes
+from one seeded PRNG, so a simulation with the same seed and the same calls gives the same ids.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import string
+from typing import Final
+
+__all__ = ["ALPHANUMERIC", "IdGenerator"]
+
+ALPHANUMERIC: Final = string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+# Bytes 0..247 map evenly onto the 62 symbols (4 × 62 = 248); 248..255 are dropped, so every
+# symbol is equally likely (no modulo bias).
+_TABLE: Final = (ALPHANUMERIC * 4).encode() + b"\0" * 8
+_REJECT: Final = bytes(range(248, 256))
+_TOKEN_LENGTH: Final = 32
+
+
+def _token(random_bytes: bytes) -> str | None:
+    kept = random_bytes.translate(_TABLE, _REJECT)
+    return kept[:_TOKEN_LENGTH].decode() if len(kept) >= _TOKEN_LENGTH else None
+
+
+class IdGenerator:
+    """Makes ids and session keys. Thread-safe.
+
+    Args:
+        seed: ``None`` (default) for secure, unpredictable keys; an int for a reproducible
+            sequence (simulations, tests) — then session keys are NOT secret.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seeded = seed is not None
+        self._rng = random.Random(seed if seed is not None else os.urandom(32))
+
+    def token(self, *, secure: bool = False) -> str:
+        """32 base-62 characters (about 190 random bits)."""
+        draw = os.urandom if secure and not self.seeded else self._rng.randbytes
+        while True:
+            token = _token(draw(40))
+            if token is not None:
+                return token
+
+    def voucher_id(self) -> str:
+        """``v_`` + 32 alphanumerics."""
+        return "v_" + self.token()
+
+    def redemption_id(self) -> str:
+        """``r_`` + 32 alphanumerics."""
+        return "r_" + self.token()
+
+    def rollback_id(self) -> str:
+        """``rr_`` + 32 alphanumerics."""
+        return "rr_" + self.token()
+
+    def session_key(self) -> str:
+        """``ssn_`` + 32 alphanumerics from the OS CSPRNG (or the seeded PRNG)."""
+        return "ssn_" + self.token(secure=True)
+
+    def choice(self, population: str, k: int, *, secure: bool = True) -> str:
+        """*k* symbols drawn uniformly from *population* (for generated voucher codes)."""
+        if secure and not self.seeded:
+            sysrand = random.SystemRandom()
+            return "".join(sysrand.choices(population, k=k))
+        return "".join(self._rng.choices(population, k=k))

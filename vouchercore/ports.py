@@ -1,0 +1,140 @@
+"""What the engine needs from a store.
+
+A store keeps vouchers, their sessions, redemptions, rollbacks and transactions. It loads and
+saves; it never decides a voucher rule — every rule is in :mod:`vouchercore.domain`.
+
+An operation on one voucher is a *unit of work*::
+
+    unit = store.begin(code_or_id)        # the voucher, locked for this operation (or None)
+    ...domain decides, then changes unit.record and reports what else changed to unit...
+    store.commit(unit)                    # all of it becomes visible at once
+    # or store.abort(unit)                # none of it does
+
+Guarantees every store gives:
+
+* **Isolation:** between ``begin`` and ``commit``/``abort`` no other unit on the same voucher
+  runs; units on different vouchers do not wait for each other.
+* **Atomicity:** after ``commit`` every change reported to the unit is stored; after ``abort``
+  (or a crash before ``commit``) none is.
+* **Ordering:** transaction ids a store hands out increase strictly in creation order.
+
+Errors: infrastructure faults surface as :class:`~vouchercore.errors.StorageError`; a store
+never raises a domain error except :class:`~vouchercore.errors.DuplicateFound` on insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord
+from vouchercore.domain.snapshots import Redemption, RedemptionRollback
+
+__all__ = ["Store", "StoreStats", "VoucherUnit"]
+
+
+class VoucherUnit(Protocol):
+    """One voucher, locked for one operation, and the log of what the operation changed.
+
+    The domain changes ``record`` in place and calls the ``*_added``/``*_removed`` methods for
+    everything else it changes, in the order it changes them.
+    """
+
+    @property
+    def record(self) -> VoucherRecord:
+        """The voucher's current state (mutable while the unit is open)."""
+        ...
+
+    def session_added(self, session: SessionRecord) -> None:
+        """A session was stored (new key, or a same-key override after its removal)."""
+
+    def session_removed(self, session: SessionRecord, reason: str) -> None:
+        """A session left the ledger: ``reason`` is redeemed, released, expired or dropped."""
+
+    def transaction_added(self, tx: TransactionRecord) -> None:
+        """A transaction was appended to the voucher's log."""
+
+    def redemption_added(self, redemption: Redemption) -> None:
+        """A redemption attempt (succeeded or failed) was recorded."""
+
+    def redemption_replaced(self, redemption: Redemption) -> None:
+        """A recorded redemption changed (rolled back); same id."""
+
+    def rollback_added(self, rollback: RedemptionRollback) -> None:
+        """A rollback was recorded."""
+
+    def voucher_purged(self) -> None:
+        """The voucher is force-deleted: at commit the store forgets it entirely (record,
+        sessions, redemptions, rollbacks, transactions) and frees its code."""
+
+    def next_transaction_id(self) -> str:
+        """A new transaction id, greater than every id this store handed out before."""
+        ...
+
+
+class StoreStats(Protocol):
+    """Session bookkeeping a store keeps for the audit (I4)."""
+
+    sessions_opened: int
+    sessions_resolved: dict[str, int]
+
+
+class Store(Protocol):
+    """A voucher book. See the module docstring for the guarantees."""
+
+    def insert_voucher(self, record: VoucherRecord) -> None:
+        """Store a new voucher atomically.
+
+        Raises:
+            DuplicateFound: its code (or id) is taken by a live or soft-deleted voucher.
+        """
+
+    def begin(self, code_or_id: str) -> VoucherUnit | None:
+        """Open a unit of work on a voucher, found by code or id, waiting for its lock.
+
+        Returns ``None`` when there is no such voucher or it is deleted (soft or forced).
+        """
+        ...
+
+    def begin_redemption(self, redemption_id: str) -> tuple[VoucherUnit, Redemption] | None:
+        """Open a unit of work on the voucher of a redemption, with the redemption as stored.
+
+        Returns ``None`` when the redemption is unknown or its voucher is deleted.
+        """
+        ...
+
+    def commit(self, unit: VoucherUnit) -> None:
+        """Make every change reported to *unit* durable and visible, and release the voucher."""
+
+    def abort(self, unit: VoucherUnit) -> None:
+        """Discard *unit* and release the voucher. Changes already applied in place to a
+        memory record are not undone: the domain applies nothing before it has decided."""
+
+    def get_redemption(self, redemption_id: str) -> Redemption | None:
+        """A redemption by id, or None (also when its voucher was force-deleted)."""
+        ...
+
+    def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
+        """The voucher's transactions, oldest first (a consistent snapshot)."""
+        ...
+
+    def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
+        """The voucher's redemption log, oldest first (a consistent snapshot)."""
+        ...
+
+    def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
+        """Stored sessions with ``expires_at <= now``, soonest first (from the expiry index:
+        cost grows with what is returned, not with how many sessions are stored)."""
+        ...
+
+    def voucher_codes(self) -> Iterator[str]:
+        """Every live (not deleted) voucher's code."""
+        ...
+
+    @property
+    def stats(self) -> StoreStats:
+        """Session counters for the audit."""
+        ...
+
+    def close(self) -> None:
+        """Release resources the store owns."""

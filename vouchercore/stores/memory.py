@@ -1,0 +1,227 @@
+"""The in-memory store: the default voucher book, in this process only.
+
+Vouchers live as mutable records in two indexes (by code, by id). Each voucher has its own
+lock, made on first use, so operations on one voucher are serialised and operations on
+different vouchers never wait for each other. Changes are applied in place by the domain while
+the unit holds the voucher's lock, so ``commit`` only releases it.
+
+The expiry index is a :class:`~sortedcontainers.SortedKeyList` of live sessions ordered by
+``expires_at``, guarded by a small lock of its own: adding or removing a session costs
+O(log n), and finding the k sessions that have expired costs O(k + log n) — never a scan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Sequence
+from operator import attrgetter
+
+from sortedcontainers import SortedKeyList
+
+from vouchercore.domain.records import (
+    SessionRecord,
+    TransactionRecord,
+    VoucherRecord,
+    VoucherState,
+)
+from vouchercore.domain.snapshots import Redemption, RedemptionRollback
+from vouchercore.errors import DuplicateFound
+
+__all__ = ["MemoryStore"]
+
+
+class _Stats:
+    __slots__ = ("sessions_opened", "sessions_resolved")
+
+    def __init__(self) -> None:
+        self.sessions_opened = 0
+        self.sessions_resolved: dict[str, int] = {}
+
+
+class _Unit:
+    """A unit of work on one voucher of a :class:`MemoryStore`; holds the voucher's lock."""
+
+    __slots__ = ("_store", "lock", "purged", "record")
+
+    def __init__(self, store: MemoryStore, record: VoucherRecord, lock: threading.Lock) -> None:
+        self._store = store
+        self.record = record
+        self.lock = lock
+        self.purged = False
+
+    def session_added(self, session: SessionRecord) -> None:
+        store = self._store
+        with store._expiry_lock:
+            store._expiry.add(session)
+            store._stats.sessions_opened += 1
+
+    def session_removed(self, session: SessionRecord, reason: str) -> None:
+        store = self._store
+        with store._expiry_lock:
+            store._expiry.remove(session)
+            resolved = store._stats.sessions_resolved
+            resolved[reason] = resolved.get(reason, 0) + 1
+
+    def transaction_added(self, tx: TransactionRecord) -> None:
+        log = self._store._transactions.get(tx.voucher_id)
+        if log is None:
+            self._store._transactions[tx.voucher_id] = [tx]
+        else:
+            log.append(tx)
+
+    def redemption_added(self, redemption: Redemption) -> None:
+        store = self._store
+        store._redemptions[redemption.id] = redemption
+        log = store._redemption_log.get(redemption.voucher_id)
+        if log is None:
+            store._redemption_log[redemption.voucher_id] = [redemption.id]
+        else:
+            log.append(redemption.id)
+
+    def redemption_replaced(self, redemption: Redemption) -> None:
+        self._store._redemptions[redemption.id] = redemption
+
+    def rollback_added(self, rollback: RedemptionRollback) -> None:
+        self._store._rollbacks[rollback.id] = rollback
+
+    def voucher_purged(self) -> None:
+        self.purged = True
+
+    def next_transaction_id(self) -> str:
+        return f"vtx_{next(self._store._tx_seq):018x}"
+
+
+class MemoryStore:
+    """Vouchers, sessions, redemptions and transactions in this process's memory.
+
+    Thread-safe. Nothing survives the process; use the SQLite or PostgreSQL store for that.
+    """
+
+    def __init__(self) -> None:
+        self._by_code: dict[str, VoucherRecord] = {}
+        self._by_id: dict[str, VoucherRecord] = {}
+        self._index_lock = threading.Lock()  # guards inserts/removals in the two indexes
+        self._lock_init = threading.Lock()  # guards the lazy creation of voucher locks
+        self._transactions: dict[str, list[TransactionRecord]] = {}
+        self._redemptions: dict[str, Redemption] = {}
+        self._redemption_log: dict[str, list[str]] = {}
+        self._rollbacks: dict[str, RedemptionRollback] = {}
+        self._expiry: SortedKeyList = SortedKeyList(key=attrgetter("expires_at"))
+        self._expiry_lock = threading.Lock()
+        self._tx_seq = itertools.count(1)
+        self._stats = _Stats()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._by_id)} vouchers)"
+
+    # --- vouchers -------------------------------------------------------------------------
+
+    def insert_voucher(self, record: VoucherRecord) -> None:
+        with self._index_lock:
+            if record.code in self._by_code:
+                raise DuplicateFound(
+                    f"a voucher with code {record.code!r} exists already",
+                    resource_id=record.code,
+                    resource_type="voucher",
+                )
+            if record.id in self._by_id:
+                raise DuplicateFound(
+                    f"a voucher with id {record.id!r} exists already",
+                    resource_id=record.id,
+                    resource_type="voucher",
+                )
+            self._by_code[record.code] = record
+            self._by_id[record.id] = record
+
+    def _lock_of(self, record: VoucherRecord) -> threading.Lock:
+        lock = record.lock
+        if lock is None:
+            with self._lock_init:
+                lock = record.lock
+                if lock is None:
+                    lock = record.lock = threading.Lock()
+        return lock
+
+    def _open(self, record: VoucherRecord, include_deleted: bool) -> _Unit | None:
+        lock = self._lock_of(record)
+        lock.acquire()
+        state = record.state
+        if state is VoucherState.PURGED or (state is VoucherState.DELETED and not include_deleted):
+            lock.release()
+            return None
+        return _Unit(self, record, lock)
+
+    def begin(self, code_or_id: str, *, include_deleted: bool = False) -> _Unit | None:
+        record = self._by_code.get(code_or_id)
+        if record is None:
+            record = self._by_id.get(code_or_id)
+            if record is None:
+                return None
+        return self._open(record, include_deleted)
+
+    def begin_redemption(self, redemption_id: str) -> tuple[_Unit, Redemption] | None:
+        redemption = self._redemptions.get(redemption_id)
+        if redemption is None:
+            return None
+        record = self._by_id.get(redemption.voucher_id)
+        if record is None:
+            return None
+        unit = self._open(record, include_deleted=False)
+        if unit is None:
+            return None
+        return unit, self._redemptions[redemption_id]  # re-read under the voucher's lock
+
+    def commit(self, unit: _Unit) -> None:
+        if unit.purged:
+            self._forget(unit.record)
+        unit.lock.release()
+
+    def abort(self, unit: _Unit) -> None:
+        unit.lock.release()
+
+    def _forget(self, record: VoucherRecord) -> None:
+        with self._index_lock:
+            self._by_code.pop(record.code, None)
+            self._by_id.pop(record.id, None)
+        self._transactions.pop(record.id, None)
+        for redemption_id in self._redemption_log.pop(record.id, ()):
+            redemption = self._redemptions.pop(redemption_id, None)
+            if redemption is not None and redemption.rollback_id is not None:
+                self._rollbacks.pop(redemption.rollback_id, None)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get_redemption(self, redemption_id: str) -> Redemption | None:
+        return self._redemptions.get(redemption_id)
+
+    def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
+        return tuple(self._transactions.get(voucher_id, ()))
+
+    def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
+        ids = tuple(self._redemption_log.get(voucher_id, ()))
+        found = (self._redemptions.get(i) for i in ids)
+        return tuple(r for r in found if r is not None)
+
+    def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
+        with self._expiry_lock:
+            end = self._expiry.bisect_key_right(now)
+            if limit is not None:
+                end = min(end, limit)
+            return list(self._expiry.islice(0, end))
+
+    def voucher_codes(self) -> Iterator[str]:
+        for record in list(self._by_code.values()):
+            if not record.hidden:
+                yield record.code
+
+    @property
+    def stats(self) -> _Stats:
+        return self._stats
+
+    def session_count(self) -> int:
+        """How many sessions are stored (live, or expired and not yet purged)."""
+        return len(self._expiry)
+
+    def close(self) -> None:
+        """Nothing to release."""

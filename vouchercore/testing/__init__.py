@@ -1,0 +1,51 @@
+"""What users (and vouchercore's own tests) reuse to test code that embeds the engine.
+
+* :class:`~vouchercore.clock.FakeClock` — a clock that moves only when told to;
+* :func:`state_snapshot` — everything observable about an engine's voucher book, as plain
+  data, to compare before and after a call (a failed call must change nothing: SPEC I5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vouchercore.clock import FakeClock
+from vouchercore.domain.snapshots import Transaction
+from vouchercore.domain.values import RedemptionStatus
+from vouchercore.engine import Engine
+
+__all__ = ["FakeClock", "state_snapshot"]
+
+
+def state_snapshot(engine: Engine, *, include_failed: bool = False) -> dict[str, Any]:
+    """Every live voucher with its live sessions, redemptions and transactions.
+
+    FAILED redemptions are left out unless *include_failed* (a failed redemption attempt is the
+    one trace a failed call may leave). Reading expires nothing observable: expired sessions
+    never count, whether or not they have been purged.
+    """
+    out: dict[str, Any] = {}
+    for code in sorted(engine.store.voucher_codes()):
+        voucher = engine.get_voucher(code)
+        redemptions = [
+            r
+            for r in engine.list_redemptions(code)
+            if include_failed or r.status is not RedemptionStatus.FAILED
+        ]
+        transactions: list[Transaction] = []
+        cursor = None
+        while True:
+            page = engine.list_voucher_transactions(
+                code, limit=100, order="id", starting_after_id=cursor
+            )
+            transactions.extend(page.data)
+            if not page.has_more:
+                break
+            cursor = page.more_starting_after
+        out[code] = {
+            "voucher": voucher,
+            "sessions": engine.list_sessions(code),
+            "redemptions": redemptions,
+            "transactions": transactions,
+        }
+    return out
