@@ -1,0 +1,38 @@
+"""Shared fixtures and Hypothesis profiles.
+
+Profiles: ``dev`` (default, quick), ``ci`` (more examples; ``.ci/run`` selects it through
+``HYPOTHESIS_PROFILE=ci``).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from vouchercore import Engine, FakeClock
+
+settings.register_profile("dev", max_examples=40, deadline=None)
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock at 2026-03-01T12:00:00Z."""
+    return FakeClock(START)
+
+
+@pytest.fixture
+def engine(clock: FakeClock) -> Engine:
+    """An in-memory engine on the fake clock with seeded ids."""
+    return Engine(clock=clock, seed=1234)
