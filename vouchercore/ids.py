@@ -24,11 +24,6 @@ _REJECT: Final = bytes(range(248, 256))
 _TOKEN_LENGTH: Final = 32
 
 
-def _token(random_bytes: bytes) -> str | None:
-    kept = random_bytes.translate(_TABLE, _REJECT)
-    return kept[:_TOKEN_LENGTH].decode() if len(kept) >= _TOKEN_LENGTH else None
-
-
 class IdGenerator:
     """Makes ids and session keys. Thread-safe.
 
@@ -45,9 +40,9 @@ class IdGenerator:
         """32 base-62 characters (about 190 random bits)."""
         draw = os.urandom if secure and not self.seeded else self._rng.randbytes
         while True:
-            token = _token(draw(40))
-            if token is not None:
-                return token
+            kept = draw(40).translate(_TABLE, _REJECT)
+            if len(kept) >= _TOKEN_LENGTH:
+                return kept[:_TOKEN_LENGTH].decode()
 
     def voucher_id(self) -> str:
         """``v_`` + 32 alphanumerics."""
@@ -55,6 +50,9 @@ class IdGenerator:
 
     def redemption_id(self) -> str:
         """``r_`` + 32 alphanumerics."""
+        kept = self._rng.randbytes(40).translate(_TABLE, _REJECT)  # token(), inlined: hot path
+        if len(kept) >= _TOKEN_LENGTH:
+            return "r_" + kept[:_TOKEN_LENGTH].decode()
         return "r_" + self.token()
 
     def rollback_id(self) -> str:

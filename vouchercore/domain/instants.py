@@ -43,4 +43,4 @@ def to_us_or_none(value: datetime | None, name: str) -> int | None:
 
 def from_us(us: int) -> datetime:
     """Microseconds since the epoch to an aware UTC datetime."""
-    return _EPOCH + timedelta(microseconds=us)
+    return _EPOCH + us * _ONE_US

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from vouchercore.domain.values import DiscountType, TransactionType, VoucherType, require_percent
-
-if TYPE_CHECKING:
-    import threading
 
 __all__ = [
     "Discount",
@@ -218,7 +215,7 @@ class VoucherRecord:
 
     Memory matters here (a POS can hold millions of codes): fields that are usually empty live
     in ``info`` (None when empty), sessions in a ledger created on the first lock, and the lock
-    object is created on first use.
+    store's handle (lock) is created on first use.
     """
 
     __slots__ = (
@@ -227,9 +224,9 @@ class VoucherRecord:
         "created_at",
         "discount",
         "expiration_date",
+        "handle",
         "id",
         "info",
-        "lock",
         "quantity",
         "redeemed_amount",
         "redeemed_quantity",
@@ -276,7 +273,9 @@ class VoucherRecord:
         self.created_at = created_at
         self.updated_at = created_at if updated_at is None else updated_at
         self.sessions: VoucherSessions | None = None
-        self.lock: threading.Lock | None = None
+        #: whatever the store keeps beside a loaded record (the memory store: the voucher's
+        #: lock and unit of work, made on first use)
+        self.handle: object | None = None
 
     def __repr__(self) -> str:
         return f"VoucherRecord({self.code!r}, {self.type.value}, state={self.state.name})"
@@ -311,7 +310,6 @@ class TransactionRecord:
 
     def __init__(
         self,
-        *,
         id: str,
         voucher_id: str,
         type: TransactionType,

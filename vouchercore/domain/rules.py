@@ -24,6 +24,11 @@ from vouchercore.errors import (
     VoucherRejected,
 )
 
+# Enum members bound once: attribute lookups on an Enum class cost ~10x a global on the hot path.
+_GIFT: Final = VoucherType.GIFT_VOUCHER
+_LOYALTY: Final = VoucherType.LOYALTY_CARD
+_DISABLED: Final = VoucherState.DISABLED
+
 __all__ = [
     "CHECKS",
     "Demand",
@@ -56,21 +61,20 @@ def held_by_sessions(record: VoucherRecord) -> int:
     sessions = record.sessions
     if not sessions:
         return 0
-    return sessions.points if record.type is VoucherType.LOYALTY_CARD else sessions.credits
+    return sessions.points if record.type is _LOYALTY else sessions.credits
 
 
 def available_balance(record: VoucherRecord, own: SessionRecord | None) -> int:
     """Credits or points a request may use: the balance minus what other keys' sessions hold."""
     held = held_by_sessions(record)
     if own is not None:
-        held -= own.points if record.type is VoucherType.LOYALTY_CARD else own.credits
+        held -= own.points if record.type is _LOYALTY else own.credits
     return record.balance - held
 
 
 # --- the check table (SPEC §3) ----------------------------------------------------------------
 
 
-@attrs.define(slots=True)
 class Demand:
     """What one validation or redemption asks of a voucher, at one instant.
 
@@ -79,11 +83,21 @@ class Demand:
     session, whose lock counts as available to it.
     """
 
-    record: VoucherRecord
-    now: int
-    own: SessionRecord | None
-    credits: int
-    points: int
+    __slots__ = ("credits", "now", "own", "points", "record")
+
+    def __init__(
+        self,
+        record: VoucherRecord,
+        now: int,
+        own: SessionRecord | None,
+        credits: int,
+        points: int,
+    ) -> None:
+        self.record = record
+        self.now = now
+        self.own = own
+        self.credits = credits
+        self.points = points
 
 
 @attrs.frozen
@@ -101,15 +115,13 @@ def _quantity_fails(d: Demand) -> bool:
 
 
 def _credits_fail(d: Demand) -> bool:
-    return d.record.type is VoucherType.GIFT_VOUCHER and (
+    return d.record.type is _GIFT and (
         d.credits < 1 or d.credits > available_balance(d.record, d.own)
     )
 
 
 def _points_fail(d: Demand) -> bool:
-    return d.record.type is VoucherType.LOYALTY_CARD and d.points > available_balance(
-        d.record, d.own
-    )
+    return d.record.type is _LOYALTY and d.points > available_balance(d.record, d.own)
 
 
 def _iso(us: int | None) -> str:
@@ -121,7 +133,7 @@ def _iso(us: int | None) -> str:
 CHECKS: Final[tuple[Check, ...]] = (
     Check(
         VoucherDisabled,
-        lambda d: d.record.state is VoucherState.DISABLED,
+        lambda d: d.record.state is _DISABLED,
         lambda d: "voucher is disabled",
     ),
     Check(

@@ -30,6 +30,10 @@ from vouchercore.errors import DuplicateFound
 
 __all__ = ["MemoryStore"]
 
+_ACTIVE = VoucherState.ACTIVE
+_DISABLED = VoucherState.DISABLED
+_DELETED = VoucherState.DELETED
+
 
 class _Stats:
     __slots__ = ("sessions_opened", "sessions_resolved")
@@ -40,14 +44,18 @@ class _Stats:
 
 
 class _Unit:
-    """A unit of work on one voucher of a :class:`MemoryStore`; holds the voucher's lock."""
+    """The unit of work on one voucher of a :class:`MemoryStore`, with the voucher's lock.
+
+    Made on the voucher's first use and kept as its record's ``handle``: only the thread
+    holding ``lock`` uses it, so one object per voucher serves every operation in turn.
+    """
 
     __slots__ = ("_store", "lock", "purged", "record")
 
-    def __init__(self, store: MemoryStore, record: VoucherRecord, lock: threading.Lock) -> None:
+    def __init__(self, store: MemoryStore, record: VoucherRecord) -> None:
         self._store = store
         self.record = record
-        self.lock = lock
+        self.lock = threading.Lock()
         self.purged = False
 
     def session_added(self, session: SessionRecord) -> None:
@@ -134,23 +142,26 @@ class MemoryStore:
             self._by_code[record.code] = record
             self._by_id[record.id] = record
 
-    def _lock_of(self, record: VoucherRecord) -> threading.Lock:
-        lock = record.lock
-        if lock is None:
+    def _unit_of(self, record: VoucherRecord) -> _Unit:
+        unit = record.handle
+        if unit is None:
             with self._lock_init:
-                lock = record.lock
-                if lock is None:
-                    lock = record.lock = threading.Lock()
-        return lock
+                unit = record.handle
+                if unit is None:
+                    unit = record.handle = _Unit(self, record)
+        assert isinstance(unit, _Unit)
+        return unit
 
     def _open(self, record: VoucherRecord, include_deleted: bool) -> _Unit | None:
-        lock = self._lock_of(record)
-        lock.acquire()
+        unit = record.handle
+        if unit is None:
+            unit = self._unit_of(record)
+        unit.lock.acquire()  # type: ignore[attr-defined]
         state = record.state
-        if state is VoucherState.PURGED or (state is VoucherState.DELETED and not include_deleted):
-            lock.release()
-            return None
-        return _Unit(self, record, lock)
+        if state is _ACTIVE or state is _DISABLED or (state is _DELETED and include_deleted):
+            return unit  # type: ignore[return-value]
+        unit.lock.release()  # type: ignore[attr-defined]
+        return None
 
     def begin(self, code_or_id: str, *, include_deleted: bool = False) -> _Unit | None:
         record = self._by_code.get(code_or_id)
@@ -174,6 +185,7 @@ class MemoryStore:
 
     def commit(self, unit: _Unit) -> None:
         if unit.purged:
+            unit.purged = False
             self._forget(unit.record)
         unit.lock.release()
 

@@ -1,0 +1,199 @@
+"""In-memory engine benchmark: redeem, lock+redeem, the plain-dict floor, purge cost, memory.
+
+Run: ``python benchmarks/bench_memory.py`` (``--quick`` for a smaller run). Prints figures;
+asserts nothing. Everything is measured in this one run, on this machine:
+
+* ``redeem_voucher`` on a gift card without a session (system clock, secure ids);
+* the pair ``validate_voucher(session=LOCK)`` + ``redeem_voucher(session_key=…)``;
+* a hand-written floor: the fewest dict operations a redeem needs (look the card up, check
+  and move the balance and counter, append a transaction tuple, store a redemption tuple);
+* the ratio of each engine figure to the floor;
+* ``expire_sessions`` purging k = 1, 1,000, 100,000 expired sessions among 1,000,000 live;
+* bytes per voucher and per live session (tracemalloc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import timedelta
+
+from vouchercore import Engine, FakeClock
+
+
+def per_second(run: Callable[[int], None], n: int, repeats: int = 5) -> float:
+    """Best-of-*repeats* rate of ``run(n)`` (operations per second)."""
+    best = float("inf")
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        run(n)
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def bench_redeem(n: int) -> float:
+    engine = Engine()
+    engine.create_voucher("GIFT", type="GIFT_VOUCHER", gift={"amount": 10**15})
+    redeem = engine.redeem_voucher
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            redeem("GIFT", credits=1)
+
+    return per_second(run, n)
+
+
+def bench_lock_redeem(n: int) -> float:
+    engine = Engine()
+    engine.create_voucher("GIFT", type="GIFT_VOUCHER", gift={"amount": 10**15})
+    validate, redeem = engine.validate_voucher, engine.redeem_voucher
+    lock = {"type": "LOCK"}
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            key = validate("GIFT", credits=1, session=lock).session.key  # type: ignore[union-attr]
+            redeem("GIFT", credits=1, session_key=key)
+
+    return per_second(run, n)
+
+
+def bench_floor(n: int) -> float:
+    """The least a redeem can do in Python: dict lookup, checks, two counter moves, a
+    transaction and a redemption appended as tuples."""
+    cards = {"GIFT": {"balance": 10**15, "redeemed": 0, "quantity": None, "active": True}}
+    log: list[tuple[int, int, int]] = []
+    redemptions: dict[int, tuple[str, int]] = {}
+    seq = itertools.count()
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            card = cards["GIFT"]
+            credits = 1
+            if card["active"] and card["balance"] >= credits:
+                card["balance"] -= credits
+                card["redeemed"] += 1
+                i = next(seq)
+                log.append((i, -credits, card["balance"]))
+                redemptions[i] = ("GIFT", credits)
+
+    return per_second(run, n)
+
+
+def bench_purge(live: int, ks: tuple[int, ...]) -> list[tuple[int, float]]:
+    """Time ``expire_sessions`` for k expired among *live* live sessions (one per card)."""
+    results = []
+    for k in ks:
+        clock = FakeClock()
+        engine = Engine(clock=clock, seed=7)
+        vouchers = max(1, live // 100)
+        for i in range(vouchers):
+            engine.create_voucher(f"C{i}", type="GIFT_VOUCHER", gift={"amount": 10**9})
+        # k sessions expiring after 1 minute, the rest after 7 days
+        for i in range(live):
+            ttl = 60 if i < k else 7 * 86_400
+            engine.validate_voucher(
+                f"C{i % vouchers}",
+                credits=1,
+                session={"type": "LOCK", "ttl": ttl, "ttl_unit": "SECONDS"},
+            )
+        clock.advance(seconds=61)
+        gc.collect()
+        start = time.perf_counter()
+        purged = engine.expire_sessions()
+        elapsed = time.perf_counter() - start
+        assert purged == k, (purged, k)
+        results.append((k, elapsed))
+        del engine
+        gc.collect()
+    return results
+
+
+def memory_per_voucher(n: int) -> tuple[float, float]:
+    """Bytes the engine holds per gift card: (excluding, including) the caller's code string."""
+    codes = [f"GIFT-{i:08d}" for i in range(n)]
+    engine = Engine(clock=FakeClock(), seed=3)
+    create = engine.create_voucher
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for code in codes:
+        create(code, type="GIFT_VOUCHER", gift={"amount": 5000})
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    code_bytes = sum(len(c) + 49 for c in codes) / n  # what the caller's strings weigh
+    per = (after - before) / n
+    return per, per + code_bytes
+
+
+def memory_per_session(n: int, per_voucher: int) -> float:
+    """Bytes per live session (generated ``ssn_`` keys), sessions spread over cards."""
+    clock = FakeClock()
+    engine = Engine(clock=clock, seed=5)
+    cards = max(1, n // per_voucher)
+    for i in range(cards):
+        engine.create_voucher(f"C{i}", type="GIFT_VOUCHER", gift={"amount": 10**9})
+    validate = engine.validate_voucher
+    lock = {"type": "LOCK"}
+    # lock once per card first so per-card ledgers exist; measure the rest
+    for i in range(cards):
+        validate(f"C{i}", credits=1, session=lock)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    measured = n - cards
+    for i in range(measured):
+        clock.advance(microseconds=1)  # distinct instants, as in real traffic
+        validate(f"C{i % cards}", credits=1, session=lock)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return (after - before) / measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    args = parser.parse_args()
+    n = 20_000 if args.quick else 200_000
+    live = 10_000 if args.quick else 1_000_000
+    ks = (1, 1_000) if args.quick else (1, 1_000, 100_000)
+
+    floor = per_second(lambda c: None, 1) and bench_floor(n)
+    redeem = bench_redeem(n)
+    pair = bench_lock_redeem(n // 2)
+    print("== in-memory hot path (single thread, system clock, secure session keys)")
+    print(f"floor (plain dicts) redeem : {floor:>12,.0f} /s  {1e6 / floor:6.2f} µs")
+    print(
+        f"engine redeem_voucher      : {redeem:>12,.0f} /s  {1e6 / redeem:6.2f} µs"
+        f"  floor/engine = {floor / redeem:5.1f}x   (target ≥ 200,000 /s)"
+    )
+    print(
+        f"engine lock+redeem pair    : {pair:>12,.0f} /s  {1e6 / pair:6.2f} µs"
+        f"  floor/engine = {floor / pair:5.1f}x   (target ≥ 80,000 /s)"
+    )
+
+    print(f"== expire_sessions: k expired among {live:,} live sessions (100 per card)")
+    for k, seconds in bench_purge(live, ks):
+        print(f"k = {k:>7,}: {seconds * 1e3:10.3f} ms  ({seconds / k * 1e6:8.2f} µs per session)")
+
+    m = 20_000 if args.quick else 200_000
+    per_voucher, with_code = memory_per_voucher(m)
+    print(f"== memory ({m:,} gift cards; sessions: {m:,} spread 1 and 100 per card)")
+    print(
+        f"per voucher: {per_voucher:6.0f} B held by the engine "
+        f"({with_code:.0f} B with the caller's code string)   (target ≤ 350 B)"
+    )
+    for spread in (1, 100):
+        print(
+            f"per live session, {spread:>3} per card: {memory_per_session(m, spread):6.0f} B"
+            "   (target ≤ 300 B)"
+        )
+    _ = timedelta  # imported for readers who tweak TTLs above
+
+
+if __name__ == "__main__":
+    main()
