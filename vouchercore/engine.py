@@ -9,6 +9,8 @@ independently.
 
 from __future__ import annotations
 
+import bisect
+import operator
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,6 +34,7 @@ from vouchercore.domain.snapshots import (
     Voucher,
 )
 from vouchercore.domain.values import (
+    MAX_CODE_LENGTH,
     DiscountType,
     TtlUnit,
     VoucherType,
@@ -172,6 +175,8 @@ class Engine:
         now = self._clock.now_us()
         if code is None:
             length = require_amount(code_length, "code_length")
+            if length > MAX_CODE_LENGTH:
+                raise InvalidPayload(f"code_length must be at most {MAX_CODE_LENGTH}, got {length}")
             code = self._ids.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ", length)
         record = operations.new_voucher(
             self._ids,
@@ -265,9 +270,12 @@ class Engine:
                 gift card with neither credits nor order amount, a loyalty card without points).
         """
         code = require_code(code)
-        request = _use_request(order_amount, credits, points, order_id, None, metadata)
         lock = _lock_request(session)
+        own_key = lock.key if lock is not None else None
+        request = _use_request(order_amount, credits, points, order_id, own_key, metadata)
         now = self._clock.now_us()
+        if lock is not None:
+            lock.expires_at(now)  # an unrepresentable expiry is malformed: raise before reading
         unit = self._store.begin(code)
         if unit is None:
             return ValidationResult(
@@ -481,19 +489,23 @@ class Engine:
             ),
         )
         newest_first = order == "-id"
-        ordered = list(reversed(log)) if newest_first else list(log)
-        start = 0
+        total = len(log)
         if starting_after_id is not None:
-            start = _cursor_position(ordered, starting_after_id, newest_first)
-        elif page is not None:
-            start = (page - 1) * limit
-        chunk = ordered[start : start + limit]
-        has_more = start + limit < len(ordered)
+            # ids are fixed-width and increase along the log: bisect, then read one page
+            below = bisect.bisect_left(log, starting_after_id, key=_tx_id)
+            above = bisect.bisect_right(log, starting_after_id, key=_tx_id)
+            start = total - below if newest_first else above
+        else:
+            start = 0 if page is None else (page - 1) * limit
+        stop = min(start + limit, total)
+        positions = range(start, stop)
+        chunk = [log[total - 1 - i] if newest_first else log[i] for i in positions]
+        has_more = stop < total
         return TransactionPage(
             data=tuple(Transaction.from_record(tx, campaign_id) for tx in chunk),
             has_more=has_more,
             more_starting_after=chunk[-1].id if has_more and chunk else None,
-            total=len(ordered),
+            total=total,
         )
 
     # --- audit ----------------------------------------------------------------------------
@@ -580,13 +592,7 @@ def _sessions(unit: Any, now: int) -> tuple[Session, ...]:
     return tuple(Session.from_record(s) for s in sorted(stored, key=lambda s: s.expires_at))
 
 
-def _cursor_position(ordered: list[Any], cursor: str, newest_first: bool) -> int:
-    """Index of the first transaction after *cursor* in *ordered* (ids are fixed-width, so
-    string order is creation order; the cursor need not be in the list)."""
-    for i, tx in enumerate(ordered):
-        if (tx.id < cursor) if newest_first else (tx.id > cursor):
-            return i
-    return len(ordered)
+_tx_id = operator.attrgetter("id")
 
 
 # --- argument parsing -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import attrs
 from vouchercore.domain.instants import MAX_US, from_us, to_us
 from vouchercore.domain.records import (
     Discount,
+    Links,
     SessionRecord,
     TransactionRecord,
     VoucherInfo,
@@ -361,13 +362,14 @@ def validate(
     )
 
 
-def _details(redemption_id: str, order_id: str | None, **more: str) -> dict[str, Any]:
-    details: dict[str, Any] = {"redemption": {"id": redemption_id}}
+def _details(redemption_id: str, order_id: str | None, rollback_id: str | None = None) -> Links:
+    """What a redemption or refund transaction links to."""
+    links: Links = (("redemption", redemption_id),)
     if order_id is not None:
-        details["order"] = {"id": order_id}
-    for name, value in more.items():
-        details[name] = {"id": value}
-    return details
+        links += (("order", order_id),)
+    if rollback_id is not None:
+        links += (("rollback", rollback_id),)
+    return links
 
 
 def _transaction(
@@ -379,7 +381,7 @@ def _transaction(
     source_id: str | None = None,
     source: str | None = None,
     reason: str | None = None,
-    details: dict[str, Any] | None = None,
+    details: Links | None = None,
 ) -> TransactionRecord:
     """Append a transaction (after the balance has moved: it records the balance after)."""
     record = unit.record
@@ -544,7 +546,7 @@ def rollback(
             kind,
             amount,
             reason=reason,
-            details=_details(redemption.id, redemption.order_id, rollback=rollback_id),
+            details=_details(redemption.id, redemption.order_id, rollback_id),
         ).id
     result = RedemptionRollback(
         id=rollback_id,

@@ -24,6 +24,7 @@ from vouchercore.domain.values import DiscountType, TransactionType, VoucherType
 
 __all__ = [
     "Discount",
+    "Links",
     "SessionRecord",
     "TransactionRecord",
     "VoucherInfo",
@@ -291,8 +292,13 @@ class VoucherRecord:
         return self.state >= VoucherState.DELETED
 
 
+#: What a transaction links to, as ``(kind, id)`` pairs: ``(("redemption", "r_…"), ("order",
+#: "o_1"))``. Shown to callers as Voucherify's ``{"redemption": {"id": "r_…"}, …}``.
+Links = tuple[tuple[str, str], ...]
+
+
 class TransactionRecord:
-    """One credit or point movement, as stored. ``seq`` orders the log store-wide."""
+    """One credit or point movement, as stored; ids order the log store-wide."""
 
     __slots__ = (
         "amount",
@@ -320,7 +326,7 @@ class TransactionRecord:
         source: str | None = None,
         reason: str | None = None,
         related_transaction_id: str | None = None,
-        details: dict[str, Any] | None = None,
+        details: Links | None = None,
     ) -> None:
         self.id = id
         self.voucher_id = voucher_id

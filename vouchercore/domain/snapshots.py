@@ -6,6 +6,7 @@ aware UTC datetimes, money and points integers. Field names follow Voucherify's 
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Any
 
@@ -113,7 +114,7 @@ class Voucher:
             ),
             category=info.category if info else None,
             additional_info=info.additional_info if info else None,
-            metadata=dict(info.metadata) if info and info.metadata is not None else None,
+            metadata=copy.deepcopy(info.metadata) if info and info.metadata is not None else None,
             campaign_id=info.campaign_id if info else None,
             created_at=from_us(record.created_at),
             updated_at=from_us(record.updated_at),
@@ -253,7 +254,7 @@ class Transaction:
             source=tx.source,
             reason=tx.reason,
             related_transaction_id=tx.related_transaction_id,
-            details=None if tx.details is None else dict(tx.details),
+            details=None if tx.details is None else {kind: {"id": id_} for kind, id_ in tx.details},
             voucher_id=tx.voucher_id,
             campaign_id=campaign_id,
             created_at=from_us(tx.created_at),

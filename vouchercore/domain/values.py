@@ -7,7 +7,7 @@ anything is read or changed.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -207,21 +207,39 @@ def require_optional_text(value: object, name: str) -> str | None:
 
 
 def require_metadata(value: object, name: str = "metadata") -> dict[str, Any] | None:
-    """A JSON-serialisable mapping with str keys, copied (deeply, via JSON) so callers
-    cannot change it afterwards; ``None`` stays ``None``."""
+    """A JSON-serialisable mapping with str keys at every level, deep-copied so callers cannot
+    change it afterwards; ``None`` stays ``None``. Tuples become lists (as in JSON)."""
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise InvalidPayload(f"{name} must be a mapping with str keys, got {type(value).__name__}")
-    for key in value:
-        if not isinstance(key, str):
-            raise InvalidPayload(f"{name} keys must be strings, got {key!r}")
-    try:
-        text = json.dumps(value, allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise InvalidPayload(f"{name} must be JSON-serialisable: {exc}") from None
-    copied: dict[str, Any] = json.loads(text)
+    copied = _json_copy(value, name)
+    assert isinstance(copied, dict)
     return copied
+
+
+def _json_copy(value: object, path: str) -> Any:
+    """A deep copy of a JSON value, or InvalidPayload naming the first offending *path*."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidPayload(f"{path} must be JSON-serialisable: {value!r} is not finite")
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidPayload(f"{path} keys must be strings, got {key!r}")
+            out[key] = _json_copy(item, f"{path}.{key}")
+        return out
+    if isinstance(value, list | tuple):
+        return [_json_copy(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise InvalidPayload(
+        f"{path} must be JSON-serialisable: {type(value).__name__} is not a JSON value"
+    )
 
 
 def require_percent(value: object, name: str = "percent_off") -> int:

@@ -5,6 +5,11 @@ lock, made on first use, so operations on one voucher are serialised and operati
 different vouchers never wait for each other. Changes are applied in place by the domain while
 the unit holds the voucher's lock, so ``commit`` only releases it.
 
+Redemptions and transactions are kept as plain tuples of strings, ints and datetimes — rows —
+not as objects: CPython's garbage collector stops tracking such tuples, so a book with millions
+of log entries costs the collector nothing, and a row is smaller than an object. Rows become
+domain objects again through the ``_*_from_row`` functions when read.
+
 The expiry index is a :class:`~sortedcontainers.SortedKeyList` of live sessions ordered by
 ``expires_at``, guarded by a small lock of its own: adding or removing a session costs
 O(log n), and finding the k sessions that have expired costs O(k + log n) — never a scan.
@@ -12,10 +17,12 @@ O(log n), and finding the k sessions that have expired costs O(k + log n) — ne
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from operator import attrgetter
+from typing import Any, overload
 
 from sortedcontainers import SortedKeyList
 
@@ -26,9 +33,116 @@ from vouchercore.domain.records import (
     VoucherState,
 )
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
+from vouchercore.domain.values import RedemptionStatus, TransactionType, VoucherType
 from vouchercore.errors import DuplicateFound
 
 __all__ = ["MemoryStore"]
+
+# --- rows: how the log is kept ---------------------------------------------------------------
+
+TransactionRow = tuple[Any, ...]
+RedemptionRow = tuple[Any, ...]
+
+_TX_TYPE_NAME = {t: t.value for t in TransactionType}
+_ENUM_NAME: dict[Any, str] = {
+    **{t: t.value for t in VoucherType},
+    **{s: s.value for s in RedemptionStatus},
+}
+
+
+def _transaction_row(tx: TransactionRecord) -> TransactionRow:
+    return (
+        tx.id,
+        tx.voucher_id,
+        _TX_TYPE_NAME[tx.type],
+        tx.amount,
+        tx.balance,
+        tx.created_at,
+        tx.source_id,
+        tx.source,
+        tx.reason,
+        tx.related_transaction_id,
+        tx.details,
+    )
+
+
+def _transaction_from_row(row: TransactionRow) -> TransactionRecord:
+    return TransactionRecord(
+        row[0],
+        row[1],
+        TransactionType(row[2]),
+        *row[3:],
+    )
+
+
+def _redemption_row(r: Redemption) -> RedemptionRow:
+    return (
+        r.id,
+        r.voucher_id,
+        r.voucher_code,
+        _ENUM_NAME[r.voucher_type],
+        _ENUM_NAME[r.status],
+        r.amount,
+        r.order_amount,
+        r.order_id,
+        r.session_key,
+        None if r.metadata is None else copy.deepcopy(r.metadata),  # the caller keeps its own
+        r.date,
+        r.failure_code,
+        r.failure_message,
+        r.transaction_id,
+        r.rollback_id,
+    )
+
+
+def _redemption_from_row(row: RedemptionRow) -> Redemption:
+    return Redemption(
+        id=row[0],
+        voucher_id=row[1],
+        voucher_code=row[2],
+        voucher_type=VoucherType(row[3]),
+        status=RedemptionStatus(row[4]),
+        amount=row[5],
+        order_amount=row[6],
+        order_id=row[7],
+        session_key=row[8],
+        metadata=None if row[9] is None else copy.deepcopy(row[9]),
+        date=row[10],
+        failure_code=row[11],
+        failure_message=row[12],
+        transaction_id=row[13],
+        rollback_id=row[14],
+    )
+
+
+class _TransactionLog(Sequence[TransactionRecord]):
+    """A read-only view of the first *length* rows of a voucher's log, decoded on access.
+
+    Appends happen only at the end, under the voucher's lock, so the prefix is stable.
+    """
+
+    __slots__ = ("_length", "_rows")
+
+    def __init__(self, rows: list[TransactionRow]) -> None:
+        self._rows = rows
+        self._length = len(rows)
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> TransactionRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[TransactionRecord]: ...
+    def __getitem__(self, index: int | slice) -> TransactionRecord | Sequence[TransactionRecord]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        return _transaction_from_row(self._rows[index])
+
 
 _ACTIVE = VoucherState.ACTIVE
 _DISABLED = VoucherState.DISABLED
@@ -74,13 +188,13 @@ class _Unit:
     def transaction_added(self, tx: TransactionRecord) -> None:
         log = self._store._transactions.get(tx.voucher_id)
         if log is None:
-            self._store._transactions[tx.voucher_id] = [tx]
+            self._store._transactions[tx.voucher_id] = [_transaction_row(tx)]
         else:
-            log.append(tx)
+            log.append(_transaction_row(tx))
 
     def redemption_added(self, redemption: Redemption) -> None:
         store = self._store
-        store._redemptions[redemption.id] = redemption
+        store._redemptions[redemption.id] = _redemption_row(redemption)
         log = store._redemption_log.get(redemption.voucher_id)
         if log is None:
             store._redemption_log[redemption.voucher_id] = [redemption.id]
@@ -88,7 +202,7 @@ class _Unit:
             log.append(redemption.id)
 
     def redemption_replaced(self, redemption: Redemption) -> None:
-        self._store._redemptions[redemption.id] = redemption
+        self._store._redemptions[redemption.id] = _redemption_row(redemption)
 
     def rollback_added(self, rollback: RedemptionRollback) -> None:
         self._store._rollbacks[rollback.id] = rollback
@@ -111,8 +225,8 @@ class MemoryStore:
         self._by_id: dict[str, VoucherRecord] = {}
         self._index_lock = threading.Lock()  # guards inserts/removals in the two indexes
         self._lock_init = threading.Lock()  # guards the lazy creation of voucher locks
-        self._transactions: dict[str, list[TransactionRecord]] = {}
-        self._redemptions: dict[str, Redemption] = {}
+        self._transactions: dict[str, list[TransactionRow]] = {}
+        self._redemptions: dict[str, RedemptionRow] = {}
         self._redemption_log: dict[str, list[str]] = {}
         self._rollbacks: dict[str, RedemptionRollback] = {}
         self._expiry: SortedKeyList = SortedKeyList(key=attrgetter("expires_at"))
@@ -172,16 +286,20 @@ class MemoryStore:
         return self._open(record, include_deleted)
 
     def begin_redemption(self, redemption_id: str) -> tuple[_Unit, Redemption] | None:
-        redemption = self._redemptions.get(redemption_id)
-        if redemption is None:
+        row = self._redemptions.get(redemption_id)
+        if row is None:
             return None
-        record = self._by_id.get(redemption.voucher_id)
+        record = self._by_id.get(row[1])
         if record is None:
             return None
         unit = self._open(record, include_deleted=False)
         if unit is None:
             return None
-        return unit, self._redemptions[redemption_id]  # re-read under the voucher's lock
+        row = self._redemptions.get(redemption_id)  # re-read under the voucher's lock
+        if row is None:
+            self.abort(unit)
+            return None
+        return unit, _redemption_from_row(row)
 
     def commit(self, unit: _Unit) -> None:
         if unit.purged:
@@ -198,22 +316,23 @@ class MemoryStore:
             self._by_id.pop(record.id, None)
         self._transactions.pop(record.id, None)
         for redemption_id in self._redemption_log.pop(record.id, ()):
-            redemption = self._redemptions.pop(redemption_id, None)
-            if redemption is not None and redemption.rollback_id is not None:
-                self._rollbacks.pop(redemption.rollback_id, None)
+            row = self._redemptions.pop(redemption_id, None)
+            if row is not None and row[14] is not None:
+                self._rollbacks.pop(row[14], None)
 
     # --- reads ----------------------------------------------------------------------------
 
     def get_redemption(self, redemption_id: str) -> Redemption | None:
-        return self._redemptions.get(redemption_id)
+        row = self._redemptions.get(redemption_id)
+        return None if row is None else _redemption_from_row(row)
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
-        return tuple(self._transactions.get(voucher_id, ()))
+        return _TransactionLog(self._transactions.get(voucher_id, []))
 
     def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
         ids = tuple(self._redemption_log.get(voucher_id, ()))
-        found = (self._redemptions.get(i) for i in ids)
-        return tuple(r for r in found if r is not None)
+        rows = (self._redemptions.get(i) for i in ids)
+        return tuple(_redemption_from_row(row) for row in rows if row is not None)
 
     def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
         with self._expiry_lock:
