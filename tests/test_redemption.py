@@ -350,3 +350,13 @@ def test_redemption_metadata_is_copied(engine: Engine) -> None:
     r = engine.redeem_voucher("D", metadata=meta)
     meta["tags"].append("b")  # type: ignore[attr-defined]
     assert engine.get_redemption(r.id).metadata == {"tags": ["a"]}
+
+
+def test_metadata_of_a_returned_redemption_cannot_change_the_stored_one(engine: Engine) -> None:
+    engine.create_voucher("D", discount=Discount.amount(1))
+    r = engine.redeem_voucher("D", metadata={"tags": ["a"], "n": 1})
+    assert r.metadata is not None
+    r.metadata["n"] = 2
+    r.metadata["tags"].append("b")
+    assert engine.get_redemption(r.id).metadata == {"tags": ["a"], "n": 1}
+    assert engine.list_redemptions("D")[0].metadata == {"tags": ["a"], "n": 1}

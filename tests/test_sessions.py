@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -514,3 +515,16 @@ def test_session_may_expire_at_the_last_representable_microsecond() -> None:
     with pytest.raises(InvalidArgument):
         engine.validate_voucher("D", session={"key": "b", "ttl": 3, "ttl_unit": "MICROSECONDS"})
     assert _keys(engine, "D") == ["a"]
+
+
+def test_sweep_given_a_future_instant_does_not_end_live_sessions_early(
+    engine: Engine, clock: FakeClock
+) -> None:
+    """SPEC §1: a session expires exactly at expires_at, never earlier, sweep or not."""
+    engine.create_voucher("D", discount=Discount.amount(1), quantity=1)
+    session = _lock(engine, "D", "a", ttl=1, ttl_unit="HOURS")
+    with contextlib.suppress(InvalidArgument):  # refusing a future instant is fine too
+        engine.expire_sessions(clock.now() + timedelta(hours=2))
+    assert clock.now() < session.expires_at
+    assert _keys(engine, "D") == ["a"]
+    assert not engine.validate_voucher("D").valid

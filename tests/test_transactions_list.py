@@ -216,3 +216,14 @@ def test_transactions_of_other_vouchers_are_not_listed(engine: Engine, clock: Fa
     b = _card_with_transactions(engine, clock, 2, "B")
     assert [t.id for t in engine.list_voucher_transactions("A", order="id").data] == a
     assert [t.id for t in engine.list_voucher_transactions("B", order="id").data] == b
+
+
+def test_details_of_a_returned_transaction_cannot_change_the_log(engine: Engine) -> None:
+    engine.create_voucher("G", gift={"amount": 100})
+    r = engine.redeem_voucher("G", credits=10, order_id="o1")
+    [tx] = engine.list_voucher_transactions("G").data
+    assert tx.details is not None
+    tx.details["redemption"]["id"] = "r_forged"
+    tx.details["extra"] = {"id": "x"}
+    [again] = engine.list_voucher_transactions("G").data
+    assert again.details == {"redemption": {"id": r.id}, "order": {"id": "o1"}}

@@ -392,6 +392,26 @@ def test_fixed_discount_brings_the_order_down_to_the_fixed_amount(
     assert engine.validate_voucher("F", order_amount=order).discount_amount == expected
 
 
+def test_amount_discount_without_an_order_is_the_amount_off(engine: Engine) -> None:
+    engine.create_voucher("A", discount=Discount.amount(500))
+    result = engine.validate_voucher("A")
+    assert result.valid
+    assert result.discount_amount == 500
+    assert result.order_amount is None
+
+
+@pytest.mark.parametrize(
+    "discount", [Discount.percent(10), Discount.fixed(100), Discount.unit(1, "sku")]
+)
+def test_order_priced_discounts_without_an_order_grant_nothing(
+    engine: Engine, discount: Discount
+) -> None:
+    engine.create_voucher("P", discount=discount)
+    result = engine.validate_voucher("P")
+    assert result.valid
+    assert result.discount_amount == 0
+
+
 def test_unit_discount_is_reported_but_not_priced(engine: Engine) -> None:
     engine.create_voucher("UNIT", discount=Discount.unit(2, "sku_1"))
     result = engine.validate_voucher("UNIT", order_amount=5000)
