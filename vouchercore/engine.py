@@ -348,11 +348,15 @@ class Engine:
     def expire_sessions(self, now: datetime | None = None) -> int:
         """Purge sessions expired at *now* (default: the clock's now); how many were purged.
 
-        Optional housekeeping: expiry is exact without it. Cost grows with the number of
-        expired sessions (the store's expiry index), not with how many are stored.
+        Optional housekeeping: expiry is exact without it. An instant later than the clock's
+        now is clamped to it — a session never ends before its ``expires_at``. Cost grows with
+        the number of expired sessions (the store's expiry index), not with how many are stored.
         """
-        now_us = self._clock.now_us() if now is None else to_us_or_none(now, "now")
-        assert now_us is not None
+        now_us = self._clock.now_us()
+        if now is not None:
+            asked = to_us_or_none(now, "now")
+            assert asked is not None
+            now_us = min(now_us, asked)
         purged = 0
         for session in self._store.expiring_sessions(now_us):
             unit = self._store.begin(session.voucher.id, include_deleted=True)
@@ -716,12 +720,12 @@ def _use_request(
     metadata: object,
 ) -> UseRequest:
     return UseRequest(
-        order_amount=None if order_amount is None else require_amount(order_amount, "order_amount"),
-        credits=None if credits is None else require_amount(credits, "credits"),
-        points=None if points is None else require_amount(points, "points"),
-        order_id=require_optional_text(order_id, "order_id"),
-        session_key=None if session_key is None else require_session_key(session_key),
-        metadata=require_metadata(metadata),
+        None if credits is None else require_amount(credits, "credits"),
+        None if points is None else require_amount(points, "points"),
+        None if order_amount is None else require_amount(order_amount, "order_amount"),
+        require_optional_text(order_id, "order_id"),
+        None if session_key is None else require_session_key(session_key),
+        require_metadata(metadata),
     )
 
 

@@ -82,8 +82,7 @@ ROLLBACK_WINDOW_MONTHS = 3
 _GIFT = VoucherType.GIFT_VOUCHER
 _LOYALTY = VoucherType.LOYALTY_CARD
 _DISCOUNT = VoucherType.DISCOUNT_VOUCHER
-_SUCCEEDED = RedemptionStatus.SUCCEEDED
-_FAILED = RedemptionStatus.FAILED
+_TYPE_NAME = {t: t.value for t in VoucherType}
 
 
 class IdSource(Protocol):
@@ -138,7 +137,6 @@ class UseRequest:
 
     def __init__(
         self,
-        *,
         credits: int | None = None,
         points: int | None = None,
         order_amount: int | None = None,
@@ -364,11 +362,11 @@ def validate(
 
 def _details(redemption_id: str, order_id: str | None, rollback_id: str | None = None) -> Links:
     """What a redemption or refund transaction links to."""
-    links: Links = (("redemption", redemption_id),)
+    links: Links = ("redemption", redemption_id)
     if order_id is not None:
-        links += (("order", order_id),)
+        links += ("order", order_id)
     if rollback_id is not None:
-        links += (("rollback", rollback_id),)
+        links += ("rollback", rollback_id)
     return links
 
 
@@ -421,20 +419,24 @@ def redeem(
     error = first_failure(demand)
     redemption_id = ids.redemption_id()
     if error is not None:
-        failed = Redemption(
-            id=redemption_id,
-            voucher_id=record.id,
-            voucher_code=record.code,
-            voucher_type=record.type,
-            status=_FAILED,
-            amount=0,
-            order_amount=request.order_amount,
-            order_id=request.order_id,
-            session_key=request.session_key,
-            metadata=request.metadata,
-            date=from_us(now),
-            failure_code=error.key,
-            failure_message=error.message,
+        failed = Redemption.from_row(
+            (
+                redemption_id,
+                record.id,
+                record.code,
+                _TYPE_NAME[record.type],
+                "FAILED",
+                0,
+                request.order_amount,
+                request.order_id,
+                request.session_key,
+                request.metadata,
+                now,
+                error.key,
+                error.message,
+                None,
+                None,
+            )
         )
         unit.redemption_added(failed)
         return failed, error
@@ -456,19 +458,24 @@ def redeem(
         tx_id = _transaction(
             unit, now, kind, -amount, details=_details(redemption_id, request.order_id)
         ).id
-    redemption = Redemption(
-        id=redemption_id,
-        voucher_id=record.id,
-        voucher_code=record.code,
-        voucher_type=record.type,
-        status=_SUCCEEDED,
-        amount=amount,
-        order_amount=request.order_amount,
-        order_id=request.order_id,
-        session_key=request.session_key,
-        metadata=request.metadata,
-        date=from_us(now),
-        transaction_id=tx_id,
+    redemption = Redemption.from_row(  # positional: see Redemption.FIELDS
+        (
+            redemption_id,
+            record.id,
+            record.code,
+            _TYPE_NAME[record.type],
+            "SUCCEEDED",
+            amount,
+            request.order_amount,
+            request.order_id,
+            request.session_key,
+            request.metadata,
+            now,
+            None,
+            None,
+            tx_id,
+            None,
+        )
     )
     unit.redemption_added(redemption)
     return redemption, None
@@ -512,13 +519,13 @@ def rollback(
             resource_id=redemption.id,
             resource_type="redemption",
         )
-    if redemption.status is _FAILED:
+    if redemption.status is RedemptionStatus.FAILED:
         raise InvalidRedemption(
             f"redemption {redemption.id} failed ({redemption.failure_code}); nothing to roll back",
             resource_id=redemption.id,
             resource_type="redemption",
         )
-    deadline = rollback_deadline(to_us(redemption.date))
+    deadline = rollback_deadline(redemption.date_us)
     if now > deadline:
         raise RollbackWindowExceeded(
             f"redemption {redemption.id} can be rolled back until {from_us(deadline).isoformat()}",
@@ -558,9 +565,7 @@ def rollback(
         date=from_us(now),
         transaction_id=tx_id,
     )
-    rolled_back = attrs.evolve(
-        redemption, status=RedemptionStatus.ROLLED_BACK, rollback_id=rollback_id
-    )
+    rolled_back = redemption.replace(status=RedemptionStatus.ROLLED_BACK, rollback_id=rollback_id)
     unit.rollback_added(result)
     unit.redemption_replaced(rolled_back)
     return result, rolled_back

@@ -292,9 +292,11 @@ class VoucherRecord:
         return self.state >= VoucherState.DELETED
 
 
-#: What a transaction links to, as ``(kind, id)`` pairs: ``(("redemption", "r_…"), ("order",
-#: "o_1"))``. Shown to callers as Voucherify's ``{"redemption": {"id": "r_…"}, …}``.
-Links = tuple[tuple[str, str], ...]
+#: What a transaction links to, as a flat tuple of kind/id pairs: ``("redemption", "r_…",
+#: "order", "o_1")``, shown to callers as Voucherify's ``{"redemption": {"id": "r_…"}, …}``.
+#: Flat, so that a stored log entry holds only strings and CPython's collector can stop
+#: tracking it.
+Links = tuple[str, ...]
 
 
 class TransactionRecord:

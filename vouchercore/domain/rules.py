@@ -49,23 +49,26 @@ def available_quantity(record: VoucherRecord, own: SessionRecord | None) -> int 
     ``quantity − redeemed_quantity − live sessions of other keys``. Expired sessions must have
     been purged from the record first (every operation does so on entry).
     """
-    if record.quantity is None:
+    quantity = record.quantity
+    if quantity is None:
         return None
     sessions = record.sessions
-    others = (len(sessions) - (own is not None)) if sessions else 0
-    return record.quantity - record.redeemed_quantity - others
+    others = 0 if sessions is None else len(sessions.by_key) - (own is not None)
+    return quantity - record.redeemed_quantity - others
 
 
 def held_by_sessions(record: VoucherRecord) -> int:
     """Credits (gift) or points (loyalty) held by all live sessions of the voucher."""
     sessions = record.sessions
-    if not sessions:
+    if sessions is None:
         return 0
     return sessions.points if record.type is _LOYALTY else sessions.credits
 
 
 def available_balance(record: VoucherRecord, own: SessionRecord | None) -> int:
     """Credits or points a request may use: the balance minus what other keys' sessions hold."""
+    if record.sessions is None:
+        return record.balance
     held = held_by_sessions(record)
     if own is not None:
         held -= own.points if record.type is _LOYALTY else own.credits
@@ -110,6 +113,8 @@ class Check:
 
 
 def _quantity_fails(d: Demand) -> bool:
+    if d.record.quantity is None:
+        return False
     left = available_quantity(d.record, d.own)
     return left is not None and left < 1
 

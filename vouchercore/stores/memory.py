@@ -17,7 +17,6 @@ O(log n), and finding the k sessions that have expired costs O(k + log n) — ne
 
 from __future__ import annotations
 
-import copy
 import itertools
 import threading
 from collections.abc import Iterator, Sequence
@@ -33,7 +32,7 @@ from vouchercore.domain.records import (
     VoucherState,
 )
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
-from vouchercore.domain.values import RedemptionStatus, TransactionType, VoucherType
+from vouchercore.domain.values import TransactionType
 from vouchercore.errors import DuplicateFound
 
 __all__ = ["MemoryStore"]
@@ -44,14 +43,12 @@ TransactionRow = tuple[Any, ...]
 RedemptionRow = tuple[Any, ...]
 
 _TX_TYPE_NAME = {t: t.value for t in TransactionType}
-_ENUM_NAME: dict[Any, str] = {
-    **{t: t.value for t in VoucherType},
-    **{s: s.value for s in RedemptionStatus},
-}
 
 
 def _transaction_row(tx: TransactionRecord) -> TransactionRow:
-    return (
+    # the links are spliced in flat: a row of plain strings and ints only, which the
+    # collector untracks at its first pass (a nested tuple would keep it tracked longer)
+    head = (
         tx.id,
         tx.voucher_id,
         _TX_TYPE_NAME[tx.type],
@@ -62,8 +59,8 @@ def _transaction_row(tx: TransactionRecord) -> TransactionRow:
         tx.source,
         tx.reason,
         tx.related_transaction_id,
-        tx.details,
     )
+    return head if tx.details is None else head + tx.details
 
 
 def _transaction_from_row(row: TransactionRow) -> TransactionRecord:
@@ -71,47 +68,14 @@ def _transaction_from_row(row: TransactionRow) -> TransactionRecord:
         row[0],
         row[1],
         TransactionType(row[2]),
-        *row[3:],
-    )
-
-
-def _redemption_row(r: Redemption) -> RedemptionRow:
-    return (
-        r.id,
-        r.voucher_id,
-        r.voucher_code,
-        _ENUM_NAME[r.voucher_type],
-        _ENUM_NAME[r.status],
-        r.amount,
-        r.order_amount,
-        r.order_id,
-        r.session_key,
-        None if r.metadata is None else copy.deepcopy(r.metadata),  # the caller keeps its own
-        r.date,
-        r.failure_code,
-        r.failure_message,
-        r.transaction_id,
-        r.rollback_id,
-    )
-
-
-def _redemption_from_row(row: RedemptionRow) -> Redemption:
-    return Redemption(
-        id=row[0],
-        voucher_id=row[1],
-        voucher_code=row[2],
-        voucher_type=VoucherType(row[3]),
-        status=RedemptionStatus(row[4]),
-        amount=row[5],
-        order_amount=row[6],
-        order_id=row[7],
-        session_key=row[8],
-        metadata=None if row[9] is None else copy.deepcopy(row[9]),
-        date=row[10],
-        failure_code=row[11],
-        failure_message=row[12],
-        transaction_id=row[13],
-        rollback_id=row[14],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10:] or None,
     )
 
 
@@ -194,7 +158,7 @@ class _Unit:
 
     def redemption_added(self, redemption: Redemption) -> None:
         store = self._store
-        store._redemptions[redemption.id] = _redemption_row(redemption)
+        store._redemptions[redemption.id] = redemption.to_row()
         log = store._redemption_log.get(redemption.voucher_id)
         if log is None:
             store._redemption_log[redemption.voucher_id] = [redemption.id]
@@ -202,7 +166,7 @@ class _Unit:
             log.append(redemption.id)
 
     def redemption_replaced(self, redemption: Redemption) -> None:
-        self._store._redemptions[redemption.id] = _redemption_row(redemption)
+        self._store._redemptions[redemption.id] = redemption.to_row()
 
     def rollback_added(self, rollback: RedemptionRollback) -> None:
         self._store._rollbacks[rollback.id] = rollback
@@ -299,7 +263,7 @@ class MemoryStore:
         if row is None:
             self.abort(unit)
             return None
-        return unit, _redemption_from_row(row)
+        return unit, Redemption.from_row(row)
 
     def commit(self, unit: _Unit) -> None:
         if unit.purged:
@@ -324,7 +288,7 @@ class MemoryStore:
 
     def get_redemption(self, redemption_id: str) -> Redemption | None:
         row = self._redemptions.get(redemption_id)
-        return None if row is None else _redemption_from_row(row)
+        return None if row is None else Redemption.from_row(row)
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
         return _TransactionLog(self._transactions.get(voucher_id, []))
@@ -332,7 +296,7 @@ class MemoryStore:
     def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
         ids = tuple(self._redemption_log.get(voucher_id, ()))
         rows = (self._redemptions.get(i) for i in ids)
-        return tuple(_redemption_from_row(row) for row in rows if row is not None)
+        return tuple(Redemption.from_row(row) for row in rows if row is not None)
 
     def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
         with self._expiry_lock:
