@@ -729,21 +729,29 @@ def _use_request(
     )
 
 
+_SESSION_FIELDS = frozenset({"type", "key", "ttl", "ttl_unit"})
+_DEFAULT_LOCK = LockRequest(
+    None, DEFAULT_TTL, DEFAULT_TTL_UNIT, ttl_to_us(DEFAULT_TTL, DEFAULT_TTL_UNIT)
+)
+
+
 def _lock_request(session: Mapping[str, Any] | str | bool | None) -> LockRequest | None:
     if session is None or session is False:
         return None
     if session is True:
-        session = {"type": "LOCK"}
-    elif isinstance(session, str):
+        return _DEFAULT_LOCK
+    if isinstance(session, str):
         session = {"type": session}
     if not isinstance(session, Mapping):
         raise InvalidPayload(f"session must be a mapping like {{'type': 'LOCK'}}, got {session!r}")
-    unknown = set(session) - {"type", "key", "ttl", "ttl_unit"}
-    if unknown:
-        raise InvalidPayload(f"session has unknown fields: {', '.join(sorted(map(str, unknown)))}")
+    for name in session:
+        if name not in _SESSION_FIELDS:
+            raise InvalidPayload(f"session has an unknown field {name!r}")
     kind = session.get("type", "LOCK")
-    if not isinstance(kind, str) or kind.upper() != "LOCK":
+    if kind != "LOCK" and (not isinstance(kind, str) or kind.strip().upper() != "LOCK"):
         raise InvalidPayload(f"session.type must be LOCK, got {kind!r}")
+    if len(session) == 1 and "type" in session:
+        return _DEFAULT_LOCK
     key = session.get("key")
     if key is not None:
         key = require_session_key(key, "session.key")
@@ -751,4 +759,4 @@ def _lock_request(session: Mapping[str, Any] | str | bool | None) -> LockRequest
     if type(ttl) is not int or ttl <= 0:
         raise InvalidPayload(f"session.ttl must be a positive int, got {ttl!r}")
     unit = require_enum(TtlUnit, session.get("ttl_unit", DEFAULT_TTL_UNIT), "session.ttl_unit")
-    return LockRequest(key=key, ttl=ttl, ttl_unit=unit, ttl_us=ttl_to_us(ttl, unit))
+    return LockRequest(key, ttl, unit, ttl_to_us(ttl, unit))

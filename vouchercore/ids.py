@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import random
 import string
+import threading
+import weakref
 from typing import Final
 
 __all__ = ["ALPHANUMERIC", "IdGenerator"]
@@ -24,6 +26,47 @@ _REJECT: Final = bytes(range(248, 256))
 _TOKEN_LENGTH: Final = 32
 
 
+_POOL_SIZE: Final = 4096
+
+
+class _SecurePool:
+    """Bytes from :func:`os.urandom`, fetched 4 KiB at a time (one system call per ~100
+    session keys). Thread-safe: each caller gets bytes nobody else got. Fork-safe: a child
+    process throws the inherited pool away, so parent and child never hand out the same key.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._used = 0
+        _POOLS.add(self)
+
+    def take(self, size: int) -> bytes:
+        with self._lock:
+            if self._used + size > len(self._pool):
+                self._pool = os.urandom(_POOL_SIZE)
+                self._used = 0
+            start = self._used
+            self._used = start + size
+            return self._pool[start : start + size]
+
+    def forget(self) -> None:
+        self._pool = b""
+        self._used = 0
+        self._lock = threading.Lock()
+
+
+_POOLS: weakref.WeakSet[_SecurePool] = weakref.WeakSet()
+
+
+def _forget_pools_after_fork() -> None:
+    for pool in list(_POOLS):
+        pool.forget()
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
+
+
 class IdGenerator:
     """Makes ids and session keys. Thread-safe.
 
@@ -35,10 +78,11 @@ class IdGenerator:
     def __init__(self, seed: int | None = None) -> None:
         self.seeded = seed is not None
         self._rng = random.Random(seed if seed is not None else os.urandom(32))
+        self._secure = _SecurePool()
 
     def token(self, *, secure: bool = False) -> str:
         """32 base-62 characters (about 190 random bits)."""
-        draw = os.urandom if secure and not self.seeded else self._rng.randbytes
+        draw = self._secure.take if secure and not self.seeded else self._rng.randbytes
         while True:
             kept = draw(40).translate(_TABLE, _REJECT)
             if len(kept) >= _TOKEN_LENGTH:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import calendar
 from typing import Any, Protocol
 
-import attrs
-
 from vouchercore.domain.instants import MAX_US, from_us, to_us
 from vouchercore.domain.records import (
     Discount,
@@ -105,15 +103,20 @@ class IdSource(Protocol):
         ...
 
 
-@attrs.frozen(kw_only=True)
 class LockRequest:
     """``session={"type": "LOCK", …}`` of a validation, checked: key (None = generate),
     TTL as given and in exact microseconds."""
 
-    key: str | None
-    ttl: int
-    ttl_unit: TtlUnit
-    ttl_us: int
+    __slots__ = ("key", "ttl", "ttl_unit", "ttl_us")
+
+    def __init__(self, key: str | None, ttl: int, ttl_unit: TtlUnit, ttl_us: int) -> None:
+        self.key = key
+        self.ttl = ttl
+        self.ttl_unit = ttl_unit
+        self.ttl_us = ttl_us
+
+    def __repr__(self) -> str:
+        return f"LockRequest(key={self.key!r}, ttl={self.ttl}, ttl_unit={self.ttl_unit.value})"
 
     def expires_at(self, now: int) -> int:
         """When a lock set at *now* expires.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import attrs
 
@@ -36,6 +36,76 @@ __all__ = [
     "Violation",
     "Voucher",
 ]
+
+
+class RowBacked:
+    """Base of the immutable public objects made on every hot-path call (``Redemption``,
+    ``Session``, ``ValidationResult``).
+
+    Their values live in one flat tuple (:meth:`to_row`, in the order of ``FIELDS``) read
+    through properties, instead of one attribute each: building one costs a tuple, several
+    times less than an attrs class of as many fields, and a stored row of plain values is
+    left alone by CPython's garbage collector. Otherwise they behave like frozen attrs classes:
+    equality by value, ``repr``, :meth:`replace` (like :func:`attrs.evolve`), and
+    ``FrozenInstanceError`` on assignment.
+    """
+
+    __slots__ = ("_row",)
+    _row: tuple[Any, ...]
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Self:
+        """The object whose :meth:`to_row` is *row* (no copy, no checks: for the engine and
+        stores)."""
+        made = object.__new__(cls)
+        object.__setattr__(made, "_row", row)
+        return made
+
+    def to_row(self) -> tuple[Any, ...]:
+        """The values as one flat tuple, in the order of ``FIELDS`` (enums as their string
+        values, instants as integer microseconds)."""
+        return self._row
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields by name, as the properties give them."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed."""
+        values = self.as_dict()
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field(s) {', '.join(sorted(unknown))}")
+        values.update(changes)
+        return type(self)(**values)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise attrs.exceptions.FrozenInstanceError
+
+    def __delattr__(self, name: str) -> None:
+        raise attrs.exceptions.FrozenInstanceError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, RowBacked)
+        return self._row == other._row
+
+    def __hash__(self) -> int:
+        return hash(self._row)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
+        return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self).from_row, (self._row,))
+
+
+_VOUCHER_TYPES = {t.value: t for t in VoucherType}
+_STATUSES = {s.value: s for s in RedemptionStatus}
+_TTL_UNITS = {u.value: u for u in TtlUnit}
 
 
 @attrs.frozen(kw_only=True)
@@ -121,65 +191,253 @@ class Voucher:
         )
 
 
-@attrs.frozen(kw_only=True)
-class Session:
-    """A LOCK session on one voucher.
+class Session(RowBacked):
+    """A LOCK session on one voucher: quantity 1 plus ``credits`` (gift) or ``points``
+    (loyalty), live while now < ``expires_at``.
 
     ``ttl``/``ttl_unit`` are those of the request that set it; they are ``None`` on sessions
     listed later (the store keeps only ``expires_at``).
     """
 
-    key: str
-    voucher_id: str
-    voucher_code: str
-    type: str = "LOCK"
-    quantity: int = 1
-    credits: int = 0
-    points: int = 0
-    created_at: datetime
-    expires_at: datetime
-    ttl: int | None = None
-    ttl_unit: TtlUnit | None = None
+    __slots__ = ()
+    FIELDS = (
+        "key",
+        "voucher_id",
+        "voucher_code",
+        "credits",
+        "points",
+        "created_at",
+        "expires_at",
+        "ttl",
+        "ttl_unit",
+    )
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        voucher_id: str,
+        voucher_code: str,
+        credits: int = 0,
+        points: int = 0,
+        created_at: datetime,
+        expires_at: datetime,
+        ttl: int | None = None,
+        ttl_unit: TtlUnit | str | None = None,
+    ) -> None:
+        row = (
+            key,
+            voucher_id,
+            voucher_code,
+            credits,
+            points,
+            to_us(created_at, "created_at"),
+            to_us(expires_at, "expires_at"),
+            ttl,
+            None if ttl_unit is None else TtlUnit(ttl_unit).value,
+        )
+        object.__setattr__(self, "_row", row)
 
     @classmethod
     def from_record(
         cls, session: SessionRecord, ttl: int | None = None, ttl_unit: TtlUnit | None = None
     ) -> Session:
         """Snapshot of a stored session."""
-        return cls(
-            key=session.key,
-            voucher_id=session.voucher.id,
-            voucher_code=session.voucher.code,
-            credits=session.credits,
-            points=session.points,
-            created_at=from_us(session.created_at),
-            expires_at=from_us(session.expires_at),
-            ttl=ttl,
-            ttl_unit=ttl_unit,
+        return cls.from_row(
+            (
+                session.key,
+                session.voucher.id,
+                session.voucher.code,
+                session.credits,
+                session.points,
+                session.created_at,
+                session.expires_at,
+                ttl,
+                None if ttl_unit is None else ttl_unit.value,
+            )
         )
 
+    @property
+    def key(self) -> str:
+        """The session key (yours, or ``ssn_`` + 32 alphanumerics)."""
+        return self._row[0]  # type: ignore[no-any-return]
 
-@attrs.frozen(kw_only=True)
-class ValidationResult:
+    @property
+    def voucher_id(self) -> str:
+        """The locked voucher's id."""
+        return self._row[1]  # type: ignore[no-any-return]
+
+    @property
+    def voucher_code(self) -> str:
+        """The locked voucher's code."""
+        return self._row[2]  # type: ignore[no-any-return]
+
+    @property
+    def credits(self) -> int:
+        """Gift credits held."""
+        return self._row[3]  # type: ignore[no-any-return]
+
+    @property
+    def points(self) -> int:
+        """Loyalty points held."""
+        return self._row[4]  # type: ignore[no-any-return]
+
+    @property
+    def ttl(self) -> int | None:
+        """The TTL the request gave (None when listed)."""
+        return self._row[7]  # type: ignore[no-any-return]
+
+    @property
+    def type(self) -> str:
+        """Always ``"LOCK"``."""
+        return "LOCK"
+
+    @property
+    def quantity(self) -> int:
+        """Redemptions held: always 1."""
+        return 1
+
+    @property
+    def created_at(self) -> datetime:
+        """When the session was first set (aware UTC)."""
+        return from_us(self._row[5])
+
+    @property
+    def expires_at(self) -> datetime:
+        """The instant it stops counting (aware UTC)."""
+        return from_us(self._row[6])
+
+    @property
+    def ttl_unit(self) -> TtlUnit | None:
+        """The unit of :attr:`ttl` (None when listed)."""
+        unit = self._row[8]
+        return None if unit is None else _TTL_UNITS[unit]
+
+
+class ValidationResult(RowBacked):
     """The answer of ``validate_voucher``: never raised, always returned.
 
-    ``error`` is the :class:`VoucherError` a redemption would raise (``None`` when valid).
-    ``amount`` is what the request would use: credits (gift), points (loyalty) or the discount.
+    ``valid``; ``error``, the :class:`VoucherError` a redemption would raise (``None`` when
+    valid); ``session`` when a LOCK was set; ``amount``, what the request would use — credits
+    (gift), points (loyalty) or the discount; ``credits``, ``points``, ``discount``,
+    ``discount_amount``, ``order_amount``; ``balance``, the card's balance.
     """
 
-    valid: bool
-    code: str
-    voucher_id: str | None
-    type: VoucherType | None
-    error: VoucherError | None = None
-    session: Session | None = None
-    amount: int = 0
-    credits: int = 0
-    points: int = 0
-    discount: Discount | None = None
-    discount_amount: int = 0
-    order_amount: int | None = None
-    balance: int | None = None
+    __slots__ = ()
+    FIELDS = (
+        "valid",
+        "code",
+        "voucher_id",
+        "type",
+        "error",
+        "session",
+        "amount",
+        "credits",
+        "points",
+        "discount",
+        "discount_amount",
+        "order_amount",
+        "balance",
+    )
+
+    def __init__(
+        self,
+        *,
+        valid: bool,
+        code: str,
+        voucher_id: str | None,
+        type: VoucherType | None,
+        error: VoucherError | None = None,
+        session: Session | None = None,
+        amount: int = 0,
+        credits: int = 0,
+        points: int = 0,
+        discount: Discount | None = None,
+        discount_amount: int = 0,
+        order_amount: int | None = None,
+        balance: int | None = None,
+    ) -> None:
+        row = (
+            valid,
+            code,
+            voucher_id,
+            type,
+            error,
+            session,
+            amount,
+            credits,
+            points,
+            discount,
+            discount_amount,
+            order_amount,
+            balance,
+        )
+        object.__setattr__(self, "_row", row)
+
+    @property
+    def valid(self) -> bool:
+        """True when the voucher can be used for the request."""
+        return self._row[0]  # type: ignore[no-any-return]
+
+    @property
+    def code(self) -> str:
+        """The code asked about."""
+        return self._row[1]  # type: ignore[no-any-return]
+
+    @property
+    def voucher_id(self) -> str | None:
+        """The voucher's id (None when not found)."""
+        return self._row[2]  # type: ignore[no-any-return]
+
+    @property
+    def type(self) -> VoucherType | None:
+        """The voucher's VoucherType (None when not found)."""
+        return self._row[3]  # type: ignore[no-any-return]
+
+    @property
+    def error(self) -> VoucherError | None:
+        """The VoucherError a redemption would raise, or None."""
+        return self._row[4]  # type: ignore[no-any-return]
+
+    @property
+    def session(self) -> Session | None:
+        """The LOCK session set by this validation, or None."""
+        return self._row[5]  # type: ignore[no-any-return]
+
+    @property
+    def amount(self) -> int:
+        """Credits, points or discount the request would use."""
+        return self._row[6]  # type: ignore[no-any-return]
+
+    @property
+    def credits(self) -> int:
+        """Gift credits the request would use."""
+        return self._row[7]  # type: ignore[no-any-return]
+
+    @property
+    def points(self) -> int:
+        """Loyalty points the request would use."""
+        return self._row[8]  # type: ignore[no-any-return]
+
+    @property
+    def discount(self) -> Discount | None:
+        """The voucher's Discount (discount vouchers)."""
+        return self._row[9]  # type: ignore[no-any-return]
+
+    @property
+    def discount_amount(self) -> int:
+        """The discount on the order."""
+        return self._row[10]  # type: ignore[no-any-return]
+
+    @property
+    def order_amount(self) -> int | None:
+        """The order amount asked about."""
+        return self._row[11]  # type: ignore[no-any-return]
+
+    @property
+    def balance(self) -> int | None:
+        """The card's balance (gift and loyalty cards)."""
+        return self._row[12]  # type: ignore[no-any-return]
 
 
 _REDEMPTION_FIELDS = (
@@ -199,23 +457,18 @@ _REDEMPTION_FIELDS = (
     "transaction_id",
     "rollback_id",
 )
-_VOUCHER_TYPES = {t.value: t for t in VoucherType}
-_STATUSES = {s.value: s for s in RedemptionStatus}
 
 
-class Redemption:
+class Redemption(RowBacked):
     """One redemption attempt, kept in the redemption log whatever its outcome. Immutable.
 
     ``amount`` is the credits (gift) or points (loyalty) used, or the discount granted.
-
-    It is the one public object made on every redemption, so it is built for that: its values
-    live in a single flat tuple of plain values (:meth:`to_row`) — the very row a store keeps —
-    instead of one attribute each, which makes it several times cheaper to build than an attrs
-    class and lets CPython's collector stop tracking stored rows.
+    ``status`` is SUCCEEDED, FAILED (with ``failure_code``/``failure_message``) or
+    ROLLED_BACK (with ``rollback_id``).
     """
 
-    __slots__ = ("_row",)
-    _row: tuple[Any, ...]
+    __slots__ = ()
+    FIELDS = _REDEMPTION_FIELDS
 
     def __init__(
         self,
@@ -254,54 +507,6 @@ class Redemption:
             rollback_id,
         )
         object.__setattr__(self, "_row", row)
-
-    @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> Redemption:
-        """The redemption whose :meth:`to_row` is *row* (no copy, no checks: stores only)."""
-        redemption = object.__new__(cls)
-        object.__setattr__(redemption, "_row", row)
-        return redemption
-
-    def to_row(self) -> tuple[Any, ...]:
-        """The values as one flat tuple of str/int/None (and the metadata dict), in the order
-        of :attr:`FIELDS`; enums as their string values, ``date`` in microseconds."""
-        return self._row
-
-    FIELDS: tuple[str, ...] = _REDEMPTION_FIELDS
-
-    def replace(self, **changes: Any) -> Redemption:
-        """A copy with some fields changed (like :func:`attrs.evolve`)."""
-        values = self.as_dict()
-        unknown = set(changes) - set(values)
-        if unknown:
-            raise TypeError(f"Redemption has no field(s) {', '.join(sorted(unknown))}")
-        values.update(changes)
-        return Redemption(**values)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields by name (enums as members, metadata copied)."""
-        return {name: getattr(self, name) for name in _REDEMPTION_FIELDS}
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise attrs.exceptions.FrozenInstanceError
-
-    def __delattr__(self, name: str) -> None:
-        raise attrs.exceptions.FrozenInstanceError
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Redemption):
-            return NotImplemented
-        return self._row == other._row
-
-    def __hash__(self) -> int:
-        return hash(self._row)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _REDEMPTION_FIELDS)
-        return f"Redemption({fields})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Redemption.from_row, (self._row,))
 
     @property
     def id(self) -> str:
