@@ -25,7 +25,6 @@ from vouchercore.domain.records import (
 )
 from vouchercore.domain.rules import (
     Demand,
-    available_balance,
     discount_amount,
     first_failure,
     held_by_sessions,
@@ -298,14 +297,7 @@ def _check_payload(record: VoucherRecord, request: UseRequest) -> None:
 
 def _demand(record: VoucherRecord, now: int, request: UseRequest) -> Demand:
     own = _own_session(record, request.session_key)
-    credits = 0
-    if record.type is _GIFT:
-        if request.credits is not None:
-            credits = request.credits
-        else:
-            assert request.order_amount is not None
-            credits = min(request.order_amount, available_balance(record, own))
-    return Demand(record, now, own, credits, request.points or 0)
+    return Demand(record, now, own, request.credits, request.points, request.order_amount)
 
 
 def _amount(record: VoucherRecord, demand: Demand, request: UseRequest) -> int:
@@ -333,8 +325,6 @@ def validate(
     """
     record = unit.record
     _check_payload(record, request)
-    if lock is not None:
-        lock.expires_at(now)  # an unrepresentable expiry is a malformed request: raise first
     purge_expired(unit, now)
     demand = _demand(record, now, request)
     error = first_failure(demand)

@@ -79,28 +79,34 @@ def available_balance(record: VoucherRecord, own: SessionRecord | None) -> int:
 
 
 class Demand:
-    """What one validation or redemption asks of a voucher, at one instant.
+    """What one validation or redemption asks of a voucher, at one instant, with what is
+    available to it (computed once, here).
 
-    ``credits``/``points`` are what the request would use (for a gift card without explicit
-    credits: ``min(order amount, available credits)``). ``own`` is the request's own live
-    session, whose lock counts as available to it.
+    ``own`` is the request's own live session, whose lock counts as available to it.
+    ``credits``/``points`` are what the request would use; a gift card asked without explicit
+    credits uses ``min(order amount, available credits)``.
     """
 
-    __slots__ = ("credits", "now", "own", "points", "record")
+    __slots__ = ("balance_left", "credits", "now", "own", "points", "quantity_left", "record")
 
     def __init__(
         self,
         record: VoucherRecord,
         now: int,
         own: SessionRecord | None,
-        credits: int,
-        points: int,
+        credits: int | None,
+        points: int | None,
+        order_amount: int | None,
     ) -> None:
         self.record = record
         self.now = now
         self.own = own
-        self.credits = credits
-        self.points = points
+        self.quantity_left = available_quantity(record, own)
+        self.balance_left = left = available_balance(record, own)
+        if credits is None and record.type is _GIFT and order_amount is not None:
+            credits = min(order_amount, left)
+        self.credits = credits or 0
+        self.points = points or 0
 
 
 @attrs.frozen
@@ -113,20 +119,15 @@ class Check:
 
 
 def _quantity_fails(d: Demand) -> bool:
-    if d.record.quantity is None:
-        return False
-    left = available_quantity(d.record, d.own)
-    return left is not None and left < 1
+    return d.quantity_left is not None and d.quantity_left < 1
 
 
 def _credits_fail(d: Demand) -> bool:
-    return d.record.type is _GIFT and (
-        d.credits < 1 or d.credits > available_balance(d.record, d.own)
-    )
+    return d.record.type is _GIFT and not 0 < d.credits <= d.balance_left
 
 
 def _points_fail(d: Demand) -> bool:
-    return d.record.type is _LOYALTY and d.points > available_balance(d.record, d.own)
+    return d.record.type is _LOYALTY and d.points > d.balance_left
 
 
 def _iso(us: int | None) -> str:
@@ -164,16 +165,15 @@ CHECKS: Final[tuple[Check, ...]] = (
         GiftAmountExceeded,
         _credits_fail,
         lambda d: (
-            f"gift credits asked {d.credits}, available "
-            f"{available_balance(d.record, d.own)} (balance {d.record.balance})"
+            f"gift credits asked {d.credits}, available {d.balance_left} "
+            f"(balance {d.record.balance})"
         ),
     ),
     Check(
         LoyaltyCardPointsExceeded,
         _points_fail,
         lambda d: (
-            f"points asked {d.points}, available "
-            f"{available_balance(d.record, d.own)} (balance {d.record.balance})"
+            f"points asked {d.points}, available {d.balance_left} (balance {d.record.balance})"
         ),
     ),
 )
