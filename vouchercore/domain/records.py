@@ -186,16 +186,6 @@ class VoucherSessions:
         if not self.by_key:
             self.next_expiry = None
 
-    def update(self, session: SessionRecord, credits: int, points: int, expires_at: int) -> None:
-        """Replace what a stored session holds and when it expires (same key again)."""
-        self.credits += credits - session.credits
-        self.points += points - session.points
-        session.credits = credits
-        session.points = points
-        session.expires_at = expires_at
-        if self.next_expiry is None or expires_at < self.next_expiry:
-            self.next_expiry = expires_at
-
     def purge_expired(self, now: int) -> list[SessionRecord]:
         """Remove and return the sessions with ``expires_at <= now``."""
         if self.next_expiry is None or now < self.next_expiry:
@@ -215,8 +205,8 @@ class VoucherRecord:
     credits (gift), points (loyalty) or granted discount (discount vouchers).
 
     Memory matters here (a POS can hold millions of codes): fields that are usually empty live
-    in ``info`` (None when empty), sessions in a ledger created on the first lock, and the lock
-    store's handle (lock) is created on first use.
+    in ``info`` (None when empty), sessions in a ledger created on the first lock, and the
+    store's handle (the memory store: the voucher's lock) is created on first use.
     """
 
     __slots__ = (
