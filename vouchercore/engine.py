@@ -50,6 +50,7 @@ from vouchercore.domain.values import (
 )
 from vouchercore.errors import InvalidPayload, NotFound
 from vouchercore.ids import IdGenerator
+from vouchercore.ports import AnyStore
 from vouchercore.stores import open_store
 
 __all__ = ["Engine"]
@@ -87,7 +88,7 @@ class Engine:
 
     def __init__(
         self,
-        store: Any = "memory://",
+        store: str | AnyStore = "memory://",
         *,
         clock: Clock | None = None,
         seed: int | None = None,
@@ -98,7 +99,7 @@ class Engine:
         self._ids: IdGenerator = ids if ids is not None else IdGenerator(seed)
 
     @property
-    def store(self) -> Any:
+    def store(self) -> AnyStore:
         """The store this engine runs on."""
         return self._store
 
@@ -384,7 +385,7 @@ class Engine:
                 resource_id=redemption_id,
                 resource_type="redemption",
             )
-        return found  # type: ignore[no-any-return]
+        return found
 
     def list_redemptions(self, code: str) -> tuple[Redemption, ...]:
         """The voucher's redemption log (every attempt, failed ones too), oldest first."""
@@ -536,21 +537,20 @@ class Engine:
             transactions += len(log)
             redemptions += len(redeemed)
         stats = self._store.stats
-        stored = getattr(self._store, "session_count", None)
-        if stored is not None:
-            resolved = sum(stats.sessions_resolved.values())
-            if stats.sessions_opened - resolved != stored():
-                violations.append(
-                    Violation(
-                        invariant="I4",
-                        voucher_id=None,
-                        code=None,
-                        message=(
-                            f"session ledger does not balance: {stats.sessions_opened} opened, "
-                            f"{resolved} resolved, {stored()} stored"
-                        ),
-                    )
+        stored = self._store.session_count
+        resolved = sum(stats.sessions_resolved.values())
+        if stats.sessions_opened - resolved != stored():
+            violations.append(
+                Violation(
+                    invariant="I4",
+                    voucher_id=None,
+                    code=None,
+                    message=(
+                        f"session ledger does not balance: {stats.sessions_opened} opened, "
+                        f"{resolved} resolved, {stored()} stored"
+                    ),
                 )
+            )
         return AuditReport(
             vouchers=vouchers,
             sessions=sessions,

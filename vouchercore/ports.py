@@ -25,12 +25,12 @@ never raises a domain error except :class:`~vouchercore.errors.DuplicateFound` o
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
 
-__all__ = ["Store", "StoreStats", "VoucherUnit"]
+__all__ = ["AnyStore", "Store", "StoreStats", "VoucherUnit"]
 
 
 class VoucherUnit(Protocol):
@@ -79,8 +79,12 @@ class StoreStats(Protocol):
     sessions_resolved: dict[str, int]
 
 
-class Store(Protocol):
-    """A voucher book. See the module docstring for the guarantees."""
+Unit = TypeVar("Unit", bound=VoucherUnit)
+
+
+class Store(Protocol[Unit]):
+    """A voucher book, handing out units of work of its own type ``Unit``. See the module
+    docstring for the guarantees."""
 
     def insert_voucher(self, record: VoucherRecord) -> None:
         """Store a new voucher atomically.
@@ -89,24 +93,25 @@ class Store(Protocol):
             DuplicateFound: its code (or id) is taken by a live or soft-deleted voucher.
         """
 
-    def begin(self, code_or_id: str) -> VoucherUnit | None:
+    def begin(self, code_or_id: str, *, include_deleted: bool = False) -> Unit | None:
         """Open a unit of work on a voucher, found by code or id, waiting for its lock.
 
-        Returns ``None`` when there is no such voucher or it is deleted (soft or forced).
+        Returns ``None`` when there is no such voucher or it is deleted (force-deleted, or
+        soft-deleted unless *include_deleted*).
         """
         ...
 
-    def begin_redemption(self, redemption_id: str) -> tuple[VoucherUnit, Redemption] | None:
+    def begin_redemption(self, redemption_id: str) -> tuple[Unit, Redemption] | None:
         """Open a unit of work on the voucher of a redemption, with the redemption as stored.
 
         Returns ``None`` when the redemption is unknown or its voucher is deleted.
         """
         ...
 
-    def commit(self, unit: VoucherUnit) -> None:
+    def commit(self, unit: Unit) -> None:
         """Make every change reported to *unit* durable and visible, and release the voucher."""
 
-    def abort(self, unit: VoucherUnit) -> None:
+    def abort(self, unit: Unit) -> None:
         """Discard *unit* and release the voucher. Changes already applied in place to a
         memory record are not undone: the domain applies nothing before it has decided."""
 
@@ -136,5 +141,13 @@ class Store(Protocol):
         """Session counters for the audit."""
         ...
 
+    def session_count(self) -> int:
+        """How many sessions are stored (live, or expired and not yet purged)."""
+        ...
+
     def close(self) -> None:
         """Release resources the store owns."""
+
+
+#: A store of any unit type (what the engine holds).
+AnyStore = Store[Any]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from vouchercore.errors import InvalidPayload
+from vouchercore.ports import AnyStore
 from vouchercore.stores.memory import MemoryStore
 
 __all__ = ["MemoryStore", "open_store"]
 
 
-def open_store(store: Any) -> tuple[Any, bool]:
+def open_store(store: str | AnyStore) -> tuple[AnyStore, bool]:
     """The store for *store* and whether the caller owns it (and must close it).
 
     Accepts ``"memory://"`` or a store object (anything with ``begin`` and ``commit``).
@@ -25,6 +24,6 @@ def open_store(store: Any) -> tuple[Any, bool]:
         raise InvalidPayload(
             f"unknown store {store.split('://', 1)[0]!r}: this version supports 'memory://'"
         )
-    if hasattr(store, "begin") and hasattr(store, "commit"):
+    if all(hasattr(store, name) for name in ("begin", "commit", "abort", "insert_voucher")):
         return store, False
     raise InvalidPayload(f"store must be a URL or a store object, got {type(store).__name__}")

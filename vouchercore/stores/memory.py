@@ -21,7 +21,7 @@ import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from operator import attrgetter
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from sortedcontainers import SortedKeyList
 
@@ -34,6 +34,7 @@ from vouchercore.domain.records import (
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
 from vouchercore.domain.values import TransactionType
 from vouchercore.errors import DuplicateFound
+from vouchercore.ports import Store
 
 __all__ = ["MemoryStore"]
 
@@ -320,3 +321,7 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+if TYPE_CHECKING:  # mypy proves the memory store keeps the port's contract
+    _conforms: Store[_Unit] = MemoryStore()
