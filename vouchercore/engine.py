@@ -536,18 +536,17 @@ class Engine:
             sessions += sum(1 for s in (unit.record.sessions or ()) if s.expires_at > now)
             transactions += len(log)
             redemptions += len(redeemed)
-        stats = self._store.stats
-        stored = self._store.session_count
-        resolved = sum(stats.sessions_resolved.values())
-        if stats.sessions_opened - resolved != stored():
+        counts = self._store.session_counts()
+        resolved = sum(counts.resolved.values())
+        if counts.opened - resolved != counts.stored:
             violations.append(
                 Violation(
                     invariant="I4",
                     voucher_id=None,
                     code=None,
                     message=(
-                        f"session ledger does not balance: {stats.sessions_opened} opened, "
-                        f"{resolved} resolved, {stored()} stored"
+                        f"session ledger does not balance: {counts.opened} opened, "
+                        f"{resolved} resolved, {counts.stored} stored"
                     ),
                 )
             )

@@ -27,10 +27,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
+import attrs
+
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
 
-__all__ = ["AnyStore", "Store", "StoreStats", "VoucherUnit"]
+__all__ = ["AnyStore", "SessionCounts", "Store", "VoucherUnit"]
 
 
 class VoucherUnit(Protocol):
@@ -72,11 +74,15 @@ class VoucherUnit(Protocol):
         ...
 
 
-class StoreStats(Protocol):
-    """Session bookkeeping a store keeps for the audit (I4)."""
+@attrs.frozen(kw_only=True)
+class SessionCounts:
+    """The store's session bookkeeping, read at one instant (for the audit's I4 check):
+    every session stored was opened once and resolved at most once, so
+    ``opened − Σ resolved == stored``."""
 
-    sessions_opened: int
-    sessions_resolved: dict[str, int]
+    opened: int
+    resolved: dict[str, int]  # by reason: redeemed, released, expired, replaced, dropped
+    stored: int
 
 
 Unit = TypeVar("Unit", bound=VoucherUnit)
@@ -136,9 +142,8 @@ class Store(Protocol[Unit]):
         """Every live (not deleted) voucher's code."""
         ...
 
-    @property
-    def stats(self) -> StoreStats:
-        """Session counters for the audit."""
+    def session_counts(self) -> SessionCounts:
+        """Sessions opened, resolved by reason, and stored — one consistent reading."""
         ...
 
     def session_count(self) -> int:

@@ -292,8 +292,8 @@ def simulate(
     outcomes: Counter[tuple[str, str]] = Counter()
     for till in tills:
         outcomes.update(till.outcomes)
-    stats = engine.store.stats
-    sessions = {"opened": stats.sessions_opened, **dict(stats.sessions_resolved)}
+    counts = engine.store.session_counts()
+    sessions = {"opened": counts.opened, **counts.resolved}
     return SimulationReport(
         seed=seed,
         terminals=terminals,

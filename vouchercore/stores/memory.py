@@ -34,7 +34,7 @@ from vouchercore.domain.records import (
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
 from vouchercore.domain.values import TransactionType
 from vouchercore.errors import DuplicateFound
-from vouchercore.ports import Store
+from vouchercore.ports import SessionCounts, Store
 
 __all__ = ["MemoryStore"]
 
@@ -313,7 +313,16 @@ class MemoryStore:
 
     @property
     def stats(self) -> _Stats:
+        """The live session counters (see :meth:`session_counts` for a consistent reading)."""
         return self._stats
+
+    def session_counts(self) -> SessionCounts:
+        with self._expiry_lock:
+            return SessionCounts(
+                opened=self._stats.sessions_opened,
+                resolved=dict(self._stats.sessions_resolved),
+                stored=len(self._expiry),
+            )
 
     def session_count(self) -> int:
         """How many sessions are stored (live, or expired and not yet purged)."""
