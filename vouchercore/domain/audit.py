@@ -6,8 +6,9 @@
   ledger's cached totals equal the sum over its sessions.
 * I3 — balance = opening balance + Σ transaction amounts, and every transaction's ``balance``
   is the running balance after it.
-* I4 — no stored session is counted once expired; (the store-wide check that every session
-  opened was resolved at most once is made by the engine from the store's counters).
+* I4 — a session resolves at most once: none is live after a redemption with its key, none
+  is counted once expired; (the store-wide check that every session opened was resolved at
+  most once is made by the engine from the store's counters).
 """
 
 from __future__ import annotations
@@ -113,6 +114,17 @@ def audit_voucher(
             fail("I3", f"log replays to {running}, balance is {record.balance}")
         if opening < 0:
             fail("I3", f"opening balance replays to {opening}")
+
+    # I4: a session resolves once — a redemption with its key released it, so no live session
+    # may predate a successful redemption made with its key on this voucher
+    redeemed_at: dict[str, int] = {}
+    for r in redemptions:
+        if r.session_key is not None and r.status is not RedemptionStatus.FAILED:
+            redeemed_at[r.session_key] = max(redeemed_at.get(r.session_key, r.date_us), r.date_us)
+    for session in live:
+        last = redeemed_at.get(session.key)
+        if last is not None and last > session.created_at:
+            fail("I4", f"session {session.key!r} is live after a redemption with its key")
 
     # I4: nothing expired is still counted by the ledger
     next_expiry = ledger.next_expiry if ledger is not None else None
