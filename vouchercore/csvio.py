@@ -1,0 +1,795 @@
+"""CSV import of vouchers and export of the transaction log (SPEC §9, §10).
+
+Both directions stream: the export writes one row per transaction as the iterable yields it,
+and the import reads one CSV record at a time. The only state the import keeps that grows with
+the file is the set of codes seen so far (to report a code repeated within the file).
+
+Export::
+
+    fields = check_export_fields(["id", "amount", "created_at"])
+    count = write_transactions_csv(transactions, out, fields)
+
+Import::
+
+    for row, parsed in parse_voucher_rows(file):
+        if isinstance(parsed, ImportFailure):
+            ...  # report it
+        else:
+            ...  # engine.create_voucher(**parsed) minus the redeemed_* counters
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import operator
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Final, TextIO
+
+import attrs
+
+from vouchercore.domain.snapshots import Transaction
+from vouchercore.domain.values import INT64_MAX, MAX_CODE_LENGTH, DiscountType, VoucherType
+from vouchercore.errors import InvalidArgument, InvalidPayload
+
+__all__ = [
+    "EXPORT_FIELDS",
+    "FIELD_SIZE_LIMIT",
+    "IMPORT_COLUMNS",
+    "ImportFailure",
+    "ImportReport",
+    "InvalidExportFields",
+    "check_export_fields",
+    "format_instant",
+    "parse_voucher_rows",
+    "write_transactions_csv",
+    "write_transactions_jsonl",
+]
+
+# --- export (SPEC §9) ---------------------------------------------------------------------------
+
+#: Every exportable transaction field, in the default column order.
+EXPORT_FIELDS: Final[tuple[str, ...]] = (
+    "id",
+    "type",
+    "source_id",
+    "reason",
+    "balance",
+    "amount",
+    "created_at",
+    "voucher_id",
+    "campaign_id",
+    "source",
+    "details",
+    "related_transaction_id",
+)
+
+_NUMERIC_FIELDS: Final = frozenset({"balance", "amount"})
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+class InvalidExportFields(InvalidArgument):
+    """The export's field list names an unknown field, repeats one, or is empty."""
+
+    key = "invalid_export_fields"
+
+
+def check_export_fields(fields: Sequence[str] | None) -> tuple[str, ...]:
+    """The export columns asked for, checked.
+
+    Args:
+        fields: field names from :data:`EXPORT_FIELDS` (exact spelling, any order, each at most
+            once), or ``None`` for all of them in the default order.
+
+    Returns:
+        The fields as a tuple, in the order given.
+
+    Raises:
+        InvalidExportFields: *fields* is a bare string, empty, names an unknown field, has a
+            non-string entry, or repeats a field.
+    """
+    if fields is None:
+        return EXPORT_FIELDS
+    allowed = ", ".join(EXPORT_FIELDS)
+    if isinstance(fields, str | bytes):
+        raise InvalidExportFields(
+            f"fields must be a sequence of field names such as ['id', 'amount'], "
+            f"not a single string {fields!r}",
+            details=f"allowed fields: {allowed}",
+        )
+    try:
+        chosen = tuple(fields)
+    except TypeError:
+        raise InvalidExportFields(
+            f"fields must be a sequence of field names, got {type(fields).__name__}",
+            details=f"allowed fields: {allowed}",
+        ) from None
+    if not chosen:
+        raise InvalidExportFields(
+            "fields must name at least one field (or be None for all)",
+            details=f"allowed fields: {allowed}",
+        )
+    seen: set[str] = set()
+    for name in chosen:
+        if not isinstance(name, str) or name not in EXPORT_FIELDS:
+            raise InvalidExportFields(
+                f"unknown export field {name!r}", details=f"allowed fields: {allowed}"
+            )
+        if name in seen:
+            raise InvalidExportFields(f"export field {name!r} is given twice")
+        seen.add(name)
+    return chosen
+
+
+def format_instant(value: datetime) -> str:
+    """An instant as UTC ISO 8601 with milliseconds and ``Z``: ``2022-03-09T09:16:32.521Z``.
+
+    Microseconds are truncated (not rounded) to milliseconds, so an instant is never shown
+    later than it happened. A naive datetime is taken as UTC.
+
+    Args:
+        value: the instant.
+
+    Returns:
+        The formatted instant.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}."
+        f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+def _details_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    """A cell value as plain data: enums as their value, instants formatted."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return format_instant(value)
+    return value
+
+
+def _guard(text: str) -> str:
+    """Prefix ``'`` to text a spreadsheet would read as a formula."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def _csv_text_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return _guard(str(_plain(value)))
+
+
+def _csv_number_cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _csv_details_cell(value: Any) -> str:
+    return "" if value is None else _guard(_details_json(value))
+
+
+def _csv_cell_formatter(name: str) -> Callable[[Any], str]:
+    if name in _NUMERIC_FIELDS:
+        return _csv_number_cell
+    if name == "details":
+        return _csv_details_cell
+    return _csv_text_cell
+
+
+def _getter(fields: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A function returning the *fields* of a transaction as a tuple (even for one field)."""
+    if len(fields) == 1:
+        one = operator.attrgetter(fields[0])
+        return lambda tx: (one(tx),)
+    return operator.attrgetter(*fields)
+
+
+def write_transactions_csv(
+    transactions: Iterable[Transaction], out: TextIO, fields: tuple[str, ...]
+) -> int:
+    """Write the transactions as CSV: a header row, then one row per transaction.
+
+    Streams: each transaction is written as the iterable yields it; nothing is collected.
+    Instants are UTC ISO 8601 with milliseconds and ``Z``; ``details`` is compact JSON with
+    sorted keys; ``None`` is an empty cell; ``type`` is its string value. Text cells that
+    begin with ``=``, ``+``, ``-``, ``@``, tab or CR get a leading ``'`` (spreadsheet formula
+    injection); the numeric columns ``balance`` and ``amount`` stay plain integers, negative
+    ones included.
+
+    Args:
+        transactions: the transactions, in the order to write them.
+        out: a text stream (open it with ``newline=""``); it is neither flushed nor closed.
+        fields: the columns, as returned by :func:`check_export_fields`.
+
+    Returns:
+        The number of data rows written (the header excluded).
+
+    Raises:
+        InvalidExportFields: *fields* is not a valid field selection (checked before
+            anything is written).
+    """
+    fields = check_export_fields(fields)
+    formatters = tuple(_csv_cell_formatter(name) for name in fields)
+    get = _getter(fields)
+    writer = csv.writer(out, lineterminator="\n")
+    # Older Pythons' csv.writer (3.11 among them) quotes a cell holding a character of the
+    # line terminator but not a bare CR when the terminator is "\n": such a row would split
+    # in two when read back. The rare row with a CR in a cell is written with every cell quoted.
+    quoting_writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer.writerow(fields)
+    count = 0
+    for tx in transactions:
+        cells = [fmt(v) for fmt, v in zip(formatters, get(tx), strict=True)]
+        if any("\r" in cell for cell in cells):
+            quoting_writer.writerow(cells)
+        else:
+            writer.writerow(cells)
+        count += 1
+    return count
+
+
+def write_transactions_jsonl(
+    transactions: Iterable[Transaction], out: TextIO, fields: tuple[str, ...]
+) -> int:
+    """Write the transactions as JSON Lines: one compact JSON object per line.
+
+    Same field selection, order and formatting as :func:`write_transactions_csv`, but with
+    JSON types: ``balance`` and ``amount`` are numbers, ``details`` an object (keys sorted),
+    ``None`` is ``null``. No formula guard (JSON is not read by spreadsheets). Streams.
+
+    Args:
+        transactions: the transactions, in the order to write them.
+        out: a text stream; it is neither flushed nor closed.
+        fields: the keys, as returned by :func:`check_export_fields`, in this order.
+
+    Returns:
+        The number of lines written.
+
+    Raises:
+        InvalidExportFields: *fields* is not a valid field selection (checked before
+            anything is written).
+    """
+    fields = check_export_fields(fields)
+    keys = tuple(json.dumps(name) + ":" for name in fields)
+    encoders = tuple(_details_json if name == "details" else _json_scalar for name in fields)
+    get = _getter(fields)
+    count = 0
+    for tx in transactions:
+        parts = [key + enc(value) for key, enc, value in zip(keys, encoders, get(tx), strict=True)]
+        out.write("{" + ",".join(parts) + "}\n")
+        count += 1
+    return count
+
+
+def _json_scalar(value: Any) -> str:
+    return json.dumps(_plain(value))
+
+
+# --- import (SPEC §10) --------------------------------------------------------------------------
+
+#: The largest CSV cell the import reads (16 MiB); a larger one makes its row a bad row.
+FIELD_SIZE_LIMIT: Final = 16 * 1024 * 1024
+
+#: The recognised headers (matched case-insensitively after trimming); others are metadata.
+IMPORT_COLUMNS: Final[tuple[str, ...]] = (
+    "Code",
+    "Voucher Type",
+    "Value",
+    "Discount Type",
+    "Category",
+    "Start Date",
+    "Expiration Date",
+    "Redemption Limit",
+    "Redeemed Quantity",
+    "Redeemed Amount",
+    "Active",
+    "Additional Info",
+)
+
+_COLUMN_BY_HEADER: Final = {name.casefold(): name for name in IMPORT_COLUMNS}
+_REQUIRED_COLUMNS: Final = ("Code", "Voucher Type")
+
+_VOUCHER_TYPES: Final = {
+    "DISCOUNT_VOUCHER": VoucherType.DISCOUNT_VOUCHER,
+    "DISCOUNT": VoucherType.DISCOUNT_VOUCHER,
+    "GIFT_VOUCHER": VoucherType.GIFT_VOUCHER,
+    "GIFT": VoucherType.GIFT_VOUCHER,
+    "LOYALTY_CARD": VoucherType.LOYALTY_CARD,
+    "LOYALTY": VoucherType.LOYALTY_CARD,
+}
+_DISCOUNT_TYPES: Final = {
+    "AMOUNT": DiscountType.AMOUNT,
+    "PERCENT": DiscountType.PERCENT,
+    "FIXED": DiscountType.FIXED,
+}
+
+_INTEGER: Final = re.compile(r"[0-9]+")
+_DECIMAL: Final = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_NEGATIVE: Final = re.compile(r"-\s*(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_INSTANT: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:T([0-9]{2})(?::([0-9]{2})(?::([0-9]{2})(?:(?:\.([0-9]{3}))?(Z))?)?)?)?"
+)
+_DATE_FORMS: Final = (
+    "YYYY-MM-DD, YYYY-MM-DDTHH, YYYY-MM-DDTHH:mm, YYYY-MM-DDTHH:mm:ss, "
+    "YYYY-MM-DDTHH:mm:ssZ or YYYY-MM-DDTHH:mm:ss.SSSZ"
+)
+_INT64_DIGITS: Final = len(str(INT64_MAX))
+
+
+@attrs.frozen
+class ImportFailure:
+    """One CSV row that was not imported.
+
+    Attributes:
+        code: the row's Code cell when it has one of at most 100 characters, else ``None``.
+        row: 1-based row number, the header excluded (blank rows count).
+        reason: what is wrong, in words a person can act on.
+    """
+
+    code: str | None
+    row: int
+    reason: str
+
+
+@attrs.frozen
+class ImportReport:
+    """The outcome of a CSV import.
+
+    Attributes:
+        done_count: rows imported.
+        failed_count: rows not imported.
+        failed: each row not imported, in file order.
+    """
+
+    done_count: int
+    failed_count: int
+    failed: tuple[ImportFailure, ...]
+
+
+class _BadRow(Exception):
+    """Internal: the row cannot be imported, for *reason*."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@attrs.frozen
+class _Layout:
+    """Where each recognised column sits in a row, and the metadata columns."""
+
+    width: int
+    #: the cells of a row (with ``""`` appended) in the order of IMPORT_COLUMNS; an absent
+    #: column reads the appended ``""``.
+    pick: Callable[[list[str]], tuple[str, ...]]
+    code_at: int  # position of the Code column
+    metadata: tuple[tuple[int, str], ...]  # (position, metadata key)
+    unnamed: tuple[int, ...]  # positions of columns with an empty header
+
+
+def parse_voucher_rows(
+    lines: Iterable[str],
+) -> Iterator[tuple[int, dict[str, Any] | ImportFailure]]:
+    """Parse a voucher CSV (SPEC §10), one row at a time.
+
+    The header row is read and checked at once (so a file that cannot be imported at all
+    raises here, before any row); the rows are then parsed lazily as the returned iterator
+    is consumed. Memory does not grow with the file, apart from the set of codes seen.
+
+    Headers are matched case-insensitively after trimming (a UTF-8 byte-order mark is
+    ignored): ``Code, Voucher Type, Value, Discount Type, Category, Start Date,
+    Expiration Date, Redemption Limit, Redeemed Quantity, Redeemed Amount, Active,
+    Additional Info``. Every other header is a metadata key (its trimmed text); non-empty
+    cells under it become string metadata values. A column with an empty header is ignored
+    while its cells are empty.
+
+    Each good row yields the keyword arguments of ``Engine.create_voucher`` — ``code``,
+    ``type``, ``discount``, ``gift``, ``loyalty_card``, ``quantity``, ``active``,
+    ``start_date``, ``expiration_date``, ``category``, ``additional_info``, ``metadata`` —
+    plus ``redeemed_quantity`` and ``redeemed_amount`` (ints, 0 when empty), which
+    ``create_voucher`` does not take. ``type`` is a :class:`VoucherType`; ``discount`` is
+    ``{"type": "AMOUNT", "amount_off": n}``, ``{"type": "FIXED", "fixed_amount": n}`` or
+    ``{"type": "PERCENT", "percent_off": Decimal}``; a gift card gets ``gift={"amount": n}``
+    and a loyalty card ``loyalty_card={"points": n}`` (Value, 0 when empty). Blank rows are
+    skipped (but counted).
+
+    A row is bad (an :class:`ImportFailure`, and parsing goes on) when it has more or fewer
+    cells than the header, is not valid CSV, holds a NUL character or a cell over
+    :data:`FIELD_SIZE_LIMIT`, a value under a header-less column, an invalid code, a code
+    of an earlier good row, or any value that does not parse (the reason says which and
+    why). Only good rows reserve their code.
+
+    Note:
+        Raises the process-wide :func:`csv.field_size_limit` to :data:`FIELD_SIZE_LIMIT`
+        if it is lower (it is never lowered).
+
+    Args:
+        lines: the file, as an iterable of text lines (a file opened in text mode with
+            ``newline=""``, or any iterable of str). A single ``str`` is read as the whole
+            file's text.
+
+    Returns:
+        An iterator of ``(row, parsed)``: *row* 1-based with the header excluded, *parsed*
+        the keyword arguments or an :class:`ImportFailure`.
+
+    Raises:
+        InvalidPayload: the file is empty, not text (bytes, undecodable, NUL characters in
+            the header), its first line is not a header (no ``Code`` or ``Voucher Type``
+            column), or a header is repeated. Raised by this call for the header; an
+            undecodable line further down raises while iterating.
+    """
+    if isinstance(lines, bytes | bytearray | memoryview):
+        raise InvalidPayload("the CSV file is not text: got bytes; open it in text mode")
+    if isinstance(lines, str):
+        lines = io.StringIO(lines, newline="")
+    try:
+        source = iter(lines)
+    except TypeError:
+        raise InvalidPayload(
+            f"the CSV file must be an iterable of text lines, got {type(lines).__name__}"
+        ) from None
+    if csv.field_size_limit() < FIELD_SIZE_LIMIT:
+        csv.field_size_limit(FIELD_SIZE_LIMIT)
+    reader = csv.reader(source, strict=True)
+    layout = _read_header(reader)
+    return _rows(reader, layout)
+
+
+def _read_header(reader: Iterator[list[str]]) -> _Layout:
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InvalidPayload(
+            "the CSV file is empty: its first line must be the header row naming the "
+            "columns (at least Code and Voucher Type)"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise InvalidPayload(f"the CSV file is not UTF-8 text: {error}") from None
+    except csv.Error as error:
+        if "not bytes" in str(error):
+            raise InvalidPayload(
+                "the CSV file is not text: got bytes; open it in text mode"
+            ) from None
+        raise InvalidPayload(f"the CSV header row is not valid CSV: {error}") from None
+    if header and header[0].startswith("\ufeff"):
+        header[0] = header[0][1:]
+    if any("\x00" in cell for cell in header):
+        raise InvalidPayload("the CSV file is not text: its first line contains NUL characters")
+    if not any(cell.strip() for cell in header):
+        raise InvalidPayload(
+            "the first line of the CSV file must be the header row naming the columns "
+            "(at least Code and Voucher Type); it is empty"
+        )
+    index: dict[str, int] = {}
+    metadata: list[tuple[int, str]] = []
+    unnamed: list[int] = []
+    seen: set[str] = set()
+    for position, cell in enumerate(header):
+        name = cell.strip()
+        if not name:
+            unnamed.append(position)
+            continue
+        folded = name.casefold()
+        if folded in seen:
+            raise InvalidPayload(f"the CSV header names the column {_show(name)} twice")
+        seen.add(folded)
+        column = _COLUMN_BY_HEADER.get(folded)
+        if column is None:
+            metadata.append((position, name))
+        else:
+            index[column] = position
+    missing = [name for name in _REQUIRED_COLUMNS if name not in index]
+    if missing:
+        found = ", ".join(_show(cell) for cell in header[:20])
+        if len(header) > 20:
+            found += ", …"
+        hint = ""
+        if len(header) == 1 and ";" in header[0]:
+            hint = "; it looks separated by ';' — the import expects commas"
+        raise InvalidPayload(
+            f"the CSV header has no {' or '.join(missing)} column; the first line must be "
+            f"the header row (found: {found}){hint}"
+        )
+    width = len(header)
+    return _Layout(
+        width=width,
+        pick=operator.itemgetter(*(index.get(name, width) for name in IMPORT_COLUMNS)),
+        code_at=index["Code"],
+        metadata=tuple(metadata),
+        unnamed=tuple(unnamed),
+    )
+
+
+def _rows(
+    reader: Iterator[list[str]], layout: _Layout
+) -> Iterator[tuple[int, dict[str, Any] | ImportFailure]]:
+    seen: set[str] = set()
+    code_at = layout.code_at
+    row = 0
+    while True:
+        row += 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as error:
+            raise InvalidPayload(
+                f"the CSV file is not UTF-8 text (at row {row}): {error}"
+            ) from None
+        except csv.Error as error:
+            yield row, ImportFailure(None, row, _csv_error_reason(error))
+            continue
+        code_cell = cells[code_at] if code_at < len(cells) else ""
+        if not code_cell.strip() and not any(cell.strip() for cell in cells):
+            continue  # a blank row (or a row of empty cells): nothing to import
+        shown_code = code_cell if 0 < len(code_cell) <= MAX_CODE_LENGTH else None
+        try:
+            parsed = _parse_row(cells, layout, seen)
+        except _BadRow as bad:
+            yield row, ImportFailure(shown_code, row, bad.reason)
+            continue
+        seen.add(parsed["code"])
+        yield row, parsed
+
+
+def _csv_error_reason(error: csv.Error) -> str:
+    text = str(error)
+    if "field larger than field limit" in text:
+        return f"the row has a cell longer than {FIELD_SIZE_LIMIT} characters"
+    if "not bytes" in text:
+        return "the row is not text"
+    return f"the row is not valid CSV: {text}"
+
+
+def _parse_row(cells: list[str], layout: _Layout, seen: set[str]) -> dict[str, Any]:
+    """The ``create_voucher`` keyword arguments of one row, or :class:`_BadRow`."""
+    if len(cells) != layout.width:
+        raise _BadRow(f"the row has {len(cells)} cells but the header has {layout.width} columns")
+    for text in cells:
+        if "\x00" in text:
+            position = next(i for i, cell in enumerate(cells) if "\x00" in cell)
+            raise _BadRow(f"cell {position + 1} contains a NUL character")
+    for position in layout.unnamed:
+        if cells[position].strip():
+            raise _BadRow(
+                f"cell {position + 1} has the value {_show(cells[position])} but its column "
+                "has no header"
+            )
+    cells.append("")  # what an absent column reads
+    (
+        code_cell,
+        type_cell,
+        value_cell,
+        discount_cell,
+        category_cell,
+        start_cell,
+        end_cell,
+        limit_cell,
+        redeemed_quantity_cell,
+        redeemed_amount_cell,
+        active_cell,
+        info_cell,
+    ) = layout.pick(cells)
+    code = _code(code_cell)
+    if code in seen:
+        raise _BadRow(f"Code {_show(code)} appears earlier in the file")
+    kind = _voucher_type(type_cell)
+    discount, gift, loyalty_card, value = _value(kind, discount_cell, value_cell)
+    quantity = _limit(limit_cell)
+    redeemed_quantity = _counter(redeemed_quantity_cell, "Redeemed Quantity")
+    redeemed_amount = _counter(redeemed_amount_cell, "Redeemed Amount")
+    if quantity is not None and redeemed_quantity > quantity:
+        raise _BadRow(
+            f"Redeemed Quantity ({redeemed_quantity}) is more than the Redemption Limit "
+            f"({quantity})"
+        )
+    if value is not None and redeemed_amount > value:
+        raise _BadRow(
+            f"Redeemed Amount ({redeemed_amount}) is more than the card's Value ({value})"
+        )
+    start = _instant(start_cell, "Start Date", end_of_day=False)
+    end = _instant(end_cell, "Expiration Date", end_of_day=True)
+    if start is not None and end is not None and start > end:
+        raise _BadRow(
+            f"Start Date ({format_instant(start)}) is after Expiration Date ({format_instant(end)})"
+        )
+    metadata: dict[str, str] | None = None
+    for position, key in layout.metadata:
+        text = cells[position]
+        if text.strip():
+            if metadata is None:
+                metadata = {}
+            metadata[key] = text
+    return {
+        "code": code,
+        "type": kind,
+        "discount": discount,
+        "gift": gift,
+        "loyalty_card": loyalty_card,
+        "quantity": quantity,
+        "active": _active(active_cell),
+        "start_date": start,
+        "expiration_date": end,
+        "category": _text(category_cell),
+        "additional_info": _text(info_cell),
+        "metadata": metadata,
+        "redeemed_quantity": redeemed_quantity,
+        "redeemed_amount": redeemed_amount,
+    }
+
+
+def _show(value: str, limit: int = 40) -> str:
+    """*value* quoted for a message, cut to *limit* characters."""
+    if len(value) > limit:
+        return repr(value[:limit]) + "…"
+    return repr(value)
+
+
+def _code(cell: str) -> str:
+    if not cell:
+        raise _BadRow("Code is empty")
+    if len(cell) > MAX_CODE_LENGTH:
+        raise _BadRow(f"Code is {len(cell)} characters long; at most {MAX_CODE_LENGTH} are allowed")
+    if not cell.isprintable():
+        raise _BadRow(f"Code {_show(cell)} contains control characters")
+    if cell != cell.strip():
+        raise _BadRow(f"Code {_show(cell)} begins or ends with whitespace")
+    return cell
+
+
+def _voucher_type(cell: str) -> VoucherType:
+    text = cell.strip()
+    if not text:
+        raise _BadRow("Voucher Type is empty; use DISCOUNT_VOUCHER, GIFT_VOUCHER or LOYALTY_CARD")
+    kind = _VOUCHER_TYPES.get(text.upper())
+    if kind is None:
+        raise _BadRow(
+            f"Voucher Type {_show(text)} is not one of DISCOUNT_VOUCHER, GIFT_VOUCHER, "
+            "LOYALTY_CARD (or DISCOUNT, GIFT, LOYALTY)"
+        )
+    return kind
+
+
+def _value(
+    kind: VoucherType, discount_cell: str, value_cell: str
+) -> tuple[dict[str, Any] | None, dict[str, int] | None, dict[str, int] | None, int | None]:
+    """``(discount, gift, loyalty_card, card_value)`` for the row's type, Discount Type and
+    Value; *card_value* is the opening credits or points of a card (None for a discount)."""
+    discount_text = discount_cell.strip()
+    value_text = value_cell.strip()
+    if kind is not VoucherType.DISCOUNT_VOUCHER:
+        if discount_text:
+            raise _BadRow(
+                f"Discount Type {_show(discount_text)} applies to DISCOUNT_VOUCHER only, "
+                f"not {kind.value}; leave it empty"
+            )
+        amount = 0 if not value_text else _integer(value_text, "Value")
+        if kind is VoucherType.GIFT_VOUCHER:
+            return None, {"amount": amount}, None, amount
+        return None, None, {"points": amount}, amount
+    if not discount_text:
+        raise _BadRow("Discount Type is empty; a DISCOUNT_VOUCHER needs AMOUNT, PERCENT or FIXED")
+    discount = _DISCOUNT_TYPES.get(discount_text.upper())
+    if discount is None:
+        if discount_text.upper() == "UNIT":
+            raise _BadRow(
+                "Discount Type UNIT cannot be imported from CSV (there is no column for the "
+                "unit type); create it with create_voucher"
+            )
+        raise _BadRow(f"Discount Type {_show(discount_text)} is not one of AMOUNT, PERCENT, FIXED")
+    if not value_text:
+        raise _BadRow(f"Value is empty; a {discount.value} discount needs one")
+    if discount is DiscountType.PERCENT:
+        return {"type": "PERCENT", "percent_off": _percent(value_text)}, None, None, None
+    amount = _integer(value_text, "Value")
+    if discount is DiscountType.AMOUNT:
+        if amount == 0:
+            raise _BadRow("Value must be greater than 0 for an AMOUNT discount")
+        return {"type": "AMOUNT", "amount_off": amount}, None, None, None
+    return {"type": "FIXED", "fixed_amount": amount}, None, None, None
+
+
+def _integer(text: str, column: str) -> int:
+    """A non-negative whole number of minor units, points or redemptions."""
+    if not _INTEGER.fullmatch(text):
+        if _NEGATIVE.fullmatch(text):
+            raise _BadRow(f"{column} {_show(text)} must not be negative")
+        if _DECIMAL.fullmatch(text):
+            raise _BadRow(
+                f"{column} {_show(text)} must be a whole number (amounts are in minor "
+                "units: 1050 for 10.50)"
+            )
+        raise _BadRow(f"{column} {_show(text)} is not a number")
+    digits = text.lstrip("0") or "0"
+    if len(digits) > _INT64_DIGITS or int(digits) > INT64_MAX:
+        raise _BadRow(f"{column} {_show(text)} is too large (at most {INT64_MAX})")
+    return int(digits)
+
+
+def _limit(cell: str) -> int | None:
+    """Redemption Limit: a whole number ≥ 1, or ``None`` (unlimited) for an empty cell."""
+    text = cell.strip()
+    if not text:
+        return None
+    number = _integer(text, "Redemption Limit")
+    if number < 1:
+        raise _BadRow("Redemption Limit must be at least 1; leave it empty for unlimited")
+    return number
+
+
+def _counter(cell: str, column: str) -> int:
+    """An imported counter: a whole number ≥ 0, 0 for an empty cell."""
+    text = cell.strip()
+    return _integer(text, column) if text else 0
+
+
+def _percent(text: str) -> Decimal:
+    """A percentage 0 < p ≤ 100 with at most 2 decimals (a trailing ``%`` is allowed)."""
+    number_text = text[:-1].rstrip() if text.endswith("%") else text
+    if not _DECIMAL.fullmatch(number_text):
+        if _NEGATIVE.fullmatch(number_text):
+            raise _BadRow(f"Value {_show(text)} must not be negative")
+        raise _BadRow(f"Value {_show(text)} is not a percentage such as 12.5")
+    if len(number_text) > 40:
+        raise _BadRow(f"Value {_show(text)} is not a percentage from 0 to 100")
+    number = Decimal(number_text)
+    if not 0 < number <= 100:
+        raise _BadRow(f"Value {_show(text)} must be a percentage greater than 0 and at most 100")
+    if (number * 100) != (number * 100).to_integral_value():
+        raise _BadRow(f"Value {_show(text)} may have at most 2 decimals")
+    return number
+
+
+def _instant(cell: str, column: str, *, end_of_day: bool) -> datetime | None:
+    """An aware UTC instant in one of the six accepted forms, or ``None`` for an empty cell.
+
+    A date alone is the start of that day, or with *end_of_day* its last microsecond.
+    """
+    text = cell.strip()
+    if not text:
+        return None
+    match = _INSTANT.fullmatch(text)
+    if match is None:
+        raise _BadRow(f"{column} {_show(text)} is not in a supported form ({_DATE_FORMS})")
+    year, month, day, hour, minute, second, millis, _zone = match.groups()
+    try:
+        if hour is None and end_of_day:
+            return datetime(int(year), int(month), int(day), 23, 59, 59, 999_999, tzinfo=UTC)
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            int(millis or 0) * 1000,
+            tzinfo=UTC,
+        )
+    except ValueError:
+        raise _BadRow(f"{column} {_show(text)} is not a valid date") from None
+
+
+def _active(cell: str) -> bool:
+    text = cell.strip().casefold()
+    if not text or text == "true":
+        return True
+    if text == "false":
+        return False
+    raise _BadRow(f"Active {_show(cell.strip())} must be true or false (empty means true)")
+
+
+def _text(cell: str) -> str | None:
+    """Free text kept as written; a blank cell is ``None``."""
+    return cell if cell.strip() else None
