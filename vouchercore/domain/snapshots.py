@@ -7,8 +7,9 @@ aware UTC datetimes, money and points integers. Field names follow Voucherify's 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar, overload
 
 import attrs
 
@@ -21,6 +22,8 @@ from vouchercore.domain.records import (
 )
 from vouchercore.domain.values import RedemptionStatus, TransactionType, TtlUnit, VoucherType
 from vouchercore.errors import VoucherError
+
+T = TypeVar("T")
 
 __all__ = [
     "AuditReport",
@@ -52,7 +55,16 @@ class RowBacked:
 
     __slots__ = ("_row",)
     _row: tuple[Any, ...]
+    #: the field names in row order (from the class's :class:`Column` descriptors)
     FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        columns: dict[int, str] = {}
+        for name, value in vars(cls).items():
+            if isinstance(value, Column):
+                columns.setdefault(value.index, name)  # the first name given to a position
+        cls.FIELDS = tuple(columns[i] for i in sorted(columns))
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Self:
@@ -101,6 +113,39 @@ class RowBacked:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self).from_row, (self._row,))
+
+
+class Column(Generic[T]):
+    """One field of a :class:`RowBacked` class: position *index* of the row, optionally
+    converted on the way out (integer µs → datetime, enum value → member, a defensive copy).
+
+    A typed descriptor: ``key = Column[str](0, "The session key.")`` reads as a ``str``.
+    """
+
+    __slots__ = ("convert", "doc", "index", "name")
+
+    def __init__(self, index: int, doc: str, convert: Callable[[Any], T] | None = None) -> None:
+        self.index = index
+        self.doc = doc
+        self.convert = convert
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Column[T]: ...
+    @overload
+    def __get__(self, obj: RowBacked, owner: type) -> T: ...
+    def __get__(self, obj: RowBacked | None, owner: type) -> Column[T] | T:
+        if obj is None:
+            return self
+        value = obj._row[self.index]
+        return value if self.convert is None else self.convert(value)
+
+
+def _optional(convert: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    return lambda value: None if value is None else convert(value)
 
 
 _VOUCHER_TYPES = {t.value: t for t in VoucherType}
@@ -200,17 +245,6 @@ class Session(RowBacked):
     """
 
     __slots__ = ()
-    FIELDS = (
-        "key",
-        "voucher_id",
-        "voucher_code",
-        "credits",
-        "points",
-        "created_at",
-        "expires_at",
-        "ttl",
-        "ttl_unit",
-    )
 
     def __init__(
         self,
@@ -257,35 +291,17 @@ class Session(RowBacked):
             )
         )
 
-    @property
-    def key(self) -> str:
-        """The session key (yours, or ``ssn_`` + 32 alphanumerics)."""
-        return self._row[0]  # type: ignore[no-any-return]
-
-    @property
-    def voucher_id(self) -> str:
-        """The locked voucher's id."""
-        return self._row[1]  # type: ignore[no-any-return]
-
-    @property
-    def voucher_code(self) -> str:
-        """The locked voucher's code."""
-        return self._row[2]  # type: ignore[no-any-return]
-
-    @property
-    def credits(self) -> int:
-        """Gift credits held."""
-        return self._row[3]  # type: ignore[no-any-return]
-
-    @property
-    def points(self) -> int:
-        """Loyalty points held."""
-        return self._row[4]  # type: ignore[no-any-return]
-
-    @property
-    def ttl(self) -> int | None:
-        """The TTL the request gave (None when listed)."""
-        return self._row[7]  # type: ignore[no-any-return]
+    key = Column[str](0, "The session key (yours, or ``ssn_`` + 32 alphanumerics).")
+    voucher_id = Column[str](1, "The locked voucher's id.")
+    voucher_code = Column[str](2, "The locked voucher's code.")
+    credits = Column[int](3, "Gift credits held.")
+    points = Column[int](4, "Loyalty points held.")
+    created_at = Column[datetime](5, "When the session was first set (aware UTC).", from_us)
+    expires_at = Column[datetime](6, "The instant it stops counting (aware UTC).", from_us)
+    ttl = Column[int | None](7, "The TTL the request gave (None when listed).")
+    ttl_unit = Column[TtlUnit | None](
+        8, "The unit of ``ttl`` (None when listed).", _optional(_TTL_UNITS.__getitem__)
+    )
 
     @property
     def type(self) -> str:
@@ -296,22 +312,6 @@ class Session(RowBacked):
     def quantity(self) -> int:
         """Redemptions held: always 1."""
         return 1
-
-    @property
-    def created_at(self) -> datetime:
-        """When the session was first set (aware UTC)."""
-        return from_us(self._row[5])
-
-    @property
-    def expires_at(self) -> datetime:
-        """The instant it stops counting (aware UTC)."""
-        return from_us(self._row[6])
-
-    @property
-    def ttl_unit(self) -> TtlUnit | None:
-        """The unit of :attr:`ttl` (None when listed)."""
-        unit = self._row[8]
-        return None if unit is None else _TTL_UNITS[unit]
 
 
 class ValidationResult(RowBacked):
@@ -324,21 +324,6 @@ class ValidationResult(RowBacked):
     """
 
     __slots__ = ()
-    FIELDS = (
-        "valid",
-        "code",
-        "voucher_id",
-        "type",
-        "error",
-        "session",
-        "amount",
-        "credits",
-        "points",
-        "discount",
-        "discount_amount",
-        "order_amount",
-        "balance",
-    )
 
     def __init__(
         self,
@@ -374,89 +359,19 @@ class ValidationResult(RowBacked):
         )
         object.__setattr__(self, "_row", row)
 
-    @property
-    def valid(self) -> bool:
-        """True when the voucher can be used for the request."""
-        return self._row[0]  # type: ignore[no-any-return]
-
-    @property
-    def code(self) -> str:
-        """The code asked about."""
-        return self._row[1]  # type: ignore[no-any-return]
-
-    @property
-    def voucher_id(self) -> str | None:
-        """The voucher's id (None when not found)."""
-        return self._row[2]  # type: ignore[no-any-return]
-
-    @property
-    def type(self) -> VoucherType | None:
-        """The voucher's VoucherType (None when not found)."""
-        return self._row[3]  # type: ignore[no-any-return]
-
-    @property
-    def error(self) -> VoucherError | None:
-        """The VoucherError a redemption would raise, or None."""
-        return self._row[4]  # type: ignore[no-any-return]
-
-    @property
-    def session(self) -> Session | None:
-        """The LOCK session set by this validation, or None."""
-        return self._row[5]  # type: ignore[no-any-return]
-
-    @property
-    def amount(self) -> int:
-        """Credits, points or discount the request would use."""
-        return self._row[6]  # type: ignore[no-any-return]
-
-    @property
-    def credits(self) -> int:
-        """Gift credits the request would use."""
-        return self._row[7]  # type: ignore[no-any-return]
-
-    @property
-    def points(self) -> int:
-        """Loyalty points the request would use."""
-        return self._row[8]  # type: ignore[no-any-return]
-
-    @property
-    def discount(self) -> Discount | None:
-        """The voucher's Discount (discount vouchers)."""
-        return self._row[9]  # type: ignore[no-any-return]
-
-    @property
-    def discount_amount(self) -> int:
-        """The discount on the order."""
-        return self._row[10]  # type: ignore[no-any-return]
-
-    @property
-    def order_amount(self) -> int | None:
-        """The order amount asked about."""
-        return self._row[11]  # type: ignore[no-any-return]
-
-    @property
-    def balance(self) -> int | None:
-        """The card's balance (gift and loyalty cards)."""
-        return self._row[12]  # type: ignore[no-any-return]
-
-
-_REDEMPTION_FIELDS = (
-    "id",
-    "voucher_id",
-    "voucher_code",
-    "voucher_type",
-    "status",
-    "amount",
-    "order_amount",
-    "order_id",
-    "session_key",
-    "metadata",
-    "date",
-    "failure_code",
-    "failure_message",
-    "transaction_id",
-    "rollback_id",
-)
+    valid = Column[bool](0, "True when the voucher can be used for the request.")
+    code = Column[str](1, "The code asked about.")
+    voucher_id = Column[str | None](2, "The voucher's id (None when not found).")
+    type = Column[VoucherType | None](3, "The voucher's type (None when not found).")
+    error = Column[VoucherError | None](4, "The VoucherError a redemption would raise, or None.")
+    session = Column["Session | None"](5, "The LOCK session this validation set, or None.")
+    amount = Column[int](6, "Credits, points or discount the request would use.")
+    credits = Column[int](7, "Gift credits the request would use.")
+    points = Column[int](8, "Loyalty points the request would use.")
+    discount = Column[Discount | None](9, "The voucher's discount (discount vouchers).")
+    discount_amount = Column[int](10, "The discount on the order.")
+    order_amount = Column[int | None](11, "The order amount asked about.")
+    balance = Column[int | None](12, "The card's balance (gift and loyalty cards).")
 
 
 class Redemption(RowBacked):
@@ -468,7 +383,6 @@ class Redemption(RowBacked):
     """
 
     __slots__ = ()
-    FIELDS = _REDEMPTION_FIELDS
 
     def __init__(
         self,
@@ -508,86 +422,26 @@ class Redemption(RowBacked):
         )
         object.__setattr__(self, "_row", row)
 
-    @property
-    def id(self) -> str:
-        """``r_`` + 32 alphanumerics."""
-        return self._row[0]  # type: ignore[no-any-return]
-
-    @property
-    def voucher_id(self) -> str:
-        """The redeemed voucher's id."""
-        return self._row[1]  # type: ignore[no-any-return]
-
-    @property
-    def voucher_code(self) -> str:
-        """The redeemed voucher's code."""
-        return self._row[2]  # type: ignore[no-any-return]
-
-    @property
-    def voucher_type(self) -> VoucherType:
-        """The redeemed voucher's type."""
-        return _VOUCHER_TYPES[self._row[3]]
-
-    @property
-    def status(self) -> RedemptionStatus:
-        """SUCCEEDED, FAILED or ROLLED_BACK."""
-        return _STATUSES[self._row[4]]
-
-    @property
-    def amount(self) -> int:
-        """Credits, points or discount used (0 for a failed attempt)."""
-        return self._row[5]  # type: ignore[no-any-return]
-
-    @property
-    def order_amount(self) -> int | None:
-        """The order amount given with the request."""
-        return self._row[6]  # type: ignore[no-any-return]
-
-    @property
-    def order_id(self) -> str | None:
-        """The order id given with the request."""
-        return self._row[7]  # type: ignore[no-any-return]
-
-    @property
-    def session_key(self) -> str | None:
-        """The session key given with the request."""
-        return self._row[8]  # type: ignore[no-any-return]
-
-    @property
-    def metadata(self) -> dict[str, Any] | None:
-        """The request's metadata (a copy: changing it changes nothing stored)."""
-        metadata = self._row[9]
-        return None if metadata is None else copy.deepcopy(metadata)
-
-    @property
-    def date(self) -> datetime:
-        """When it was attempted (aware UTC)."""
-        return from_us(self._row[10])
-
-    @property
-    def date_us(self) -> int:
-        """:attr:`date` in microseconds since the epoch."""
-        return self._row[10]  # type: ignore[no-any-return]
-
-    @property
-    def failure_code(self) -> str | None:
-        """The error key of a FAILED attempt."""
-        return self._row[11]  # type: ignore[no-any-return]
-
-    @property
-    def failure_message(self) -> str | None:
-        """The error message of a FAILED attempt."""
-        return self._row[12]  # type: ignore[no-any-return]
-
-    @property
-    def transaction_id(self) -> str | None:
-        """The CREDITS_/POINTS_REDEMPTION transaction it wrote, if any."""
-        return self._row[13]  # type: ignore[no-any-return]
-
-    @property
-    def rollback_id(self) -> str | None:
-        """The ``rr_`` rollback that reversed it, once rolled back."""
-        return self._row[14]  # type: ignore[no-any-return]
+    id = Column[str](0, "``r_`` + 32 alphanumerics.")
+    voucher_id = Column[str](1, "The redeemed voucher's id.")
+    voucher_code = Column[str](2, "The redeemed voucher's code.")
+    voucher_type = Column[VoucherType](
+        3, "The redeemed voucher's type.", _VOUCHER_TYPES.__getitem__
+    )
+    status = Column[RedemptionStatus](4, "SUCCEEDED, FAILED or ROLLED_BACK.", _STATUSES.__getitem__)
+    amount = Column[int](5, "Credits, points or discount used (0 for a failed attempt).")
+    order_amount = Column[int | None](6, "The order amount given with the request.")
+    order_id = Column[str | None](7, "The order id given with the request.")
+    session_key = Column[str | None](8, "The session key given with the request.")
+    metadata = Column[dict[str, Any] | None](
+        9, "The request's metadata (a copy: changing it changes nothing stored).", copy.deepcopy
+    )
+    date = Column[datetime](10, "When it was attempted (aware UTC).", from_us)
+    date_us = Column[int](10, "``date`` in microseconds since the epoch.")
+    failure_code = Column[str | None](11, "The error key of a FAILED attempt.")
+    failure_message = Column[str | None](12, "The error message of a FAILED attempt.")
+    transaction_id = Column[str | None](13, "The CREDITS_/POINTS_REDEMPTION transaction written.")
+    rollback_id = Column[str | None](14, "The ``rr_`` rollback that reversed it, if any.")
 
     @property
     def result(self) -> str:
