@@ -11,6 +11,7 @@ and rollbacks; an append-only transaction log; an audit of the invariants. Start
 """
 
 from vouchercore.clock import Clock, FakeClock, SystemClock
+from vouchercore.csvio import ImportFailure, ImportReport
 from vouchercore.domain.records import Discount
 from vouchercore.domain.snapshots import (
     AuditReport,
@@ -41,6 +42,7 @@ from vouchercore.errors import (
     InvalidAddBalanceParams,
     InvalidAmount,
     InvalidArgument,
+    InvalidExportFields,
     InvalidPayload,
     InvalidRedemption,
     InvalidVoucher,
@@ -74,9 +76,12 @@ __all__ = [
     "GiftAmountExceeded",
     "GiftBalance",
     "IdGenerator",
+    "ImportFailure",
+    "ImportReport",
     "InvalidAddBalanceParams",
     "InvalidAmount",
     "InvalidArgument",
+    "InvalidExportFields",
     "InvalidPayload",
     "InvalidRedemption",
     "InvalidVoucher",

@@ -35,7 +35,7 @@ import attrs
 
 from vouchercore.domain.snapshots import Transaction
 from vouchercore.domain.values import INT64_MAX, MAX_CODE_LENGTH, DiscountType, VoucherType
-from vouchercore.errors import InvalidArgument, InvalidPayload
+from vouchercore.errors import InvalidExportFields, InvalidPayload
 
 __all__ = [
     "EXPORT_FIELDS",
@@ -71,12 +71,6 @@ EXPORT_FIELDS: Final[tuple[str, ...]] = (
 
 _NUMERIC_FIELDS: Final = frozenset({"balance", "amount"})
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
-
-
-class InvalidExportFields(InvalidArgument):
-    """The export's field list names an unknown field, repeats one, or is empty."""
-
-    key = "invalid_export_fields"
 
 
 def check_export_fields(fields: Sequence[str] | None) -> tuple[str, ...]:

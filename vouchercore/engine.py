@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
+from vouchercore import csvio
 from vouchercore.clock import Clock, SystemClock
 from vouchercore.domain import operations
 from vouchercore.domain.audit import audit_voucher
 from vouchercore.domain.instants import to_us_or_none
 from vouchercore.domain.operations import LockRequest, UseRequest
-from vouchercore.domain.records import Discount, VoucherInfo
+from vouchercore.domain.records import Discount, TransactionRecord, VoucherInfo, VoucherRecord
 from vouchercore.domain.snapshots import (
     AuditReport,
     BalanceUpdate,
@@ -48,7 +50,7 @@ from vouchercore.domain.values import (
     require_signed_amount,
     ttl_to_us,
 )
-from vouchercore.errors import InvalidPayload, NotFound
+from vouchercore.errors import DuplicateFound, InvalidPayload, NotFound, VoucherError
 from vouchercore.ids import IdGenerator
 from vouchercore.ports import AnyStore
 from vouchercore.stores import open_store
@@ -164,13 +166,62 @@ class Engine:
             InvalidArgument: any malformed field (the message names it).
             DuplicateFound: the code is taken (by a live or soft-deleted voucher).
         """
+        record = self._new_record(
+            code,
+            type=type,
+            discount=discount,
+            gift=gift,
+            loyalty_card=loyalty_card,
+            quantity=quantity,
+            redemption=redemption,
+            active=active,
+            start_date=start_date,
+            expiration_date=expiration_date,
+            category=category,
+            additional_info=additional_info,
+            metadata=metadata,
+            campaign_id=campaign_id,
+            code_length=code_length,
+        )
+        self._store.insert_voucher(record)
+        return Voucher.from_record(record)
+
+    def _new_record(
+        self,
+        code: str | None,
+        *,
+        type: VoucherType | str | None = None,
+        discount: Discount | Mapping[str, Any] | None = None,
+        gift: Mapping[str, Any] | None = None,
+        loyalty_card: Mapping[str, Any] | None = None,
+        quantity: int | None = None,
+        redemption: Mapping[str, Any] | None = None,
+        active: bool = True,
+        start_date: datetime | None = None,
+        expiration_date: datetime | None = None,
+        category: str | None = None,
+        additional_info: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        campaign_id: str | None = None,
+        code_length: int = 8,
+        redeemed_quantity: int = 0,
+        redeemed_amount: int = 0,
+    ) -> VoucherRecord:
+        """Check every argument of a new voucher and build its record (not stored yet)."""
         kind, parsed_discount, total = _parse_kind(type, discount, gift, loyalty_card)
         limit = _parse_quantity(quantity, redemption)
         if not isinstance(active, bool):
             raise InvalidPayload(f"active must be a bool, got {active!r}")
         start_us = to_us_or_none(start_date, "start_date")
         end_us = to_us_or_none(expiration_date, "expiration_date")
-        info = _parse_info(category, additional_info, metadata, campaign_id)
+        info = _parse_info(
+            category,
+            additional_info,
+            metadata,
+            campaign_id,
+            require_amount(redeemed_quantity, "redeemed_quantity", allow_zero=True),
+            require_amount(redeemed_amount, "redeemed_amount", allow_zero=True),
+        )
         if code is not None:
             code = require_code(code)
         now = self._clock.now_us()
@@ -179,7 +230,7 @@ class Engine:
             if length > MAX_CODE_LENGTH:
                 raise InvalidPayload(f"code_length must be at most {MAX_CODE_LENGTH}, got {length}")
             code = self._ids.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ", length)
-        record = operations.new_voucher(
+        return operations.new_voucher(
             self._ids,
             now,
             code=code,
@@ -192,8 +243,6 @@ class Engine:
             expiration_date=end_us,
             info=info,
         )
-        self._store.insert_voucher(record)
-        return Voucher.from_record(record)
 
     def get_voucher(self, code_or_id: str) -> Voucher:
         """The voucher with this code or ``v_`` id, as it is now.
@@ -486,13 +535,7 @@ class Engine:
             starting_after_id = require_code(starting_after_id, "starting_after_id")
         if order not in ("-id", "id"):
             raise InvalidPayload(f"order must be '-id' or 'id', got {order!r}")
-        campaign_id, log = self._run(
-            code,
-            lambda unit, now: (
-                unit.record.info.campaign_id if unit.record.info else None,
-                self._store.transactions(unit.record.id),
-            ),
-        )
+        campaign_id, log = self._run(code, self._log_of)
         newest_first = order == "-id"
         total = len(log)
         if starting_after_id is not None:
@@ -512,6 +555,109 @@ class Engine:
             more_starting_after=chunk[-1].id if has_more and chunk else None,
             total=total,
         )
+
+    def export_voucher_transactions(
+        self,
+        code: str,
+        out: TextIO | str | os.PathLike[str],
+        *,
+        fields: Sequence[str] | None = None,
+        order: str = "-created_at",
+        format: str = "csv",
+    ) -> int:
+        """Write the voucher's transactions as CSV (header row first) or JSON Lines.
+
+        Args:
+            code: the voucher's code or id.
+            out: a text stream, or a path to write (created or truncated).
+            fields: columns from ``id, type, source_id, reason, balance, amount, created_at,
+                voucher_id, campaign_id, source, details, related_transaction_id`` (default:
+                all, in that order).
+            order: ``"-created_at"`` (newest first, default) or ``"created_at"``.
+            format: ``"csv"`` or ``"jsonl"``.
+
+        Instants are UTC ISO 8601 with milliseconds and ``Z``; ``details`` is JSON; text cells
+        starting with ``=``, ``+``, ``-``, ``@``, tab or CR get a leading ``'`` (spreadsheet
+        formula injection). Streams: one transaction in memory at a time.
+
+        Returns:
+            How many transactions were written (a discount voucher: 0, header only).
+
+        Raises:
+            NotFound: unknown voucher.
+            InvalidArgument: ``invalid_export_fields`` for an unknown field; a bad order/format.
+        """
+        code = require_code(code)
+        columns = csvio.check_export_fields(fields)
+        if order not in ("-created_at", "created_at"):
+            raise InvalidPayload(f"order must be '-created_at' or 'created_at', got {order!r}")
+        writers = {"csv": csvio.write_transactions_csv, "jsonl": csvio.write_transactions_jsonl}
+        write = writers.get(format)
+        if write is None:
+            raise InvalidPayload(f"format must be 'csv' or 'jsonl', got {format!r}")
+        campaign_id, log = self._run(code, self._log_of)
+        positions = range(len(log) - 1, -1, -1) if order == "-created_at" else range(len(log))
+        rows = (Transaction.from_record(log[i], campaign_id) for i in positions)
+        if isinstance(out, str | os.PathLike):
+            with open(out, "w", encoding="utf-8", newline="") as stream:
+                return write(rows, stream, columns)
+        return write(rows, out, columns)
+
+    def import_vouchers_using_csv(
+        self,
+        file: TextIO | Iterable[str] | str | os.PathLike[str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> csvio.ImportReport:
+        """Import standalone vouchers from a CSV file with Voucherify's headers (SPEC §10).
+
+        Headers (first line, any case): ``Code, Voucher Type, Value, Discount Type, Category,
+        Start Date, Expiration Date, Redemption Limit, Redeemed Quantity, Redeemed Amount,
+        Active, Additional Info``; any other header becomes a metadata key. Rows are
+        independent: each good row is created, each bad one reported with its 1-based row
+        number (header excluded) and a reason. Streams: memory does not grow with the file
+        (beyond the set of codes seen).
+
+        Args:
+            file: a path, a text stream, or any iterable of lines.
+            progress: called with the number of rows handled so far, every 1,000 rows and at
+                the end.
+
+        Raises:
+            InvalidArgument: the file as a whole cannot be read (not text, no header, no
+                ``Code`` or ``Voucher Type`` column).
+        """
+        if isinstance(file, str | os.PathLike):
+            with open(file, encoding="utf-8", newline="") as stream:
+                return self._import_rows(stream, progress)
+        return self._import_rows(file, progress)
+
+    def _import_rows(
+        self, lines: Iterable[str], progress: Callable[[int], None] | None
+    ) -> csvio.ImportReport:
+        done = 0
+        failed: list[csvio.ImportFailure] = []
+        handled = 0
+        for row, parsed in csvio.parse_voucher_rows(lines):
+            handled += 1
+            if isinstance(parsed, csvio.ImportFailure):
+                failed.append(parsed)
+            else:
+                code = parsed.pop("code")
+                try:
+                    record = self._new_record(code, **parsed)
+                    self._store.insert_voucher(record)
+                except DuplicateFound:
+                    failed.append(csvio.ImportFailure(code, row, f"code {code!r} exists already"))
+                except VoucherError as error:
+                    failed.append(csvio.ImportFailure(code, row, error.message))
+                else:
+                    done += 1
+            if progress is not None and handled % 1_000 == 0:
+                progress(handled)
+        if progress is not None:
+            progress(handled)
+        return csvio.ImportReport(done_count=done, failed_count=len(failed), failed=tuple(failed))
 
     # --- audit ----------------------------------------------------------------------------
 
@@ -559,6 +705,13 @@ class Engine:
         )
 
     # --- plumbing -------------------------------------------------------------------------
+
+    def _log_of(self, unit: Any, now: int) -> tuple[str | None, Sequence[TransactionRecord]]:
+        """The voucher's campaign id and its transaction log, as of now (a stable prefix)."""
+        record = unit.record
+        return (record.info.campaign_id if record.info else None), self._store.transactions(
+            record.id
+        )
 
     def _run(self, code_or_id: str, step: Callable[..., T], *args: Any) -> T:
         """One unit of work on a voucher: clock read, open, ``step(unit, now, *args)``,
@@ -697,12 +850,16 @@ def _parse_info(
     additional_info: str | None,
     metadata: Mapping[str, Any] | None,
     campaign_id: str | None,
+    redeemed_quantity: int = 0,
+    redeemed_amount: int = 0,
 ) -> VoucherInfo | None:
     info = VoucherInfo(
         category=require_optional_text(category, "category"),
         additional_info=require_optional_text(additional_info, "additional_info"),
         metadata=require_metadata(metadata),
         campaign_id=require_optional_text(campaign_id, "campaign_id"),
+        opening_redeemed_quantity=redeemed_quantity,
+        opening_redeemed_amount=redeemed_amount,
     )
     return None if info == _EMPTY_INFO else info
 

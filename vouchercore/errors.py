@@ -8,7 +8,8 @@ optional ``details``, and the resource it concerns where known::
     ├── InvalidArgument (also ValueError)            400  malformed request, nothing read or changed
     │   ├── InvalidAmount                                 invalid_amount
     │   ├── MissingAmount                                 missing_amount
-    │   └── InvalidPayload                                invalid_payload
+    │   ├── InvalidPayload                                invalid_payload
+    │   └── InvalidExportFields                           invalid_export_fields
     ├── NotFound (also LookupError)                  404  not_found
     ├── DuplicateFound                               409  duplicate_found
     ├── VoucherRejected                              400  a check of the validation table failed
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidAddBalanceParams",
     "InvalidAmount",
     "InvalidArgument",
+    "InvalidExportFields",
     "InvalidPayload",
     "InvalidRedemption",
     "InvalidVoucher",
@@ -225,6 +227,12 @@ class InvalidAddBalanceParams(VoucherError):
     key = "invalid_add_balance_params"
 
 
+class InvalidExportFields(InvalidArgument):
+    """An export asked for a field that does not exist (or twice)."""
+
+    key = "invalid_export_fields"
+
+
 class StorageError(VoucherError):
     """The store failed (driver error, unreachable database); the driver error is the cause."""
 
@@ -251,6 +259,7 @@ _BY_KEY: dict[str, type[VoucherError]] = {
         RollbackWindowExceeded,
         InvalidVoucher,
         InvalidAddBalanceParams,
+        InvalidExportFields,
         StorageError,
     )
 }

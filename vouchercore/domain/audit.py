@@ -62,18 +62,21 @@ def audit_voucher(
             f"over-redeemed: {record.redeemed_quantity} redeemed + {len(live)} locked "
             f"> quantity {record.quantity}",
         )
+    info = record.info
+    opening_quantity = info.opening_redeemed_quantity if info else 0
+    opening_amount = info.opening_redeemed_amount if info else 0
     succeeded = [r for r in redemptions if r.status is RedemptionStatus.SUCCEEDED]
-    if len(succeeded) != record.redeemed_quantity:
+    if opening_quantity + len(succeeded) != record.redeemed_quantity:
         fail(
             "I1",
-            f"redemption log has {len(succeeded)} standing redemptions, "
-            f"counter says {record.redeemed_quantity}",
+            f"redemption log has {len(succeeded)} standing redemptions (+{opening_quantity} "
+            f"opening), counter says {record.redeemed_quantity}",
         )
-    if sum(r.amount for r in succeeded) != record.redeemed_amount:
+    if opening_amount + sum(r.amount for r in succeeded) != record.redeemed_amount:
         fail(
             "I1",
-            f"redemption log amounts sum to {sum(r.amount for r in succeeded)}, "
-            f"redeemed_amount is {record.redeemed_amount}",
+            f"redemption log amounts sum to {sum(r.amount for r in succeeded)} (+{opening_amount} "
+            f"opening), redeemed_amount is {record.redeemed_amount}",
         )
 
     # I2: locks within the balance, ledger totals consistent
@@ -98,7 +101,8 @@ def audit_voucher(
         if transactions:
             fail("I3", f"a discount voucher has {len(transactions)} transactions")
     else:
-        opening = record.total - sum(t.amount for t in transactions if t.type in TOTAL_RAISING)
+        raised = sum(t.amount for t in transactions if t.type in TOTAL_RAISING)
+        opening = record.total - raised - opening_amount
         running = opening
         previous_id = ""
         for tx in transactions:

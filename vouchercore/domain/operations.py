@@ -173,9 +173,12 @@ def new_voucher(
 ) -> VoucherRecord:
     """A new voucher record, after the cross-field checks of SPEC §1.
 
+    Counters it comes with (``info.opening_redeemed_*``, from a CSV import) are applied:
+    a card's balance is its total minus the opening redeemed amount.
+
     Raises:
-        InvalidPayload: a discount on a card, no discount on a discount voucher, or a start
-            date after the expiration date.
+        InvalidPayload: a discount on a card, no discount on a discount voucher, a start date
+            after the expiration date, or opening counters beyond the quantity or the total.
     """
     if type is _DISCOUNT and discount is None:
         raise InvalidPayload("discount is required for a DISCOUNT_VOUCHER")
@@ -185,6 +188,14 @@ def new_voucher(
         raise InvalidPayload("gift credits or loyalty points need a GIFT_VOUCHER or LOYALTY_CARD")
     if start_date is not None and expiration_date is not None and start_date > expiration_date:
         raise InvalidPayload("start_date must not be after expiration_date")
+    redeemed_quantity = info.opening_redeemed_quantity if info else 0
+    redeemed_amount = info.opening_redeemed_amount if info else 0
+    if quantity is not None and redeemed_quantity > quantity:
+        raise InvalidPayload(
+            f"redeemed quantity {redeemed_quantity} exceeds the redemption limit {quantity}"
+        )
+    if type is not _DISCOUNT and redeemed_amount > total:
+        raise InvalidPayload(f"redeemed amount {redeemed_amount} exceeds the card's total {total}")
     return VoucherRecord(
         id=ids.voucher_id(),
         code=code,
@@ -192,6 +203,9 @@ def new_voucher(
         discount=discount,
         quantity=quantity,
         total=total,
+        balance=total - redeemed_amount if type is not _DISCOUNT else 0,
+        redeemed_quantity=redeemed_quantity,
+        redeemed_amount=redeemed_amount,
         active=active,
         start_date=start_date,
         expiration_date=expiration_date,

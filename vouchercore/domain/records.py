@@ -100,12 +100,19 @@ class Discount:
 
 @attrs.frozen(kw_only=True)
 class VoucherInfo:
-    """Free data attached to a voucher; absent (``None`` on the record) when all empty."""
+    """Rarely set data of a voucher; absent (``None`` on the record) when all empty.
+
+    ``opening_redeemed_quantity``/``opening_redeemed_amount`` are counters a voucher came with
+    (CSV import: "Redeemed Quantity", "Redeemed Amount") that no redemption in the log
+    explains; the audit starts its replay from them.
+    """
 
     category: str | None = None
     additional_info: str | None = None
     metadata: dict[str, Any] | None = attrs.field(default=None, eq=True, hash=False)
     campaign_id: str | None = None
+    opening_redeemed_quantity: int = 0
+    opening_redeemed_amount: int = 0
 
 
 class VoucherState(IntEnum):
