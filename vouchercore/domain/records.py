@@ -212,8 +212,7 @@ class VoucherRecord:
     credits (gift), points (loyalty) or granted discount (discount vouchers).
 
     Memory matters here (a POS can hold millions of codes): fields that are usually empty live
-    in ``info`` (None when empty), sessions in a ledger created on the first lock, and the
-    store's handle (the memory store: the voucher's lock) is created on first use.
+    in ``info`` (None when empty), and sessions in a ledger created on the first lock.
     """
 
     __slots__ = (
@@ -222,7 +221,6 @@ class VoucherRecord:
         "created_at",
         "discount",
         "expiration_date",
-        "handle",
         "id",
         "info",
         "quantity",
@@ -271,9 +269,6 @@ class VoucherRecord:
         self.created_at = created_at
         self.updated_at = created_at if updated_at is None else updated_at
         self.sessions: VoucherSessions | None = None
-        #: whatever the store keeps beside a loaded record (the memory store: the voucher's
-        #: lock and unit of work, made on first use)
-        self.handle: object | None = None
 
     def __repr__(self) -> str:
         return f"VoucherRecord({self.code!r}, {self.type.value}, state={self.state.name})"

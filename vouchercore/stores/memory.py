@@ -125,8 +125,8 @@ class _Stats:
 class _Unit:
     """The unit of work on one voucher of a :class:`MemoryStore`, with the voucher's lock.
 
-    Made on the voucher's first use and kept as its record's ``handle``: only the thread
-    holding ``lock`` uses it, so one object per voucher serves every operation in turn.
+    Made on the voucher's first use and kept by the store: only the thread holding ``lock``
+    uses it, so one object per voucher serves every operation in turn.
     """
 
     __slots__ = ("_store", "lock", "purged", "record")
@@ -189,7 +189,9 @@ class MemoryStore:
         self._by_code: dict[str, VoucherRecord] = {}
         self._by_id: dict[str, VoucherRecord] = {}
         self._index_lock = threading.Lock()  # guards inserts/removals in the two indexes
-        self._lock_init = threading.Lock()  # guards the lazy creation of voucher locks
+        #: each touched voucher's unit of work (and lock), by voucher id, made on first use:
+        #: a voucher nobody has used costs nothing here
+        self._units: dict[str, _Unit] = {}
         self._transactions: dict[str, list[TransactionRow]] = {}
         self._redemptions: dict[str, RedemptionRow] = {}
         self._redemption_log: dict[str, list[str]] = {}
@@ -221,25 +223,15 @@ class MemoryStore:
             self._by_code[record.code] = record
             self._by_id[record.id] = record
 
-    def _unit_of(self, record: VoucherRecord) -> _Unit:
-        unit = record.handle
-        if unit is None:
-            with self._lock_init:
-                unit = record.handle
-                if unit is None:
-                    unit = record.handle = _Unit(self, record)
-        assert isinstance(unit, _Unit)
-        return unit
-
     def _open(self, record: VoucherRecord, include_deleted: bool) -> _Unit | None:
-        unit = record.handle
-        if unit is None:
-            unit = self._unit_of(record)
-        unit.lock.acquire()  # type: ignore[attr-defined]
+        unit = self._units.get(record.id)
+        if unit is None:  # first use: setdefault is atomic, so racing threads share one unit
+            unit = self._units.setdefault(record.id, _Unit(self, record))
+        unit.lock.acquire()
         state = record.state
         if state is _ACTIVE or state is _DISABLED or (state is _DELETED and include_deleted):
-            return unit  # type: ignore[return-value]
-        unit.lock.release()  # type: ignore[attr-defined]
+            return unit
+        unit.lock.release()
         return None
 
     def begin(self, code_or_id: str, *, include_deleted: bool = False) -> _Unit | None:
@@ -279,6 +271,7 @@ class MemoryStore:
         with self._index_lock:
             self._by_code.pop(record.code, None)
             self._by_id.pop(record.id, None)
+        self._units.pop(record.id, None)  # a thread still waiting on it sees PURGED
         self._transactions.pop(record.id, None)
         for redemption_id in self._redemption_log.pop(record.id, ()):
             row = self._redemptions.pop(redemption_id, None)
@@ -301,10 +294,10 @@ class MemoryStore:
 
     def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
         with self._expiry_lock:
-            end = self._expiry.bisect_key_right(now)
-            if limit is not None:
-                end = min(end, limit)
-            return list(self._expiry.islice(0, end))
+            # irange_key walks the sublists from the front: no positional index to rebuild,
+            # so the cost is O(log n + k) whatever n is
+            found = self._expiry.irange_key(max_key=now)
+            return list(found if limit is None else itertools.islice(found, limit))
 
     def voucher_codes(self) -> Iterator[str]:
         for record in list(self._by_code.values()):
