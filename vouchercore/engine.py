@@ -898,7 +898,7 @@ def _lock_request(session: Mapping[str, Any] | str | bool | None) -> LockRequest
         return _DEFAULT_LOCK
     if isinstance(session, str):
         session = {"type": session}
-    if not isinstance(session, Mapping):
+    if type(session) is not dict and not isinstance(session, Mapping):  # dict: skip the ABC
         raise InvalidPayload(f"session must be a mapping like {{'type': 'LOCK'}}, got {session!r}")
     for name in session:
         if name not in _SESSION_FIELDS:

@@ -351,19 +351,23 @@ def validate(
         stored = _lock(unit, ids, now, lock, demand.own, demand.credits, demand.points)
         session = Session.from_record(stored, lock.ttl, lock.ttl_unit)
     amount = _amount(record, demand, request)
-    return ValidationResult(
-        valid=True,
-        code=record.code,
-        voucher_id=record.id,
-        type=record.type,
-        session=session,
-        amount=amount,
-        credits=demand.credits,
-        points=demand.points,
-        discount=record.discount,
-        discount_amount=amount if record.type is _DISCOUNT else 0,
-        order_amount=request.order_amount,
-        balance=None if record.type is _DISCOUNT else record.balance,
+    is_discount = record.type is _DISCOUNT
+    return ValidationResult.from_row(  # positional: see ValidationResult.FIELDS
+        (
+            True,
+            record.code,
+            record.id,
+            record.type,
+            None,
+            session,
+            amount,
+            demand.credits,
+            demand.points,
+            record.discount,
+            amount if is_discount else 0,
+            request.order_amount,
+            None if is_discount else record.balance,
+        )
     )
 
 
