@@ -879,9 +879,9 @@ def _use_request(
         None if credits is None else require_amount(credits, "credits"),
         None if points is None else require_amount(points, "points"),
         None if order_amount is None else require_amount(order_amount, "order_amount"),
-        require_optional_text(order_id, "order_id"),
+        None if order_id is None else require_optional_text(order_id, "order_id"),
         None if session_key is None else require_session_key(session_key),
-        require_metadata(metadata),
+        None if metadata is None else require_metadata(metadata),
     )
 
 
