@@ -10,6 +10,9 @@ An operation on one voucher is a *unit of work*::
     store.commit(unit)                    # all of it becomes visible at once
     # or store.abort(unit)                # none of it does
 
+The unit's interface, :class:`~vouchercore.domain.operations.VoucherUnit`, is declared by the
+domain (it is what the rules need) and re-exported here.
+
 Guarantees every store gives:
 
 * **Isolation:** between ``begin`` and ``commit``/``abort`` no other unit on the same voucher
@@ -29,49 +32,11 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from vouchercore.domain.operations import VoucherUnit
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord
-from vouchercore.domain.snapshots import Redemption, RedemptionRollback
+from vouchercore.domain.snapshots import Redemption
 
 __all__ = ["AnyStore", "SessionCounts", "Store", "VoucherUnit"]
-
-
-class VoucherUnit(Protocol):
-    """One voucher, locked for one operation, and the log of what the operation changed.
-
-    The domain changes ``record`` in place and calls the ``*_added``/``*_removed`` methods for
-    everything else it changes, in the order it changes them.
-    """
-
-    @property
-    def record(self) -> VoucherRecord:
-        """The voucher's current state (mutable while the unit is open)."""
-        ...
-
-    def session_added(self, session: SessionRecord) -> None:
-        """A session was stored (new key, or a same-key override after its removal)."""
-
-    def session_removed(self, session: SessionRecord, reason: str) -> None:
-        """A session left the ledger: ``reason`` is redeemed, released, expired or dropped."""
-
-    def transaction_added(self, tx: TransactionRecord) -> None:
-        """A transaction was appended to the voucher's log."""
-
-    def redemption_added(self, redemption: Redemption) -> None:
-        """A redemption attempt (succeeded or failed) was recorded."""
-
-    def redemption_replaced(self, redemption: Redemption) -> None:
-        """A recorded redemption changed (rolled back); same id."""
-
-    def rollback_added(self, rollback: RedemptionRollback) -> None:
-        """A rollback was recorded."""
-
-    def voucher_purged(self) -> None:
-        """The voucher is force-deleted: at commit the store forgets it entirely (record,
-        sessions, redemptions, rollbacks, transactions) and frees its code."""
-
-    def next_transaction_id(self) -> str:
-        """A new transaction id, greater than every id this store handed out before."""
-        ...
 
 
 @attrs.frozen(kw_only=True)

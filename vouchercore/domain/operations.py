@@ -55,12 +55,12 @@ from vouchercore.errors import (
     RollbackWindowExceeded,
     VoucherRejected,
 )
-from vouchercore.ports import VoucherUnit
 
 __all__ = [
     "IdSource",
     "LockRequest",
     "UseRequest",
+    "VoucherUnit",
     "delete",
     "expire_session",
     "new_voucher",
@@ -99,6 +99,45 @@ class IdSource(Protocol):
 
     def session_key(self) -> str:
         """``ssn_`` + 32 alphanumerics from a cryptographically secure source (or seeded)."""
+        ...
+
+
+class VoucherUnit(Protocol):
+    """One voucher, locked for one operation, and the log of what the operation changed.
+
+    The domain changes ``record`` in place and calls the ``*_added``/``*_removed`` methods for
+    everything else it changes, in the order it changes them.
+    """
+
+    @property
+    def record(self) -> VoucherRecord:
+        """The voucher's current state (mutable while the unit is open)."""
+        ...
+
+    def session_added(self, session: SessionRecord) -> None:
+        """A session was stored (new key, or a same-key override after its removal)."""
+
+    def session_removed(self, session: SessionRecord, reason: str) -> None:
+        """A session left the ledger: ``reason`` is redeemed, released, expired or dropped."""
+
+    def transaction_added(self, tx: TransactionRecord) -> None:
+        """A transaction was appended to the voucher's log."""
+
+    def redemption_added(self, redemption: Redemption) -> None:
+        """A redemption attempt (succeeded or failed) was recorded."""
+
+    def redemption_replaced(self, redemption: Redemption) -> None:
+        """A recorded redemption changed (rolled back); same id."""
+
+    def rollback_added(self, rollback: RedemptionRollback) -> None:
+        """A rollback was recorded."""
+
+    def voucher_purged(self) -> None:
+        """The voucher is force-deleted: at commit the store forgets it entirely (record,
+        sessions, redemptions, rollbacks, transactions) and frees its code."""
+
+    def next_transaction_id(self) -> str:
+        """A new transaction id, greater than every id this store handed out before."""
         ...
 
 
