@@ -149,3 +149,35 @@ def test_export_rejects_unknown_fields_and_vouchers(engine: Engine) -> None:
         engine.export_voucher_transactions("NOPE", io.StringIO())
     with pytest.raises(ValueError, match="order"):
         engine.export_voucher_transactions("D", io.StringIO(), order="-amount")
+
+
+def test_a_migrated_voucher_arrives_with_its_counters_and_the_audit_starts_from_them(
+    engine: Engine,
+) -> None:
+    card = engine.create_voucher(
+        "OLD", gift={"amount": 5_000}, quantity=4, redeemed_quantity=3, redeemed_amount=1_200
+    )
+    assert card.gift is not None
+    assert (card.gift.balance, card.redeemed_quantity, card.redeemed_amount) == (3_800, 3, 1_200)
+    engine.redeem_voucher("OLD", credits=800)
+    assert engine.validate_voucher("OLD", credits=1).error.key == "quantity_exceeded"  # type: ignore[union-attr]
+    assert engine.audit().ok
+
+
+@pytest.mark.parametrize(
+    ("counters", "key"),
+    [
+        ({"redeemed_quantity": -1}, "invalid_amount"),
+        ({"redeemed_amount": 1.5}, "invalid_amount"),
+        ({"redeemed_quantity": 5}, "invalid_payload"),  # beyond quantity 4
+        ({"redeemed_amount": 5_001}, "invalid_payload"),  # beyond the card's amount
+    ],
+)
+def test_impossible_migrated_counters_are_rejected(
+    engine: Engine, counters: dict[str, object], key: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        engine.create_voucher("OLD", gift={"amount": 5_000}, quantity=4, **counters)  # type: ignore[arg-type]
+    assert caught.value.key == key  # type: ignore[attr-defined]
+    with pytest.raises(NotFound):
+        engine.get_voucher("OLD")

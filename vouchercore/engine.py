@@ -22,7 +22,7 @@ from vouchercore.domain import operations
 from vouchercore.domain.audit import audit_voucher
 from vouchercore.domain.instants import to_us_or_none
 from vouchercore.domain.operations import LockRequest, UseRequest
-from vouchercore.domain.records import Discount, TransactionRecord, VoucherInfo, VoucherRecord
+from vouchercore.domain.records import Discount, TransactionRecord, VoucherInfo
 from vouchercore.domain.snapshots import (
     AuditReport,
     BalanceUpdate,
@@ -141,6 +141,8 @@ class Engine:
         metadata: Mapping[str, Any] | None = None,
         campaign_id: str | None = None,
         code_length: int = 8,
+        redeemed_quantity: int = 0,
+        redeemed_amount: int = 0,
     ) -> Voucher:
         """Create a voucher (Voucherify's request shape).
 
@@ -161,53 +163,15 @@ class Engine:
             start_date, expiration_date: aware datetimes; valid while start ≤ now ≤ end.
             category, additional_info, metadata, campaign_id: free data (metadata a
                 JSON-serialisable mapping with str keys).
+            code_length: length of a generated code (1–100).
+            redeemed_quantity, redeemed_amount: counters the voucher arrives with when it
+                migrates from another system (CSV import): they count as redemptions already
+                made — a card's balance is its amount minus *redeemed_amount*.
 
         Raises:
             InvalidArgument: any malformed field (the message names it).
             DuplicateFound: the code is taken (by a live or soft-deleted voucher).
         """
-        record = self._new_record(
-            code,
-            type=type,
-            discount=discount,
-            gift=gift,
-            loyalty_card=loyalty_card,
-            quantity=quantity,
-            redemption=redemption,
-            active=active,
-            start_date=start_date,
-            expiration_date=expiration_date,
-            category=category,
-            additional_info=additional_info,
-            metadata=metadata,
-            campaign_id=campaign_id,
-            code_length=code_length,
-        )
-        self._store.insert_voucher(record)
-        return Voucher.from_record(record)
-
-    def _new_record(
-        self,
-        code: str | None,
-        *,
-        type: VoucherType | str | None = None,
-        discount: Discount | Mapping[str, Any] | None = None,
-        gift: Mapping[str, Any] | None = None,
-        loyalty_card: Mapping[str, Any] | None = None,
-        quantity: int | None = None,
-        redemption: Mapping[str, Any] | None = None,
-        active: bool = True,
-        start_date: datetime | None = None,
-        expiration_date: datetime | None = None,
-        category: str | None = None,
-        additional_info: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        campaign_id: str | None = None,
-        code_length: int = 8,
-        redeemed_quantity: int = 0,
-        redeemed_amount: int = 0,
-    ) -> VoucherRecord:
-        """Check every argument of a new voucher and build its record (not stored yet)."""
         kind, parsed_discount, total = _parse_kind(type, discount, gift, loyalty_card)
         limit = _parse_quantity(quantity, redemption)
         if not isinstance(active, bool):
@@ -230,7 +194,7 @@ class Engine:
             if length > MAX_CODE_LENGTH:
                 raise InvalidPayload(f"code_length must be at most {MAX_CODE_LENGTH}, got {length}")
             code = self._ids.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ", length)
-        return operations.new_voucher(
+        record = operations.new_voucher(
             self._ids,
             now,
             code=code,
@@ -243,6 +207,8 @@ class Engine:
             expiration_date=end_us,
             info=info,
         )
+        self._store.insert_voucher(record)
+        return Voucher.from_record(record)
 
     def get_voucher(self, code_or_id: str) -> Voucher:
         """The voucher with this code or ``v_`` id, as it is now.
@@ -645,8 +611,7 @@ class Engine:
             else:
                 code = parsed.pop("code")
                 try:
-                    record = self._new_record(code, **parsed)
-                    self._store.insert_voucher(record)
+                    self.create_voucher(code, **parsed)
                 except DuplicateFound:
                     failed.append(csvio.ImportFailure(code, row, f"code {code!r} exists already"))
                 except VoucherError as error:
