@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from vouchercore.domain.instants import MAX_US, from_us, to_us
 from vouchercore.domain.records import (
+    CardRecord,
     Discount,
     Links,
     SessionRecord,
@@ -235,14 +236,14 @@ def new_voucher(
         )
     if type is not _DISCOUNT and redeemed_amount > total:
         raise InvalidPayload(f"redeemed amount {redeemed_amount} exceeds the card's total {total}")
-    return VoucherRecord(
-        id=ids.voucher_id(),
-        code=code,
-        type=type,
+    return VoucherRecord.new(
+        type,
         discount=discount,
-        quantity=quantity,
         total=total,
         balance=total - redeemed_amount if type is not _DISCOUNT else 0,
+        id=ids.voucher_id(),
+        code=code,
+        quantity=quantity,
         redeemed_quantity=redeemed_quantity,
         redeemed_amount=redeemed_amount,
         active=active,
@@ -498,7 +499,7 @@ def redeem(
     if demand.own is not None:
         _remove_session(unit, demand.own, "redeemed")
     tx_id = None
-    if record.type is not _DISCOUNT:
+    if isinstance(record, CardRecord):
         record.balance -= amount
         kind = (
             TransactionType.CREDITS_REDEMPTION
@@ -590,7 +591,7 @@ def rollback(
     record.redeemed_amount -= amount
     record.updated_at = now
     tx_id = None
-    if record.type is not _DISCOUNT:
+    if isinstance(record, CardRecord):
         record.balance += amount
         kind = (
             TransactionType.CREDITS_REFUND
@@ -640,7 +641,7 @@ def update_balance(
         InvalidAmount: an addition would take the card past signed 64 bits.
     """
     record = unit.record
-    if record.type is _DISCOUNT:
+    if not isinstance(record, CardRecord):
         raise InvalidVoucher(
             f"{record.code!r} is a discount voucher; only gift and loyalty cards have a balance",
             resource_id=record.code,

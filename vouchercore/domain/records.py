@@ -16,15 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
 from vouchercore.domain.values import DiscountType, TransactionType, VoucherType, require_percent
 
 __all__ = [
+    "CardRecord",
     "Discount",
+    "DiscountRecord",
+    "GiftRecord",
     "Links",
+    "LoyaltyRecord",
     "SessionRecord",
     "TransactionRecord",
     "VoucherInfo",
@@ -205,21 +209,21 @@ class VoucherSessions:
 
 
 class VoucherRecord:
-    """The mutable state of one voucher.
+    """The mutable state of one voucher; one subclass per voucher type.
 
-    ``total`` and ``balance`` are the card's credits (gift) or points (loyalty): ``total`` is
-    everything ever added, ``balance`` what is left. ``redeemed_amount`` counts redeemed
-    credits (gift), points (loyalty) or granted discount (discount vouchers).
+    :class:`DiscountRecord` adds the ``discount``; :class:`GiftRecord` and
+    :class:`LoyaltyRecord` add ``total`` (credits or points ever added) and ``balance`` (what is
+    left). ``type`` is a class attribute. ``redeemed_amount`` counts redeemed credits (gift),
+    points (loyalty) or granted discount (discount vouchers). Build one with :meth:`new`.
 
-    Memory matters here (a POS can hold millions of codes): fields that are usually empty live
-    in ``info`` (None when empty), and sessions in a ledger created on the first lock.
+    Memory matters here (a POS can hold millions of codes): a record carries only the slots its
+    type uses, fields that are usually empty live in ``info`` (None when empty), and sessions
+    in a ledger created on the first lock.
     """
 
     __slots__ = (
-        "balance",
         "code",
         "created_at",
-        "discount",
         "expiration_date",
         "id",
         "info",
@@ -229,20 +233,20 @@ class VoucherRecord:
         "sessions",
         "start_date",
         "state",
-        "total",
-        "type",
         "updated_at",
     )
+    type: ClassVar[VoucherType]
+    # per type: a slot in one subclass, a constant class attribute in the others
+    discount: Discount | None
+    total: int
+    balance: int
 
     def __init__(
         self,
         *,
         id: str,
         code: str,
-        type: VoucherType,
-        discount: Discount | None,
         quantity: int | None,
-        total: int,
         active: bool,
         start_date: int | None,
         expiration_date: int | None,
@@ -250,18 +254,13 @@ class VoucherRecord:
         created_at: int,
         redeemed_quantity: int = 0,
         redeemed_amount: int = 0,
-        balance: int | None = None,
         updated_at: int | None = None,
     ) -> None:
         self.id = id
         self.code = code
-        self.type = type
-        self.discount = discount
         self.quantity = quantity
         self.redeemed_quantity = redeemed_quantity
         self.redeemed_amount = redeemed_amount
-        self.total = total
-        self.balance = total if balance is None else balance
         self.state = VoucherState.ACTIVE if active else VoucherState.DISABLED
         self.start_date = start_date
         self.expiration_date = expiration_date
@@ -270,8 +269,25 @@ class VoucherRecord:
         self.updated_at = created_at if updated_at is None else updated_at
         self.sessions: VoucherSessions | None = None
 
+    @staticmethod
+    def new(
+        type: VoucherType,
+        *,
+        discount: Discount | None = None,
+        total: int = 0,
+        balance: int | None = None,
+        **fields: Any,
+    ) -> VoucherRecord:
+        """A record of the class for *type*; *discount* for discount vouchers, *total* and
+        *balance* (default: *total*) for cards; *fields* as for :class:`VoucherRecord`."""
+        if type is VoucherType.DISCOUNT_VOUCHER:
+            assert discount is not None
+            return DiscountRecord(discount=discount, **fields)
+        card = GiftRecord if type is VoucherType.GIFT_VOUCHER else LoyaltyRecord
+        return card(total=total, balance=total if balance is None else balance, **fields)
+
     def __repr__(self) -> str:
-        return f"VoucherRecord({self.code!r}, {self.type.value}, state={self.state.name})"
+        return f"{type(self).__name__}({self.code!r}, state={self.state.name})"
 
     @property
     def active(self) -> bool:
@@ -282,6 +298,45 @@ class VoucherRecord:
     def hidden(self) -> bool:
         """Soft- or force-deleted: not found by any operation."""
         return self.state >= VoucherState.DELETED
+
+
+class DiscountRecord(VoucherRecord):
+    """A discount voucher: its ``discount``; no balance (``total``/``balance`` read 0)."""
+
+    __slots__ = ("discount",)
+    type = VoucherType.DISCOUNT_VOUCHER
+    total = 0
+    balance = 0
+
+    def __init__(self, *, discount: Discount, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.discount = discount
+
+
+class CardRecord(VoucherRecord):
+    """A card with a balance: gift credits or loyalty points (``discount`` reads None)."""
+
+    __slots__ = ("balance", "total")
+    discount = None
+
+    def __init__(self, *, total: int, balance: int, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.total = total
+        self.balance = balance
+
+
+class GiftRecord(CardRecord):
+    """A gift card: ``total``/``balance`` in credits (minor units)."""
+
+    __slots__ = ()
+    type = VoucherType.GIFT_VOUCHER
+
+
+class LoyaltyRecord(CardRecord):
+    """A loyalty card: ``total``/``balance`` in points."""
+
+    __slots__ = ()
+    type = VoucherType.LOYALTY_CARD
 
 
 #: What a transaction links to, as a flat tuple of kind/id pairs: ``("redemption", "r_…",
