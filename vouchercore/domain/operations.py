@@ -356,9 +356,10 @@ def _demand(record: VoucherRecord, now: int, request: UseRequest) -> Demand:
 
 def _amount(record: VoucherRecord, demand: Demand, request: UseRequest) -> int:
     """What the request uses: credits, points, or the discount granted."""
-    if record.type is _GIFT:
+    kind = demand.kind
+    if kind is _GIFT:
         return demand.credits
-    if record.type is _LOYALTY:
+    if kind is _LOYALTY:
         return demand.points
     assert record.discount is not None
     return discount_amount(record.discount, request.order_amount)
@@ -475,7 +476,7 @@ def redeem(
                 redemption_id,
                 record.id,
                 record.code,
-                _TYPE_NAME[record.type],
+                _TYPE_NAME[demand.kind],
                 "FAILED",
                 0,
                 request.order_amount,
@@ -503,7 +504,7 @@ def redeem(
         record.balance -= amount
         kind = (
             TransactionType.CREDITS_REDEMPTION
-            if record.type is _GIFT
+            if demand.kind is _GIFT
             else TransactionType.POINTS_REDEMPTION
         )
         tx_id = _transaction(
@@ -514,7 +515,7 @@ def redeem(
             redemption_id,
             record.id,
             record.code,
-            _TYPE_NAME[record.type],
+            _TYPE_NAME[demand.kind],
             "SUCCEEDED",
             amount,
             request.order_amount,

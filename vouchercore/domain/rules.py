@@ -87,7 +87,16 @@ class Demand:
     credits uses ``min(order amount, available credits)``.
     """
 
-    __slots__ = ("balance_left", "credits", "now", "own", "points", "quantity_left", "record")
+    __slots__ = (
+        "balance_left",
+        "credits",
+        "kind",
+        "now",
+        "own",
+        "points",
+        "quantity_left",
+        "record",
+    )
 
     def __init__(
         self,
@@ -99,11 +108,12 @@ class Demand:
         order_amount: int | None,
     ) -> None:
         self.record = record
+        self.kind = kind = record.type
         self.now = now
         self.own = own
         self.quantity_left = available_quantity(record, own)
         self.balance_left = left = available_balance(record, own)
-        if credits is None and record.type is _GIFT and order_amount is not None:
+        if credits is None and kind is _GIFT and order_amount is not None:
             credits = min(order_amount, left)
         self.credits = credits or 0
         self.points = points or 0
@@ -123,11 +133,11 @@ def _quantity_fails(d: Demand) -> bool:
 
 
 def _credits_fail(d: Demand) -> bool:
-    return d.record.type is _GIFT and not 0 < d.credits <= d.balance_left
+    return d.kind is _GIFT and not 0 < d.credits <= d.balance_left
 
 
 def _points_fail(d: Demand) -> bool:
-    return d.record.type is _LOYALTY and d.points > d.balance_left
+    return d.kind is _LOYALTY and d.points > d.balance_left
 
 
 def _iso(us: int | None) -> str:
