@@ -34,7 +34,13 @@ from typing import Any, Final, TextIO
 import attrs
 
 from vouchercore.domain.snapshots import Transaction
-from vouchercore.domain.values import INT64_MAX, MAX_CODE_LENGTH, DiscountType, VoucherType
+from vouchercore.domain.values import (
+    INT64_MAX,
+    MAX_CODE_LENGTH,
+    DiscountType,
+    VoucherType,
+    text_problem,
+)
 from vouchercore.errors import InvalidExportFields, InvalidPayload
 
 __all__ = [
@@ -632,14 +638,9 @@ def _show(value: str, limit: int = 40) -> str:
 
 
 def _code(cell: str) -> str:
-    if not cell:
-        raise _BadRow("Code is empty")
-    if len(cell) > MAX_CODE_LENGTH:
-        raise _BadRow(f"Code is {len(cell)} characters long; at most {MAX_CODE_LENGTH} are allowed")
-    if not cell.isprintable():
-        raise _BadRow(f"Code {_show(cell)} contains control characters")
-    if cell != cell.strip():
-        raise _BadRow(f"Code {_show(cell)} begins or ends with whitespace")
+    problem = text_problem(cell, MAX_CODE_LENGTH)  # the same rule create_voucher applies
+    if problem is not None:
+        raise _BadRow(f"Code {problem}")
     return cell
 
 

@@ -12,15 +12,13 @@ from typing import Final
 
 from vouchercore.errors import InvalidPayload
 
-__all__ = ["MAX_US", "MIN_US", "from_us", "to_us", "to_us_or_none"]
+__all__ = ["MAX_US", "from_us", "to_us", "to_us_or_none"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US: Final = timedelta(microseconds=1)
 
 #: The last instant a ``datetime`` can represent (9999-12-31T23:59:59.999999Z).
 MAX_US: Final[int] = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
-#: The first instant a ``datetime`` can represent (0001-01-01T00:00:00Z).
-MIN_US: Final[int] = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
 
 
 def to_us(value: datetime, name: str = "instant") -> int:

@@ -28,6 +28,7 @@ __all__ = [
     "require_metadata",
     "require_optional_text",
     "require_session_key",
+    "text_problem",
     "ttl_to_us",
 ]
 
@@ -159,17 +160,33 @@ def require_signed_amount(value: object, name: str) -> int:
     return value
 
 
+def text_problem(value: str, max_length: int) -> str | None:
+    """What is wrong with *value* as a code or key (a phrase to follow its name), or None.
+
+    The one statement of the rule: 1–*max_length* printable characters, no leading or
+    trailing whitespace.
+    """
+    if not value:
+        return "is empty"
+    if len(value) > max_length:
+        return f"is {len(value)} characters long; at most {max_length} are allowed"
+    if not value.isprintable():
+        return f"{_quoted(value)} contains control characters"
+    if value != value.strip():
+        return f"{_quoted(value)} begins or ends with whitespace"
+    return None
+
+
+def _quoted(value: str, limit: int = 40) -> str:
+    return repr(value[:limit]) + "…" if len(value) > limit else repr(value)
+
+
 def _require_text(value: object, name: str, max_length: int) -> str:
     if not isinstance(value, str):
         raise InvalidPayload(f"{name} must be a string, got {type(value).__name__}")
-    if not value:
-        raise InvalidPayload(f"{name} must not be empty")
-    if len(value) > max_length:
-        raise InvalidPayload(f"{name} must be at most {max_length} characters, got {len(value)}")
-    if not value.isprintable():
-        raise InvalidPayload(f"{name} must not contain control characters: {value!r}")
-    if value != value.strip():
-        raise InvalidPayload(f"{name} must not begin or end with whitespace: {value!r}")
+    problem = text_problem(value, max_length)
+    if problem is not None:
+        raise InvalidPayload(f"{name} {problem}")
     return value
 
 
