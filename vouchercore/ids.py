@@ -2,8 +2,10 @@
 
 :class:`IdGenerator` gives ``v_``/``r_``/``rr_`` ids and ``ssn_`` session keys of 32 base-62
 characters. Session keys come from the operating system's CSPRNG (:func:`os.urandom`); ids,
-which only need to be unique, from a fast PRNG seeded from it. With ``seed=`` everything comes
-from one seeded PRNG, so a simulation with the same seed and the same calls gives the same ids.
+which only need to be unique, from a fast PRNG seeded from it (and reseeded in a forked child, so
+processes sharing one store never draw the same ids). With ``seed=`` everything comes from one
+seeded PRNG, so a simulation with the same seed and the same calls gives the same ids — give
+each process of a shared store its own seed.
 """
 
 from __future__ import annotations
@@ -59,9 +61,16 @@ class _SecurePool:
 _POOLS: weakref.WeakSet[_SecurePool] = weakref.WeakSet()
 
 
+#: unseeded generators: a forked child reseeds them, or parent and child (two POS processes on
+#: one shared store) would draw the same redemption ids
+_UNSEEDED: weakref.WeakSet[IdGenerator] = weakref.WeakSet()
+
+
 def _forget_pools_after_fork() -> None:
     for pool in list(_POOLS):
         pool.forget()
+    for generator in list(_UNSEEDED):
+        generator._rng.seed(os.urandom(32))
 
 
 os.register_at_fork(after_in_child=_forget_pools_after_fork)
@@ -79,6 +88,8 @@ class IdGenerator:
         self.seeded = seed is not None
         self._rng = random.Random(seed if seed is not None else os.urandom(32))
         self._secure = _SecurePool()
+        if seed is None:
+            _UNSEEDED.add(self)
 
     def token(self, *, secure: bool = False) -> str:
         """32 base-62 characters (about 190 random bits)."""

@@ -714,12 +714,13 @@ def delete(unit: VoucherUnit, now: int, *, force: bool) -> None:
 def expire_session(unit: VoucherUnit, now: int, session: SessionRecord) -> int:
     """Purge one session found by a sweep, if it is still stored and has expired (1), else 0.
 
-    O(1): the sweep names the session, so nothing else of the voucher is scanned.
+    O(1): the sweep names the session, so nothing else of the voucher is scanned. The session
+    is matched by key, not identity (a SQL store hands the sweep a copy): whatever is stored
+    under that key now is purged only if it has itself expired.
     """
     sessions = unit.record.sessions
-    if sessions is None or sessions.by_key.get(session.key) is not session:
+    stored = None if sessions is None else sessions.by_key.get(session.key)
+    if stored is None or stored.expires_at > now:
         return 0
-    if session.expires_at > now:
-        return 0
-    _remove_session(unit, session, "expired")
+    _remove_session(unit, stored, "expired")
     return 1

@@ -1,0 +1,503 @@
+"""What the SQL stores share: the row layout of each table, rows ↔ records, and the unit of work
+that remembers what the domain changed so a store can write it in one database transaction.
+
+Nothing here decides a voucher rule. A SQL unit of work is loaded from rows (the voucher, locked
+by the store, and its stored sessions), handed to the domain, which changes ``unit.record`` in
+place and reports everything else it changes; :meth:`SqlUnit.changes` then lists the writes —
+the voucher's new counters, sessions deleted and inserted, transactions, redemptions and
+rollbacks appended — and the store renders them in its own dialect.
+
+Instants are integer microseconds UTC here (the domain's unit); SQLite stores them as such,
+PostgreSQL converts them to ``timestamptz`` at its boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
+
+import attrs
+
+from vouchercore.domain.instants import to_us
+from vouchercore.domain.records import (
+    Discount,
+    Links,
+    SessionRecord,
+    TransactionRecord,
+    VoucherInfo,
+    VoucherRecord,
+    VoucherSessions,
+    VoucherState,
+)
+from vouchercore.domain.snapshots import Redemption, RedemptionRollback
+from vouchercore.domain.values import DiscountType, TransactionType, VoucherType
+
+__all__ = [
+    "REDEMPTION_COLUMNS",
+    "ROLLBACK_COLUMNS",
+    "SCHEMA_VERSION",
+    "SESSION_COLUMNS",
+    "SESSION_REASONS",
+    "TRANSACTION_COLUMNS",
+    "VOUCHER_COLUMNS",
+    "VOUCHER_MUTABLE_COLUMNS",
+    "Changes",
+    "SqlUnit",
+    "detached_session",
+    "record_from_row",
+    "redemption_from_row",
+    "session_row",
+    "transaction_from_row",
+    "transaction_id",
+    "transaction_row",
+    "transaction_seq",
+    "voucher_row",
+]
+
+#: The schema version this release writes; a store refuses a database with a newer one.
+SCHEMA_VERSION: Final = 1
+
+#: Why a session left the ledger; each has a counter column ``sessions_<reason>`` on the voucher.
+SESSION_REASONS: Final = ("redeemed", "released", "expired", "replaced", "dropped")
+
+VOUCHER_COLUMNS: Final = (
+    "id",
+    "code",
+    "type",
+    "state",
+    "quantity",
+    "redeemed_quantity",
+    "redeemed_amount",
+    "total",
+    "balance",
+    "discount",
+    "start_date",
+    "expiration_date",
+    "category",
+    "additional_info",
+    "metadata",
+    "campaign_id",
+    "opening_redeemed_quantity",
+    "opening_redeemed_amount",
+    "created_at",
+    "updated_at",
+    "sessions_opened",
+    *(f"sessions_{reason}" for reason in SESSION_REASONS),
+)
+#: Positions in :data:`VOUCHER_COLUMNS` of instants (for stores that convert them).
+VOUCHER_INSTANTS: Final = (10, 11, 18, 19)
+#: The columns an operation may change, in the order :meth:`Changes.voucher` lists them.
+VOUCHER_MUTABLE_COLUMNS: Final = (
+    "state",
+    "redeemed_quantity",
+    "redeemed_amount",
+    "total",
+    "balance",
+    "updated_at",
+    "sessions_opened",
+    *(f"sessions_{reason}" for reason in SESSION_REASONS),
+)
+SESSION_COLUMNS: Final = ("voucher_id", "key", "credits", "points", "created_at", "expires_at")
+SESSION_INSTANTS: Final = (4, 5)
+TRANSACTION_COLUMNS: Final = (
+    "seq",
+    "voucher_id",
+    "type",
+    "amount",
+    "balance",
+    "created_at",
+    "source_id",
+    "source",
+    "reason",
+    "related_transaction_id",
+    "details",
+)
+TRANSACTION_INSTANTS: Final = (5,)
+#: Same order as :attr:`Redemption.FIELDS` (``date`` is microseconds).
+REDEMPTION_COLUMNS: Final = (
+    "id",
+    "voucher_id",
+    "voucher_code",
+    "voucher_type",
+    "status",
+    "amount",
+    "order_amount",
+    "order_id",
+    "session_key",
+    "metadata",
+    "date",
+    "failure_code",
+    "failure_message",
+    "transaction_id",
+    "rollback_id",
+)
+REDEMPTION_INSTANTS: Final = (10,)
+ROLLBACK_COLUMNS: Final = (
+    "id",
+    "redemption_id",
+    "voucher_id",
+    "voucher_code",
+    "amount",
+    "reason",
+    "date",
+    "transaction_id",
+)
+ROLLBACK_INSTANTS: Final = (6,)
+
+_VOUCHER_TYPES: Final = {t.value: t for t in VoucherType}
+_TX_TYPES: Final = {t.value: t for t in TransactionType}
+_STATES: Final = tuple(VoucherState)
+
+
+# --- values ----------------------------------------------------------------------------------
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _unjson(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def transaction_id(seq: int) -> str:
+    """The public id of the store's *seq*-th transaction: ``vtx_`` + 18 hex digits."""
+    return f"vtx_{seq:018x}"
+
+
+def transaction_seq(tx_id: str) -> int:
+    """The sequence number inside a transaction id (inverse of :func:`transaction_id`)."""
+    return int(tx_id[4:], 16)
+
+
+def _discount_json(discount: Discount | None) -> str | None:
+    if discount is None:
+        return None
+    fields = attrs.asdict(discount)
+    fields["type"] = discount.type.value
+    return _json({k: v for k, v in fields.items() if v is not None})
+
+
+def _discount_from_json(text: str | None) -> Discount | None:
+    if text is None:
+        return None
+    fields = json.loads(text)
+    fields["type"] = DiscountType(fields["type"])
+    return Discount(**fields)
+
+
+# --- vouchers --------------------------------------------------------------------------------
+
+
+def voucher_row(record: VoucherRecord) -> tuple[Any, ...]:
+    """A new voucher's row, in :data:`VOUCHER_COLUMNS` order (no sessions yet: counters 0)."""
+    info = record.info or VoucherInfo()
+    return (
+        record.id,
+        record.code,
+        record.type.value,
+        int(record.state),
+        record.quantity,
+        record.redeemed_quantity,
+        record.redeemed_amount,
+        record.total,
+        record.balance,
+        _discount_json(record.discount),
+        record.start_date,
+        record.expiration_date,
+        info.category,
+        info.additional_info,
+        _json(info.metadata),
+        info.campaign_id,
+        info.opening_redeemed_quantity,
+        info.opening_redeemed_amount,
+        record.created_at,
+        record.updated_at,
+        0,
+        *(0 for _ in SESSION_REASONS),
+    )
+
+
+def record_from_row(row: Sequence[Any], sessions: Iterable[Sequence[Any]] = ()) -> VoucherRecord:
+    """The voucher record of a row in :data:`VOUCHER_COLUMNS` order, with its stored *sessions*
+    (rows in :data:`SESSION_COLUMNS` order)."""
+    has_info = any(row[i] is not None for i in (12, 13, 14, 15)) or row[16] or row[17]
+    info = (
+        VoucherInfo(
+            category=row[12],
+            additional_info=row[13],
+            metadata=_unjson(row[14]),
+            campaign_id=row[15],
+            opening_redeemed_quantity=row[16],
+            opening_redeemed_amount=row[17],
+        )
+        if has_info
+        else None
+    )
+    kind = _VOUCHER_TYPES[row[2]]
+    record = VoucherRecord.new(
+        kind,
+        discount=_discount_from_json(row[9]),
+        total=row[7],
+        balance=row[8],
+        id=row[0],
+        code=row[1],
+        quantity=row[4],
+        redeemed_quantity=row[5],
+        redeemed_amount=row[6],
+        active=True,
+        start_date=row[10],
+        expiration_date=row[11],
+        info=info,
+        created_at=row[18],
+        updated_at=row[19],
+    )
+    record.state = _STATES[row[3]]
+    ledger = None
+    for s in sessions:
+        if ledger is None:
+            ledger = record.sessions = VoucherSessions()
+        ledger.add(SessionRecord(record, s[1], s[2], s[3], s[4], s[5]))
+    return record
+
+
+def _mutable_state(record: VoucherRecord, counters: Sequence[int]) -> tuple[Any, ...]:
+    return (
+        int(record.state),
+        record.redeemed_quantity,
+        record.redeemed_amount,
+        record.total,
+        record.balance,
+        record.updated_at,
+        *counters,
+    )
+
+
+# --- sessions, transactions, redemptions -----------------------------------------------------
+
+
+def detached_session(row: Sequence[Any]) -> SessionRecord:
+    """A session read outside a unit of work (by a sweep): a row in :data:`SESSION_COLUMNS`
+    order plus the voucher's code. Its ``voucher`` is a stand-in naming only the voucher's id
+    and code — enough to open a unit on it, which then reads the session as stored."""
+    voucher = VoucherRecord(
+        id=row[0],
+        code=row[6],
+        quantity=None,
+        active=True,
+        start_date=None,
+        expiration_date=None,
+        info=None,
+        created_at=0,
+    )
+    return SessionRecord(voucher, row[1], row[2], row[3], row[4], row[5])
+
+
+def session_row(session: SessionRecord) -> tuple[Any, ...]:
+    """A session's row, in :data:`SESSION_COLUMNS` order."""
+    return (
+        session.voucher.id,
+        session.key,
+        session.credits,
+        session.points,
+        session.created_at,
+        session.expires_at,
+    )
+
+
+def transaction_row(tx: TransactionRecord) -> tuple[Any, ...]:
+    """A transaction's row, in :data:`TRANSACTION_COLUMNS` order."""
+    return (
+        transaction_seq(tx.id),
+        tx.voucher_id,
+        tx.type.value,
+        tx.amount,
+        tx.balance,
+        tx.created_at,
+        tx.source_id,
+        tx.source,
+        tx.reason,
+        tx.related_transaction_id,
+        _json(list(tx.details)) if tx.details is not None else None,
+    )
+
+
+def transaction_from_row(row: Sequence[Any]) -> TransactionRecord:
+    """The transaction of a row in :data:`TRANSACTION_COLUMNS` order."""
+    details: Links | None = tuple(json.loads(row[10])) if row[10] is not None else None
+    return TransactionRecord(
+        transaction_id(row[0]),
+        row[1],
+        _TX_TYPES[row[2]],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        details,
+    )
+
+
+def redemption_row(redemption: Redemption) -> tuple[Any, ...]:
+    """A redemption's row, in :data:`REDEMPTION_COLUMNS` order (metadata as JSON)."""
+    row = redemption.to_row()
+    return (*row[:9], _json(row[9]), *row[10:])
+
+
+def redemption_from_row(row: Sequence[Any]) -> Redemption:
+    """The redemption of a row in :data:`REDEMPTION_COLUMNS` order."""
+    return Redemption.from_row((*row[:9], _unjson(row[9]), *row[10:]))
+
+
+def rollback_row(rollback: RedemptionRollback) -> tuple[Any, ...]:
+    """A rollback's row, in :data:`ROLLBACK_COLUMNS` order (``date`` in microseconds)."""
+    return (
+        rollback.id,
+        rollback.redemption_id,
+        rollback.voucher_id,
+        rollback.voucher_code,
+        rollback.amount,
+        rollback.reason,
+        to_us(rollback.date),
+        rollback.transaction_id,
+    )
+
+
+# --- the unit of work ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Changes:
+    """The writes one unit of work makes, in the order a store must apply them.
+
+    ``voucher`` — the new values of :data:`VOUCHER_MUTABLE_COLUMNS` (None when unchanged);
+    ``session_deletes`` — keys of stored sessions to delete; ``session_inserts`` — rows to
+    insert (after the deletes: a same-key override deletes then inserts);
+    ``redemption_updates`` — ``(status, rollback_id, id)`` of redemptions rolled back;
+    ``purged`` — delete the voucher and everything of it instead.
+    """
+
+    voucher_id: str
+    voucher: tuple[Any, ...] | None
+    session_deletes: list[str]
+    session_inserts: list[tuple[Any, ...]]
+    transactions: list[tuple[Any, ...]]
+    redemptions: list[tuple[Any, ...]]
+    redemption_updates: list[tuple[Any, ...]]
+    rollbacks: list[tuple[Any, ...]]
+    purged: bool
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to write (a read, or a check that failed)."""
+        return not (
+            self.voucher
+            or self.session_deletes
+            or self.session_inserts
+            or self.transactions
+            or self.redemptions
+            or self.redemption_updates
+            or self.rollbacks
+            or self.purged
+        )
+
+
+class SqlUnit:
+    """A unit of work of a SQL store: the voucher as loaded, and what the domain changed.
+
+    ``counters`` are the voucher's session bookkeeping (opened, then resolved by each of
+    :data:`SESSION_REASONS`), kept on its row so that the audit's store-wide session check is
+    a sum, and no store-wide counter row serialises operations on different vouchers.
+    ``handle`` is the store's own (its connection).
+    """
+
+    __slots__ = (
+        "_added",
+        "_before",
+        "_loaded_keys",
+        "_next_tx",
+        "_removed",
+        "counters",
+        "handle",
+        "purged",
+        "record",
+        "redemption_updates",
+        "redemptions",
+        "rollbacks",
+        "transactions",
+    )
+
+    def __init__(
+        self,
+        record: VoucherRecord,
+        counters: list[int],
+        handle: Any,
+        next_transaction_seq: Callable[[], int],
+    ) -> None:
+        self.record = record
+        self.counters = counters
+        self.handle = handle
+        self._next_tx = next_transaction_seq
+        self._before = _mutable_state(record, counters)
+        self._loaded_keys = set(record.sessions.by_key) if record.sessions else set()
+        self._added: dict[str, SessionRecord] = {}
+        self._removed: set[str] = set()
+        self.transactions: list[TransactionRecord] = []
+        self.redemptions: list[Redemption] = []
+        self.redemption_updates: list[Redemption] = []
+        self.rollbacks: list[RedemptionRollback] = []
+        self.purged = False
+
+    def __repr__(self) -> str:
+        return f"SqlUnit({self.record.code!r})"
+
+    # --- VoucherUnit -----------------------------------------------------------------------
+
+    def session_added(self, session: SessionRecord) -> None:
+        self._added[session.key] = session
+        self.counters[0] += 1
+
+    def session_removed(self, session: SessionRecord, reason: str) -> None:
+        self._added.pop(session.key, None)  # added earlier in this unit: never written
+        self._removed.add(session.key)  # deleted at commit if it was stored before
+        self.counters[1 + SESSION_REASONS.index(reason)] += 1
+
+    def transaction_added(self, tx: TransactionRecord) -> None:
+        self.transactions.append(tx)
+
+    def redemption_added(self, redemption: Redemption) -> None:
+        self.redemptions.append(redemption)
+
+    def redemption_replaced(self, redemption: Redemption) -> None:
+        self.redemption_updates.append(redemption)
+
+    def rollback_added(self, rollback: RedemptionRollback) -> None:
+        self.rollbacks.append(rollback)
+
+    def voucher_purged(self) -> None:
+        self.purged = True
+
+    def next_transaction_id(self) -> str:
+        return transaction_id(self._next_tx())
+
+    # --- for the store ---------------------------------------------------------------------
+
+    def changes(self) -> Changes:
+        """What to write at commit."""
+        after = _mutable_state(self.record, self.counters)
+        return Changes(
+            voucher_id=self.record.id,
+            voucher=after if after != self._before else None,
+            session_deletes=sorted(self._removed & self._loaded_keys),
+            session_inserts=[session_row(s) for s in self._added.values()],
+            transactions=[transaction_row(tx) for tx in self.transactions],
+            redemptions=[redemption_row(r) for r in self.redemptions],
+            redemption_updates=[
+                (r.status.value, r.rollback_id, r.id) for r in self.redemption_updates
+            ],
+            rollbacks=[rollback_row(r) for r in self.rollbacks],
+            purged=self.purged,
+        )

@@ -1,0 +1,538 @@
+"""The SQLite store: a voucher book in one file, shared by every thread and process on a machine.
+
+Every unit of work is one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock is taken before
+the voucher is read, so two processes can never both read a voucher and then both write it
+(the lost update behind every double redemption). The database runs in WAL mode, waits for a
+busy lock up to ``busy_timeout`` seconds, and syncs every commit to disk (``synchronous=FULL``,
+the default) or at WAL checkpoints (``NORMAL``: a power cut may lose the last commits, never
+half of one). Instants are integer microseconds UTC. ``CHECK`` constraints back the domain —
+counters and balances never below zero, redeemed quantity never above the limit — and codes are
+``UNIQUE``.
+
+Each thread opens its own connection on first use; a forked child opens its own too (SQLite
+connections must not cross ``fork``).
+
+Complexity: a unit of work reads the voucher by its unique index and its stored sessions by the
+primary key prefix, O(log n + s). :meth:`SQLiteStore.expiring_sessions` walks the expiry index:
+its cost grows with what has expired, not with the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, unquote
+
+from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherState
+from vouchercore.domain.snapshots import Redemption
+from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
+from vouchercore.ports import SessionCounts, Store
+from vouchercore.stores import _sql
+from vouchercore.stores._sql import (
+    REDEMPTION_COLUMNS,
+    ROLLBACK_COLUMNS,
+    SCHEMA_VERSION,
+    SESSION_COLUMNS,
+    SESSION_REASONS,
+    TRANSACTION_COLUMNS,
+    VOUCHER_COLUMNS,
+    VOUCHER_MUTABLE_COLUMNS,
+    SqlUnit,
+)
+
+__all__ = ["SQLiteStore"]
+
+SYNCHRONOUS_MODES: Final = ("FULL", "NORMAL", "EXTRA", "OFF")
+
+_V: Final = ", ".join(VOUCHER_COLUMNS)
+_S: Final = ", ".join(SESSION_COLUMNS)
+_T: Final = ", ".join(TRANSACTION_COLUMNS)
+_R: Final = ", ".join(REDEMPTION_COLUMNS)
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+_COUNTER_COLUMNS: Final = ",\n    ".join(
+    f"sessions_{r} INTEGER NOT NULL CHECK (sessions_{r} >= 0)" for r in SESSION_REASONS
+)
+_SCHEMA: Final = f"""
+CREATE TABLE vouchercore_meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE vouchers (
+    id TEXT PRIMARY KEY,
+    code TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL CHECK (type IN ('DISCOUNT_VOUCHER', 'GIFT_VOUCHER', 'LOYALTY_CARD')),
+    state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),
+    quantity INTEGER CHECK (quantity IS NULL OR quantity >= 0),
+    redeemed_quantity INTEGER NOT NULL CHECK (redeemed_quantity >= 0),
+    redeemed_amount INTEGER NOT NULL CHECK (redeemed_amount >= 0),
+    total INTEGER NOT NULL CHECK (total >= 0),
+    balance INTEGER NOT NULL CHECK (balance >= 0 AND balance <= total),
+    discount TEXT,
+    start_date INTEGER,
+    expiration_date INTEGER,
+    category TEXT,
+    additional_info TEXT,
+    metadata TEXT,
+    campaign_id TEXT,
+    opening_redeemed_quantity INTEGER NOT NULL CHECK (opening_redeemed_quantity >= 0),
+    opening_redeemed_amount INTEGER NOT NULL CHECK (opening_redeemed_amount >= 0),
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    sessions_opened INTEGER NOT NULL CHECK (sessions_opened >= 0),
+    {_COUNTER_COLUMNS},
+    CHECK (quantity IS NULL OR redeemed_quantity <= quantity)
+);
+CREATE TABLE sessions (
+    voucher_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    credits INTEGER NOT NULL CHECK (credits >= 0),
+    points INTEGER NOT NULL CHECK (points >= 0),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (voucher_id, key)
+) WITHOUT ROWID;
+CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+CREATE TABLE transactions (
+    seq INTEGER PRIMARY KEY,
+    voucher_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    balance INTEGER NOT NULL CHECK (balance >= 0),
+    created_at INTEGER NOT NULL,
+    source_id TEXT,
+    source TEXT,
+    reason TEXT,
+    related_transaction_id TEXT,
+    details TEXT
+);
+CREATE INDEX transactions_by_voucher ON transactions (voucher_id, seq);
+CREATE TABLE redemptions (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    voucher_id TEXT NOT NULL,
+    voucher_code TEXT NOT NULL,
+    voucher_type TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('SUCCEEDED', 'FAILED', 'ROLLED_BACK')),
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    order_amount INTEGER,
+    order_id TEXT,
+    session_key TEXT,
+    metadata TEXT,
+    date INTEGER NOT NULL,
+    failure_code TEXT,
+    failure_message TEXT,
+    transaction_id TEXT,
+    rollback_id TEXT
+);
+CREATE INDEX redemptions_by_voucher ON redemptions (voucher_id, seq);
+CREATE TABLE rollbacks (
+    id TEXT PRIMARY KEY,
+    redemption_id TEXT NOT NULL UNIQUE,
+    voucher_id TEXT NOT NULL,
+    voucher_code TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount <= 0),
+    reason TEXT,
+    date INTEGER NOT NULL,
+    transaction_id TEXT
+);
+CREATE INDEX rollbacks_by_voucher ON rollbacks (voucher_id);
+INSERT INTO vouchercore_meta (name, value) VALUES
+    ('schema_version', {SCHEMA_VERSION}), ('transaction_seq', 0);
+"""
+
+_SELECT_BY_CODE: Final = f"SELECT {_V} FROM vouchers WHERE code = ?"
+_SELECT_BY_ID: Final = f"SELECT {_V} FROM vouchers WHERE id = ?"
+_SELECT_SESSIONS: Final = f"SELECT {_S} FROM sessions WHERE voucher_id = ?"
+_UPDATE_VOUCHER: Final = (
+    f"UPDATE vouchers SET {', '.join(f'{c} = ?' for c in VOUCHER_MUTABLE_COLUMNS)} WHERE id = ?"
+)
+_INSERT_VOUCHER: Final = f"INSERT INTO vouchers ({_V}) VALUES ({_marks(len(VOUCHER_COLUMNS))})"
+_INSERT_SESSION: Final = f"INSERT INTO sessions ({_S}) VALUES ({_marks(len(SESSION_COLUMNS))})"
+_DELETE_SESSION: Final = "DELETE FROM sessions WHERE voucher_id = ? AND key = ?"
+_INSERT_TX: Final = f"INSERT INTO transactions ({_T}) VALUES ({_marks(len(TRANSACTION_COLUMNS))})"
+_INSERT_REDEMPTION: Final = (
+    f"INSERT INTO redemptions ({_R}) VALUES ({_marks(len(REDEMPTION_COLUMNS))})"
+)
+_UPDATE_REDEMPTION: Final = "UPDATE redemptions SET status = ?, rollback_id = ? WHERE id = ?"
+_INSERT_ROLLBACK: Final = (
+    f"INSERT INTO rollbacks ({', '.join(ROLLBACK_COLUMNS)}) "
+    f"VALUES ({_marks(len(ROLLBACK_COLUMNS))})"
+)
+_NEXT_TX: Final = (
+    "UPDATE vouchercore_meta SET value = value + 1 WHERE name = 'transaction_seq' RETURNING value"
+)
+_PURGE: Final = (
+    *(
+        f"DELETE FROM {table} WHERE voucher_id = ?"
+        for table in ("sessions", "transactions", "redemptions", "rollbacks")
+    ),
+    "DELETE FROM vouchers WHERE id = ?",
+)
+
+_DELETED: Final = int(VoucherState.DELETED)
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """The file path and query options of ``sqlite:///relative.db`` or
+    ``sqlite:////absolute/path.db?synchronous=NORMAL``.
+
+    Raises:
+        InvalidPayload: no path.
+    """
+    rest = url.split("://", 1)[1]
+    rest, _, query = rest.partition("?")
+    path = unquote(rest[1:] if rest.startswith("/") else rest)
+    if not path:
+        raise InvalidPayload(f"a SQLite store URL needs a file path: {url!r}")
+    return path, dict(parse_qsl(query))
+
+
+class SQLiteStore:
+    """Vouchers in a SQLite file. Thread- and process-safe; see the module docstring.
+
+    Args:
+        path: the database file (created with its schema on first open).
+        synchronous: ``"FULL"`` (default: every commit is on disk when it returns) or
+            ``"NORMAL"`` (faster; in WAL mode a power cut may lose the last commits, never half
+            of one).
+        busy_timeout: seconds to wait for another connection's write lock before giving up
+            with :class:`~vouchercore.errors.StorageError`.
+
+    Raises:
+        StorageError: the file cannot be opened, is not a SQLite database, belongs to another
+            application, or has a schema from a newer vouchercore.
+        InvalidPayload: an unknown *synchronous* mode or a bad *busy_timeout*.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", busy_timeout: float = 30.0
+    ) -> None:
+        mode = str(synchronous).upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise InvalidPayload(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}"
+            )
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
+            raise InvalidPayload(f"busy_timeout must be a number of seconds, got {busy_timeout!r}")
+        if busy_timeout < 0:
+            raise InvalidPayload(f"busy_timeout must be ≥ 0, got {busy_timeout!r}")
+        self.path = os.fspath(path)
+        self.synchronous = mode
+        self.busy_timeout = float(busy_timeout)
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        self._connect()  # open (and create the schema) now: a bad file fails here
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """A store for ``sqlite:///path.db?synchronous=NORMAL&busy_timeout=5``."""
+        path, options = parse_sqlite_url(url)
+        unknown = set(options) - {"synchronous", "busy_timeout"}
+        if unknown:
+            raise InvalidPayload(f"unknown SQLite store option(s): {', '.join(sorted(unknown))}")
+        timeout = options.get("busy_timeout", "30")
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            raise InvalidPayload(f"busy_timeout must be a number, got {timeout!r}") from None
+        return cls(path, synchronous=options.get("synchronous", "FULL"), busy_timeout=seconds)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r}, synchronous={self.synchronous})"
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _fail(self, action: str, error: BaseException) -> StorageError:
+        return StorageError(f"SQLite store {self.path!r}: {action} failed: {error}")
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StorageError(f"SQLite store {self.path!r} is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE … COMMIT
+                check_same_thread=False,  # closed from close(); used by its own thread only
+                cached_statements=64,
+            )
+        except sqlite3.Error as error:
+            raise self._fail("open", error) from error
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._ensure_schema(conn)
+        except sqlite3.Error as error:
+            conn.close()
+            raise self._fail("open", error) from error
+        except StorageError:
+            conn.close()
+            raise
+        self._local.conn = conn
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            tables = {
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if "vouchercore_meta" not in tables:
+                if tables:
+                    raise StorageError(
+                        f"SQLite store {self.path!r}: the database holds other tables "
+                        f"({', '.join(sorted(tables)[:5])}) and no vouchercore schema"
+                    )
+                # statement by statement: executescript would commit the open transaction
+                # first, and two processes creating the file at once must not both create
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            else:
+                row = conn.execute(
+                    "SELECT value FROM vouchercore_meta WHERE name = 'schema_version'"
+                ).fetchone()
+                version = row[0] if row else None
+                if version != SCHEMA_VERSION:
+                    newer = isinstance(version, int) and version > SCHEMA_VERSION
+                    raise StorageError(
+                        f"SQLite store {self.path!r}: schema version {version}, this vouchercore "
+                        f"reads version {SCHEMA_VERSION}"
+                        + (" (upgrade vouchercore)" if newer else "")
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # a forked child: never use the parent's connections
+            self._pid = os.getpid()
+            self._local = threading.local()
+            self._connections = []  # the parent's stay open in the parent (not closed here)
+            self._connections_lock = threading.Lock()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        return conn if conn is not None else self._connect()
+
+    @contextlib.contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction, committed on success, rolled back on error."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise self._fail(action, error) from error
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as error:
+            self._rollback(conn)
+            if isinstance(error, sqlite3.Error):
+                raise self._fail(action, error) from error
+            raise
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as error:
+            raise self._fail("read", error) from error
+
+    # --- vouchers -------------------------------------------------------------------------
+
+    def insert_voucher(self, record: Any) -> None:
+        """Store a new voucher. Raises DuplicateFound when its code or id is taken."""
+        try:
+            with self._write("insert voucher") as conn:
+                conn.execute(_INSERT_VOUCHER, _sql.voucher_row(record))
+        except StorageError as error:
+            cause = error.__cause__
+            if isinstance(cause, sqlite3.IntegrityError) and "UNIQUE" in str(cause):
+                what = "code" if "code" in str(cause) else "id"
+                value = record.code if what == "code" else record.id
+                raise DuplicateFound(
+                    f"a voucher with {what} {value!r} exists already",
+                    resource_id=value,
+                    resource_type="voucher",
+                ) from None
+            raise
+
+    def _load(
+        self, conn: sqlite3.Connection, code_or_id: str, include_deleted: bool, by_id: bool = False
+    ) -> SqlUnit | None:
+        row = None if by_id else conn.execute(_SELECT_BY_CODE, (code_or_id,)).fetchone()
+        if row is None:
+            row = conn.execute(_SELECT_BY_ID, (code_or_id,)).fetchone()
+        if row is None or (row[3] == _DELETED and not include_deleted):
+            return None
+        sessions = conn.execute(_SELECT_SESSIONS, (row[0],)).fetchall()
+        record = _sql.record_from_row(row, sessions)
+        return SqlUnit(record, list(row[20:]), conn, self._next_transaction_seq)
+
+    def _next_transaction_seq(self) -> int:
+        seq: int = self._conn().execute(_NEXT_TX).fetchone()[0]
+        return seq
+
+    def begin(self, code_or_id: str, *, include_deleted: bool = False) -> SqlUnit | None:
+        """Open ``BEGIN IMMEDIATE`` and load the voucher and its sessions (None: not found)."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            unit = self._load(conn, code_or_id, include_deleted)
+        except sqlite3.Error as error:
+            self._rollback(conn)
+            raise self._fail("begin", error) from error
+        if unit is None:
+            self._rollback(conn)
+        return unit
+
+    def begin_redemption(self, redemption_id: str) -> tuple[SqlUnit, Redemption] | None:
+        """Open ``BEGIN IMMEDIATE`` on the voucher of a redemption, with the redemption."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(
+                f"SELECT {_R} FROM redemptions WHERE id = ?", (redemption_id,)
+            ).fetchone()
+            unit = None if row is None else self._load(conn, row[1], False, by_id=True)
+        except sqlite3.Error as error:
+            self._rollback(conn)
+            raise self._fail("begin", error) from error
+        if unit is None or row is None:
+            self._rollback(conn)
+            return None
+        return unit, _sql.redemption_from_row(row)
+
+    def commit(self, unit: SqlUnit) -> None:
+        """Write what the unit changed and ``COMMIT`` (all or nothing)."""
+        conn: sqlite3.Connection = unit.handle
+        changes = unit.changes()
+        try:
+            if changes.purged:
+                for sql in _PURGE:
+                    conn.execute(sql, (changes.voucher_id,))
+            elif not changes.empty:
+                voucher_id = changes.voucher_id
+                if changes.voucher is not None:
+                    conn.execute(_UPDATE_VOUCHER, (*changes.voucher, voucher_id))
+                if changes.session_deletes:
+                    conn.executemany(
+                        _DELETE_SESSION, [(voucher_id, key) for key in changes.session_deletes]
+                    )
+                if changes.session_inserts:
+                    conn.executemany(_INSERT_SESSION, changes.session_inserts)
+                if changes.transactions:
+                    conn.executemany(_INSERT_TX, changes.transactions)
+                if changes.redemptions:
+                    conn.executemany(_INSERT_REDEMPTION, changes.redemptions)
+                if changes.redemption_updates:
+                    conn.executemany(_UPDATE_REDEMPTION, changes.redemption_updates)
+                if changes.rollbacks:
+                    conn.executemany(_INSERT_ROLLBACK, changes.rollbacks)
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback(conn)
+            raise self._fail("commit", error) from error
+
+    def abort(self, unit: SqlUnit) -> None:
+        """``ROLLBACK``: nothing of the unit is stored."""
+        self._rollback(unit.handle)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get_redemption(self, redemption_id: str) -> Redemption | None:
+        """A redemption by id, or None."""
+        rows = self._read(f"SELECT {_R} FROM redemptions WHERE id = ?", (redemption_id,))
+        return _sql.redemption_from_row(rows[0]) if rows else None
+
+    def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
+        """The voucher's transactions, oldest first."""
+        rows = self._read(
+            f"SELECT {_T} FROM transactions WHERE voucher_id = ? ORDER BY seq", (voucher_id,)
+        )
+        return [_sql.transaction_from_row(row) for row in rows]
+
+    def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
+        """The voucher's redemption log, oldest first."""
+        rows = self._read(
+            f"SELECT {_R} FROM redemptions WHERE voucher_id = ? ORDER BY seq", (voucher_id,)
+        )
+        return tuple(_sql.redemption_from_row(row) for row in rows)
+
+    def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
+        """Sessions with ``expires_at <= now``, soonest first, through the expiry index."""
+        columns = ", ".join(f"s.{c}" for c in SESSION_COLUMNS)
+        rows = self._read(
+            f"SELECT {columns}, v.code FROM sessions AS s JOIN vouchers AS v ON v.id = s.voucher_id"
+            " WHERE s.expires_at <= ? ORDER BY s.expires_at LIMIT ?",
+            (now, -1 if limit is None else limit),
+        )
+        return [_sql.detached_session(row) for row in rows]
+
+    def voucher_codes(self) -> Iterator[str]:
+        """Every live voucher's code, in code order (read in pages: no long-held cursor)."""
+        after = ""
+        while True:
+            rows = self._read(
+                "SELECT code FROM vouchers WHERE state < ? AND code > ? ORDER BY code LIMIT 1000",
+                (_DELETED, after),
+            )
+            for (code,) in rows:
+                yield code
+            if len(rows) < 1000:
+                return
+            after = rows[-1][0]
+
+    def session_counts(self) -> SessionCounts:
+        """Sessions opened, resolved and stored, read in one statement (one snapshot)."""
+        sums = ", ".join(f"COALESCE(SUM(sessions_{r}), 0)" for r in SESSION_REASONS)
+        row = self._read(
+            f"SELECT COALESCE(SUM(sessions_opened), 0), {sums}, "
+            "(SELECT COUNT(*) FROM sessions) FROM vouchers"
+        )[0]
+        return SessionCounts(
+            opened=row[0],
+            resolved={r: n for r, n in zip(SESSION_REASONS, row[1:-1], strict=True) if n},
+            stored=row[-1],
+        )
+
+    def session_count(self) -> int:
+        """How many sessions are stored (live, or expired and not yet purged)."""
+        count: int = self._read("SELECT COUNT(*) FROM sessions")[0][0]
+        return count
+
+    def close(self) -> None:
+        """Close every connection this store opened (in this process)."""
+        self._closed = True
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+
+if TYPE_CHECKING:  # mypy proves the SQLite store keeps the port's contract
+    _conforms: Store[SqlUnit] = SQLiteStore(":memory:")
