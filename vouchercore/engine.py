@@ -60,6 +60,8 @@ __all__ = ["Engine"]
 T = TypeVar("T")
 
 DEFAULT_TTL = 7
+#: How many expired sessions :meth:`Engine.expire_sessions` reads from the store at a time.
+SWEEP_BATCH = 1_000
 DEFAULT_TTL_UNIT = TtlUnit.DAYS
 
 
@@ -366,7 +368,9 @@ class Engine:
 
         Optional housekeeping: expiry is exact without it. An instant later than the clock's
         now is clamped to it — a session never ends before its ``expires_at``. Cost grows with
-        the number of expired sessions (the store's expiry index), not with how many are stored.
+        the number of expired sessions (the store's expiry index), not with how many are stored:
+        expired sessions are read in pages of :data:`SWEEP_BATCH` and purged one unit of work
+        per voucher (one database transaction per voucher on a SQL store).
         """
         now_us = self._clock.now_us()
         if now is not None:
@@ -374,15 +378,28 @@ class Engine:
             assert asked is not None
             now_us = min(now_us, asked)
         purged = 0
-        for session in self._store.expiring_sessions(now_us):
-            unit = self._store.begin(session.voucher.id, include_deleted=True)
-            if unit is None:
-                continue
-            try:
-                purged += operations.expire_session(unit, now_us, session)
-            finally:
+        while True:
+            found = self._store.expiring_sessions(now_us, SWEEP_BATCH)
+            by_voucher: dict[str, list[Any]] = {}
+            for session in found:
+                by_voucher.setdefault(session.voucher.id, []).append(session)
+            purged_now = 0
+            for voucher_id, sessions in by_voucher.items():
+                unit = self._store.begin(voucher_id, include_deleted=True)
+                if unit is None:
+                    continue
+                try:
+                    for session in sessions:
+                        purged_now += operations.expire_session(unit, now_us, session)
+                except BaseException:
+                    self._store.abort(unit)
+                    raise
                 self._store.commit(unit)
-        return purged
+            purged += purged_now
+            # a short page is the last; a page that purged nothing (every session in it was
+            # resolved meanwhile by another caller) is re-read only if something moved
+            if len(found) < SWEEP_BATCH or purged_now == 0:
+                return purged
 
     # --- redemptions ----------------------------------------------------------------------
 
