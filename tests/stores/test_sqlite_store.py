@@ -8,6 +8,7 @@ uses its index, and a fault mid-commit leaves nothing half-written and the engin
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from datetime import timedelta
@@ -99,7 +100,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(db: Path) -> None:
     SQLiteStore(db).close()
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE vouchercore_meta SET value = 99 WHERE name = 'schema_version'")
-    with pytest.raises(StorageError, match="schema version 99.*upgrade vouchercore"):
+    with pytest.raises(StorageError, match=r"schema version 99.*upgrade vouchercore"):
         SQLiteStore(db)
     with sqlite3.connect(db) as conn:
         version = conn.execute(
@@ -111,7 +112,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(db: Path) -> None:
 def test_a_foreign_database_is_refused(db: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
-    with pytest.raises(StorageError, match="other tables.*invoices"):
+    with pytest.raises(StorageError, match=r"other tables.*invoices"):
         SQLiteStore(db)
     with sqlite3.connect(db) as conn:  # nothing was added to it
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
@@ -242,8 +243,6 @@ def test_transaction_ids_keep_increasing_after_a_forced_delete(db: Path) -> None
 
 
 def test_a_forked_child_opens_its_own_connection(db: Path) -> None:
-    import os
-
     engine = _engine(db)
     engine.create_voucher("GIFT", type="GIFT_VOUCHER", gift={"amount": 1_000})
     parent_conn = engine.store._conn()  # type: ignore[attr-defined]
