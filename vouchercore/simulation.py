@@ -1,31 +1,105 @@
 """A seeded day of point-of-sale traffic: the job behind ``vouchercore simulate``.
 
-Several terminals (threads) share one engine and one simulated clock. Each terminal draws its
+Several terminals share one voucher book and one simulated clock. Each terminal draws its
 traffic from its own seeded generator: validations that lock a voucher and then redeem with the
 session key, carts abandoned with their lock still held (they expire), plain redemptions, manual
 releases, rollbacks of earlier redemptions, gift-card top-ups and removals, and the occasional
-disable/enable. With one terminal the same seed gives the same report, call for call.
+disable/enable. With one terminal (thread) the same seed gives the same report, call for call.
+
+Two ways to run the terminals:
+
+* threads (the default): one :class:`~vouchercore.engine.Engine` on the store (in-memory by
+  default, or a SQLite/PostgreSQL URL), a :class:`~vouchercore.clock.FakeClock`;
+* processes (``processes=N``, SQL stores only): the parent creates the vouchers, then N OS
+  processes (``spawn``) each open their own engine on the store URL and run one terminal; the
+  parent collects their outcome counts, sweeps and audits.
+
+The clock across processes: a :class:`SharedClock`, the simulated instant kept in shared memory
+(an 8-byte integer of microseconds behind a lock). Every process reads it once per operation
+(as the engine reads any clock) and advances it after each step, so all terminals live in ONE
+simulated time that only moves forward — exactly the semantics of the threaded run on one
+``FakeClock``. Session expiry stays exact (a session is live while ``now < expires_at`` for
+whoever reads it), the TTLs stay the realistic 30 s–15 min of simulated time instead of being
+shortened to fit a wall-clock run, and the final sweep and the audit run in the parent at the
+last simulated instant, after every terminal has stopped. (Not chosen: the system clock, which
+would need TTLs of milliseconds and makes expiry depend on scheduling; one FakeClock per
+process, whose instants would disagree between processes, so one process's expired lock would
+be another's live one and time would run backwards on a voucher.) As with threads, an operation
+that read the clock just before another terminal advanced it commits with the earlier instant.
+
+Ids across processes: the parent's engine is seeded with ``seed`` (it only makes vouchers);
+process *i* seeds its engine with ``seed + 1 + i`` and its traffic with ``seed * 1000 + i`` (as
+thread *i* does), so no two engines draw the same id or session key stream. A run with processes
+is not reproducible call for call (the interleaving is the operating system's); its audit must
+still pass.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
-from vouchercore.clock import FakeClock
+from vouchercore.clock import Clock, FakeClock
+from vouchercore.domain.instants import from_us, to_us
 from vouchercore.domain.snapshots import AuditReport
 from vouchercore.engine import Engine
 from vouchercore.errors import VoucherError
 
-__all__ = ["SimulationReport", "simulate"]
+__all__ = ["SharedClock", "SimulationError", "SimulationReport", "simulate"]
 
 SIMULATION_START = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+
+#: How long the parent waits for a terminal process to open its engine (seconds).
+PROCESS_START_TIMEOUT = 120.0
+
+
+class SimulationError(RuntimeError):
+    """A terminal process failed (its error is in the message); the run was stopped."""
+
+
+class SharedClock(Clock):
+    """A simulated clock in shared memory: every process of a simulation reads and advances the
+    same instant, which only moves forward.
+
+    Made in the parent and handed to each process as an argument of
+    :class:`multiprocessing.Process` (shared memory crosses ``spawn`` that way only).
+
+    Args:
+        start: the initial instant (aware).
+        context: the multiprocessing context the processes will be started with.
+    """
+
+    def __init__(self, start: datetime, context: Any = None) -> None:
+        ctx = context if context is not None else multiprocessing.get_context("spawn")
+        self._us = ctx.Value("q", to_us(start, "start"))
+
+    def now(self) -> datetime:
+        return from_us(self.now_us())
+
+    def now_us(self) -> int:
+        value: int = self._us.value  # a synchronized Value: read under its lock
+        return value
+
+    def advance(self, *, microseconds: int = 0) -> None:
+        """Move forward by *microseconds* (≥ 0), atomically for every process."""
+        if microseconds < 0:
+            raise ValueError("a SharedClock never moves backwards")
+        with self._us.get_lock():
+            self._us.value += microseconds
+
+
+class _SimClock(Protocol):
+    def advance(self, *, microseconds: int = 0) -> None: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -42,6 +116,8 @@ class SimulationReport:
     simulated_seconds: float
     elapsed_seconds: float
     audit: AuditReport
+    store: str = ""  # the store's URL (password hidden); "" for the in-memory default
+    processes: bool = False  # terminals ran as OS processes
 
     @property
     def ok(self) -> bool:
@@ -50,9 +126,11 @@ class SimulationReport:
 
     def lines(self) -> list[str]:
         """The report as text lines; timing lines are marked with ``[timing]``."""
+        kind = "terminal process(es)" if self.processes else "terminal(s)"
+        where = f" on {self.store}" if self.store else ""
         out = [
-            f"vouchercore simulate: seed {self.seed}, {self.terminals} terminal(s), "
-            f"{self.vouchers} vouchers, {self.operations} operations",
+            f"vouchercore simulate: seed {self.seed}, {self.terminals} {kind}, "
+            f"{self.vouchers} vouchers, {self.operations} operations{where}",
             f"simulated time: {self.simulated_seconds / 3600:.2f} h",
             "",
             f"{'operation':<22} {'outcome':<30} {'count':>8}",
@@ -82,7 +160,7 @@ class _Terminal:
     def __init__(
         self,
         engine: Engine,
-        clock: FakeClock,
+        clock: _SimClock,
         seed: int,
         codes: dict[str, str],
         max_step_us: int,
@@ -237,34 +315,111 @@ def _create_vouchers(engine: Engine, rng: random.Random, count: int) -> dict[str
     return codes
 
 
+def _public_url(url: str) -> str:
+    """*url* without its password (for the report)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def simulate(
     *,
     seed: int = 1,
     terminals: int = 4,
     vouchers: int = 200,
     operations: int = 20_000,
+    store: str = "memory://",
+    processes: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> SimulationReport:
-    """Run a simulated POS day on a fresh in-memory engine and audit it.
+    """Run a simulated POS day on a fresh voucher book and audit it.
 
     Args:
-        seed: seeds the engine's ids and every terminal's traffic.
-        terminals: POS terminals, one thread each, racing on the same vouchers.
+        seed: seeds the engines' ids and every terminal's traffic.
+        terminals: POS terminals racing on the same vouchers (threads, or processes).
         vouchers: how many vouchers to create (mixed types).
         operations: customer interactions in total (split between terminals).
+        store: the store URL: ``memory://`` (default), ``sqlite:///path.db`` or
+            ``postgresql://…``. The store must hold no voucher yet.
+        processes: run each terminal in its own OS process with its own engine on *store*
+            (a SQL store; see the module docstring for the clock they share).
         progress: called with the number of operations done so far, now and then.
+
+    Raises:
+        ValueError: bad counts, ``processes`` on the in-memory store, or a store that holds
+            vouchers already (also :class:`~vouchercore.errors.InvalidArgument` for a bad URL).
+        StorageError: the store cannot be opened or fails.
+        SimulationError: a terminal process failed.
     """
     if terminals < 1 or vouchers < 1 or operations < 0:
         raise ValueError("terminals and vouchers must be ≥ 1, operations ≥ 0")
-    clock = FakeClock(SIMULATION_START)
-    engine = Engine(clock=clock, seed=seed)
-    codes = _create_vouchers(engine, random.Random(seed), vouchers)
-    # spread the traffic over about one simulated day, whatever the number of operations
-    max_step_us = max(2, 2 * 86_400_000_000 // max(operations, 1))
+    in_memory = store.split("://", 1)[0].lower() == "memory"
+    if processes and in_memory:
+        raise ValueError(
+            "terminal processes need a shared store: give a sqlite:/// or postgresql:// URL"
+        )
+    context = multiprocessing.get_context("spawn")
+    clock: FakeClock | SharedClock = (
+        SharedClock(SIMULATION_START, context) if processes else FakeClock(SIMULATION_START)
+    )
+    engine = Engine(store, clock=clock, seed=seed)
+    try:
+        if not in_memory and next(iter(engine.store.voucher_codes()), None) is not None:
+            raise ValueError(
+                f"the store {_public_url(store)} holds vouchers already: simulate needs an "
+                "empty one (a new file or schema)"
+            )
+        codes = _create_vouchers(engine, random.Random(seed), vouchers)
+        # spread the traffic over about one simulated day, whatever the number of operations
+        max_step_us = max(2, 2 * 86_400_000_000 // max(operations, 1))
+        shares = [operations // terminals + (i < operations % terminals) for i in range(terminals)]
+        started = time.perf_counter()
+        if isinstance(clock, SharedClock):
+            outcomes, started = _run_processes(
+                context, store, clock, seed, codes, max_step_us, shares, progress
+            )
+        else:
+            outcomes = _run_threads(engine, clock, seed, codes, max_step_us, shares, progress)
+        elapsed = time.perf_counter() - started
+
+        swept = engine.expire_sessions()
+        counts = engine.store.session_counts()
+        sessions = {"opened": counts.opened, **counts.resolved}
+        return SimulationReport(
+            seed=seed,
+            terminals=terminals,
+            vouchers=vouchers,
+            operations=operations,
+            outcomes=dict(outcomes),
+            sessions=sessions,
+            swept_sessions=swept,
+            simulated_seconds=(clock.now() - SIMULATION_START).total_seconds(),
+            elapsed_seconds=elapsed,
+            audit=engine.audit(),
+            store="" if in_memory else _public_url(store),
+            processes=processes,
+        )
+    finally:
+        engine.close()
+
+
+def _run_threads(
+    engine: Engine,
+    clock: FakeClock,
+    seed: int,
+    codes: dict[str, str],
+    max_step_us: int,
+    shares: Sequence[int],
+    progress: Callable[[int], None] | None,
+) -> Counter[tuple[str, str]]:
+    """One thread per terminal on one engine; their outcome counts."""
+    terminals = len(shares)
     tills = [
         _Terminal(engine, clock, seed * 1_000 + i, codes, max_step_us) for i in range(terminals)
     ]
-    shares = [operations // terminals + (i < operations % terminals) for i in range(terminals)]
     done = [0] * terminals
     barrier = threading.Barrier(terminals)
 
@@ -275,7 +430,6 @@ def simulate(
             till.step()
             done[index] = n + 1
 
-    started = time.perf_counter()
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(terminals)]
     for thread in threads:
         thread.start()
@@ -284,25 +438,128 @@ def simulate(
             thread.join(timeout=0.1)
         if progress is not None:
             progress(sum(done))
-    elapsed = time.perf_counter() - started
     if progress is not None:
         progress(sum(done))
-
-    swept = engine.expire_sessions()
     outcomes: Counter[tuple[str, str]] = Counter()
     for till in tills:
         outcomes.update(till.outcomes)
-    counts = engine.store.session_counts()
-    sessions = {"opened": counts.opened, **counts.resolved}
-    return SimulationReport(
-        seed=seed,
-        terminals=terminals,
-        vouchers=vouchers,
-        operations=operations,
-        outcomes=dict(outcomes),
-        sessions=sessions,
-        swept_sessions=swept,
-        simulated_seconds=(clock.now() - SIMULATION_START).total_seconds(),
-        elapsed_seconds=elapsed,
-        audit=engine.audit(),
-    )
+    return outcomes
+
+
+def _run_processes(
+    context: Any,
+    store: str,
+    clock: SharedClock,
+    seed: int,
+    codes: dict[str, str],
+    max_step_us: int,
+    shares: Sequence[int],
+    progress: Callable[[int], None] | None,
+) -> tuple[Counter[tuple[str, str]], float]:
+    """One process per terminal, each with its own engine on *store*; their outcome counts
+    and the instant (``perf_counter``) they were all ready and told to go."""
+    terminals = len(shares)
+    done = context.Array("q", terminals, lock=False)  # each slot written by one process only
+    go = context.Event()
+    messages = context.Queue()
+    workers = [
+        context.Process(
+            target=_terminal_process,
+            args=(i, store, clock, seed, codes, max_step_us, shares[i], done, go, messages),
+            name=f"vouchercore-terminal-{i}",
+            daemon=True,
+        )
+        for i in range(terminals)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes: Counter[tuple[str, str]] = Counter()
+    try:
+        ready = 0
+        deadline = time.monotonic() + PROCESS_START_TIMEOUT
+        while ready < terminals:
+            message = _next_message(messages, workers, deadline)
+            _raise_if_failed(message)
+            ready += 1
+        started = time.perf_counter()
+        go.set()
+        finished = 0
+        while finished < terminals:
+            message = _next_message(messages, workers, None, lambda: _report(progress, done))
+            _raise_if_failed(message)
+            outcomes.update({(op, outcome): n for op, outcome, n in message[2]})
+            finished += 1
+        for worker in workers:
+            worker.join()
+        _report(progress, done)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+    return outcomes, started
+
+
+def _report(progress: Callable[[int], None] | None, done: Sequence[int]) -> None:
+    if progress is not None:
+        progress(sum(done))
+
+
+def _next_message(
+    messages: Any,
+    workers: Sequence[Any],
+    deadline: float | None,
+    tick: Callable[[], None] | None = None,
+) -> tuple[str, int, Any]:
+    """The next message of a terminal process; raises if one died without a word or the
+    deadline passed."""
+    while True:
+        try:
+            message: tuple[str, int, Any] = messages.get(timeout=0.1)
+        except queue.Empty:
+            pass
+        else:
+            return message
+        if tick is not None:
+            tick()
+        for i, worker in enumerate(workers):
+            if worker.exitcode not in (None, 0):
+                raise SimulationError(f"terminal process {i} died (exit code {worker.exitcode})")
+        if deadline is not None and time.monotonic() > deadline:
+            raise SimulationError("terminal processes did not start in time")
+
+
+def _raise_if_failed(message: tuple[str, int, Any]) -> None:
+    kind, index, detail = message
+    if kind == "failed":
+        raise SimulationError(f"terminal process {index} failed: {detail}")
+
+
+def _terminal_process(
+    index: int,
+    store: str,
+    clock: SharedClock,
+    seed: int,
+    codes: dict[str, str],
+    max_step_us: int,
+    share: int,
+    done: Any,
+    go: Any,
+    messages: Any,
+) -> None:
+    """The body of terminal process *index*: open an engine, say ready, wait for the go, run
+    *share* steps, send the outcome counts (or the error) back."""
+    try:
+        with Engine(store, clock=clock, seed=seed + 1 + index) as engine:
+            till = _Terminal(engine, clock, seed * 1_000 + index, codes, max_step_us)
+            messages.put(("ready", index, None))
+            go.wait()
+            for n in range(share):
+                till.step()
+                if not n & 15:
+                    done[index] = n + 1
+            done[index] = share
+        counts = [(op, outcome, n) for (op, outcome), n in till.outcomes.items()]
+        messages.put(("done", index, counts))
+    except BaseException as error:  # reported to the parent, which stops the run
+        messages.put(("failed", index, f"{type(error).__name__}: {error}"))
