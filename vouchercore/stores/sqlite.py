@@ -23,7 +23,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
 
@@ -167,8 +167,16 @@ _INSERT_ROLLBACK: Final = (
     f"INSERT INTO rollbacks ({', '.join(ROLLBACK_COLUMNS)}) "
     f"VALUES ({_marks(len(ROLLBACK_COLUMNS))})"
 )
-_NEXT_TX: Final = (
-    "UPDATE vouchercore_meta SET value = value + 1 WHERE name = 'transaction_seq' RETURNING value"
+#: The last transaction seq handed out: the log's largest, or the high-water mark a forced
+#: delete left (so a purged voucher's ids are never handed out again). Writers are serialised by
+#: BEGIN IMMEDIATE, so reading it costs a lookup on the rowid's right edge and no page write.
+_LAST_TX: Final = (
+    "SELECT max(COALESCE((SELECT max(seq) FROM transactions), 0), "
+    "(SELECT value FROM vouchercore_meta WHERE name = 'transaction_seq'))"
+)
+_KEEP_HIGH_WATER: Final = (
+    "UPDATE vouchercore_meta SET value = max(value, "
+    "COALESCE((SELECT max(seq) FROM transactions), 0)) WHERE name = 'transaction_seq'"
 )
 _PURGE: Final = (
     *(
@@ -389,11 +397,23 @@ class SQLiteStore:
             return None
         sessions = conn.execute(_SELECT_SESSIONS, (row[0],)).fetchall()
         record = _sql.record_from_row(row, sessions)
-        return SqlUnit(record, list(row[20:]), conn, self._next_transaction_seq)
+        return SqlUnit(record, list(row[20:]), conn, self._transaction_seqs(conn))
 
-    def _next_transaction_seq(self) -> int:
-        seq: int = self._conn().execute(_NEXT_TX).fetchone()[0]
-        return seq
+    @staticmethod
+    def _transaction_seqs(conn: sqlite3.Connection) -> Callable[[], int]:
+        """Hands out the unit's transaction seqs: the first read from the log, then counted
+        (the unit's own transactions are inserted only at commit)."""
+        last: int | None = None
+
+        def next_seq() -> int:
+            nonlocal last
+            if last is None:
+                last = conn.execute(_LAST_TX).fetchone()[0]
+            assert last is not None
+            last += 1
+            return last
+
+        return next_seq
 
     def begin(self, code_or_id: str, *, include_deleted: bool = False) -> SqlUnit | None:
         """Open ``BEGIN IMMEDIATE`` and load the voucher and its sessions (None: not found)."""
@@ -431,6 +451,7 @@ class SQLiteStore:
         changes = unit.changes()
         try:
             if changes.purged:
+                conn.execute(_KEEP_HIGH_WATER)
                 for sql in _PURGE:
                     conn.execute(sql, (changes.voucher_id,))
             elif not changes.empty:
