@@ -18,6 +18,7 @@ from vouchercore import (
     TtlUnit,
 )
 from vouchercore.testing import state_snapshot
+from vouchercore.testing.contract.conftest import MakeEngine
 
 US = timedelta(microseconds=1)
 SESSION_KEY = re.compile(r"ssn_[0-9A-Za-z]{32}")
@@ -505,10 +506,12 @@ def test_session_expiring_past_year_9999_is_invalid_even_for_an_unknown_code(
         engine.validate_voucher("NOPE", session={"ttl": 10**7, "ttl_unit": "DAYS"})
 
 
-def test_session_may_expire_at_the_last_representable_microsecond() -> None:
+def test_session_may_expire_at_the_last_representable_microsecond(
+    make_engine: MakeEngine,
+) -> None:
     last = datetime.max.replace(tzinfo=UTC)
     clock = FakeClock(last - 2 * US)
-    engine = Engine(clock=clock, seed=1)
+    engine = make_engine(clock=clock, seed=1)
     engine.create_voucher("D", discount=Discount.amount(1))
     session = _lock(engine, "D", "a", ttl=2, ttl_unit="MICROSECONDS")
     assert session.expires_at == last

@@ -1,4 +1,7 @@
-"""SPEC §13: FakeClock, one clock read per operation, aware UTC instants, seeded runs."""
+"""SPEC §13: one clock read per operation, aware UTC instants, seeded runs — on every store.
+
+FakeClock and SystemClock themselves are tested in ``tests/test_clock.py``.
+"""
 
 from __future__ import annotations
 
@@ -13,91 +16,12 @@ from vouchercore import (
     Engine,
     FakeClock,
     InvalidArgument,
-    SystemClock,
     VoucherError,
 )
 from vouchercore.testing import state_snapshot
+from vouchercore.testing.contract.conftest import MakeEngine
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-# --- FakeClock ----------------------------------------------------------------------------
-
-
-def test_fake_clock_starts_where_told() -> None:
-    assert FakeClock(START).now() == START
-
-
-def test_fake_clock_default_start_is_2026_01_01_utc() -> None:
-    assert FakeClock().now() == datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def test_fake_clock_stands_still_until_moved() -> None:
-    clock = FakeClock(START)
-    assert clock.now() == clock.now() == START
-
-
-def test_fake_clock_advances_by_units_and_deltas() -> None:
-    clock = FakeClock(START)
-    clock.advance(days=1, hours=2, minutes=3, seconds=4, milliseconds=5, microseconds=6)
-    assert clock.now() == START + timedelta(
-        days=1, hours=2, minutes=3, seconds=4, milliseconds=5, microseconds=6
-    )
-    clock.advance(timedelta(minutes=1))
-    clock.advance_us(1)
-    assert clock.now() == START + timedelta(
-        days=1, hours=2, minutes=4, seconds=4, milliseconds=5, microseconds=7
-    )
-
-
-def test_fake_clock_advance_by_zero_is_allowed() -> None:
-    clock = FakeClock(START)
-    clock.advance()
-    clock.advance_us(0)
-    clock.set(START)
-    assert clock.now() == START
-
-
-def test_fake_clock_refuses_to_move_backwards() -> None:
-    clock = FakeClock(START)
-    with pytest.raises(ValueError, match="forward"):
-        clock.advance(seconds=-1)
-    with pytest.raises(ValueError, match="forward"):
-        clock.advance(timedelta(microseconds=-1))
-    with pytest.raises(ValueError, match="forward"):
-        clock.advance_us(-1)
-    with pytest.raises(ValueError, match="forward"):
-        clock.set(START - timedelta(microseconds=1))
-    assert clock.now() == START
-
-
-def test_fake_clock_set_jumps_forward() -> None:
-    clock = FakeClock(START)
-    later = START + timedelta(days=400)
-    clock.set(later)
-    assert clock.now() == later
-
-
-def test_fake_clock_rejects_naive_instants() -> None:
-    with pytest.raises(ValueError):
-        FakeClock(datetime(2026, 1, 1))  # naive on purpose
-    clock = FakeClock(START)
-    with pytest.raises(ValueError):
-        clock.set(datetime(2027, 1, 1))  # naive on purpose
-    assert clock.now() == START
-
-
-def test_fake_clock_now_is_aware_utc() -> None:
-    plus5 = timezone(timedelta(hours=5))
-    clock = FakeClock(datetime(2026, 3, 1, 17, 0, tzinfo=plus5))
-    assert clock.now() == START
-    assert clock.now().utcoffset() == timedelta(0)
-
-
-def test_system_clock_is_aware_utc() -> None:
-    now = SystemClock().now()
-    assert now.tzinfo is not None
-    assert now.utcoffset() == timedelta(0)
-
 
 # --- one clock read per operation ----------------------------------------------------------
 
@@ -120,9 +44,9 @@ class CountingClock(Clock):
         return self.inner.now_us()
 
 
-def test_engine_reads_its_clock_once_per_operation() -> None:
+def test_engine_reads_its_clock_once_per_operation(make_engine: MakeEngine) -> None:
     clock = CountingClock()
-    engine = Engine(clock=clock, seed=3)
+    engine = make_engine(clock=clock, seed=3)
     calls: list[tuple[str, Any]] = [
         ("create", lambda: engine.create_voucher("G", gift={"amount": 1000}, quantity=5)),
         ("create-gen", lambda: engine.create_voucher(discount=Discount.amount(1))),
@@ -144,8 +68,10 @@ def test_engine_reads_its_clock_once_per_operation() -> None:
         assert clock.reads - before == 1, f"{name} read the clock {clock.reads - before} times"
 
 
-def test_instants_of_one_operation_agree_even_if_the_clock_moves_on_every_read() -> None:
-    engine = Engine(clock=CountingClock(), seed=3)
+def test_instants_of_one_operation_agree_even_if_the_clock_moves_on_every_read(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(clock=CountingClock(), seed=3)
     created = engine.create_voucher("G", gift={"amount": 1000})
     assert created.created_at == created.updated_at
     redemption = engine.redeem_voucher("G", credits=10)
@@ -222,18 +148,18 @@ def _script(engine: Engine, clock: FakeClock) -> list[Any]:
     return seen
 
 
-def test_same_seed_and_same_calls_give_the_same_ids_keys_and_logs() -> None:
+def test_same_seed_and_same_calls_give_the_same_ids_keys_and_logs(make_engine: MakeEngine) -> None:
     runs = []
     for _ in range(2):
         clock = FakeClock(START)
-        runs.append(_script(Engine(clock=clock, seed=42), clock))
+        runs.append(_script(make_engine(clock=clock, seed=42), clock))
     assert runs[0] == runs[1]
 
 
-def test_different_seeds_give_different_ids() -> None:
+def test_different_seeds_give_different_ids(make_engine: MakeEngine) -> None:
     ids = []
     for seed in (1, 2):
-        engine = Engine(clock=FakeClock(START), seed=seed)
+        engine = make_engine(clock=FakeClock(START), seed=seed)
         v = engine.create_voucher("G", gift={"amount": 100})
         r = engine.redeem_voucher("G", credits=1)
         s = engine.validate_voucher("G", credits=1, session=True).session
@@ -245,18 +171,18 @@ def test_different_seeds_give_different_ids() -> None:
     assert a[2] != b[2]
 
 
-def test_seeded_generated_codes_repeat_with_the_seed() -> None:
+def test_seeded_generated_codes_repeat_with_the_seed(make_engine: MakeEngine) -> None:
     codes = [
-        Engine(clock=FakeClock(START), seed=9).create_voucher(gift={"amount": 1}).code
+        make_engine(clock=FakeClock(START), seed=9).create_voucher(gift={"amount": 1}).code
         for _ in range(2)
     ]
     assert codes[0] == codes[1]
 
 
-def test_unseeded_session_keys_differ_between_engines() -> None:
+def test_unseeded_session_keys_differ_between_engines(make_engine: MakeEngine) -> None:
     keys = []
     for _ in range(2):
-        engine = Engine(clock=FakeClock(START))
+        engine = make_engine(clock=FakeClock(START))
         engine.create_voucher("D", discount=Discount.amount(1))
         session = engine.validate_voucher("D", session=True).session
         assert session is not None
@@ -264,14 +190,16 @@ def test_unseeded_session_keys_differ_between_engines() -> None:
     assert keys[0] != keys[1]
 
 
-def test_unseeded_ids_and_codes_differ_between_engines() -> None:
-    made = [Engine(clock=FakeClock(START)).create_voucher(gift={"amount": 1}) for _ in range(2)]
+def test_unseeded_ids_and_codes_differ_between_engines(make_engine: MakeEngine) -> None:
+    made = [
+        make_engine(clock=FakeClock(START)).create_voucher(gift={"amount": 1}) for _ in range(2)
+    ]
     assert made[0].id != made[1].id
     assert made[0].code != made[1].code
 
 
-def test_engine_uses_the_clock_it_was_given(clock: FakeClock) -> None:
-    engine = Engine(clock=clock)
+def test_engine_uses_the_clock_it_was_given(clock: FakeClock, make_engine: MakeEngine) -> None:
+    engine = make_engine(clock=clock)
     assert engine.clock is clock
     clock.advance(days=3)
     assert engine.create_voucher("G", gift={"amount": 1}).created_at == START + timedelta(days=3)
