@@ -13,16 +13,27 @@ An operation on one voucher is a *unit of work*::
 The unit's interface, :class:`~vouchercore.domain.operations.VoucherUnit`, is declared by the
 domain (it is what the rules need) and re-exported here.
 
-Guarantees every store gives:
+Guarantees every store gives (the memory, SQLite and PostgreSQL stores, and any store that
+passes the contract suite in :mod:`vouchercore.testing.contract`):
 
 * **Isolation:** between ``begin`` and ``commit``/``abort`` no other unit on the same voucher
-  runs; units on different vouchers do not wait for each other.
-* **Atomicity:** after ``commit`` every change reported to the unit is stored; after ``abort``
-  (or a crash before ``commit``) none is.
-* **Ordering:** transaction ids a store hands out increase strictly in creation order.
+  runs — in this process or, for a shared store, in any other process or host. Units on
+  different vouchers do not wait for each other (SQLite, which has one writer per file, runs
+  them one after another, briefly).
+* **Atomicity:** after ``commit`` returns, every change reported to the unit is stored (and,
+  for a durable store, on disk as its durability setting promises); after ``abort``, a failed
+  ``commit``, or a crash before ``commit`` returns, none is.
+* **Ordering:** transaction ids a store hands out increase strictly in creation order, and
+  are never handed out twice (not even after the voucher that held them is force-deleted).
+* **Liveness from the clock:** a store returns every stored session of a voucher, expired or
+  not; the domain purges the expired ones with the operation's ``now``. A store never keeps a
+  count of live sessions that only a sweep would correct.
 
-Errors: infrastructure faults surface as :class:`~vouchercore.errors.StorageError`; a store
-never raises a domain error except :class:`~vouchercore.errors.DuplicateFound` on insert.
+Errors: infrastructure faults (a database that cannot be opened, is busy past its timeout,
+goes away, or refuses a write) surface from every method as
+:class:`~vouchercore.errors.StorageError`, with the driver's error as ``__cause__`` and nothing
+half-written; the store is usable again once the fault is gone. A store never raises a domain
+error except :class:`~vouchercore.errors.DuplicateFound` on insert.
 """
 
 from __future__ import annotations
@@ -69,6 +80,9 @@ class Store(Protocol[Unit]):
 
         Returns ``None`` when there is no such voucher or it is deleted (force-deleted, or
         soft-deleted unless *include_deleted*).
+
+        Raises:
+            StorageError: the voucher could not be read or locked (nothing is held).
         """
         ...
 
@@ -80,7 +94,11 @@ class Store(Protocol[Unit]):
         ...
 
     def commit(self, unit: Unit) -> None:
-        """Make every change reported to *unit* durable and visible, and release the voucher."""
+        """Make every change reported to *unit* durable and visible, and release the voucher.
+
+        Raises:
+            StorageError: nothing of the unit was stored (the voucher is released).
+        """
 
     def abort(self, unit: Unit) -> None:
         """Discard *unit* and release the voucher. Changes already applied in place to a
