@@ -125,7 +125,7 @@ CASES: list[Any] = [
         lambda e, v: e.create_voucher("NEW", discount={"type": "AMOUNT", "amount_off": v}),
     ),
     pytest.param(
-        _create(discount=Discount.amount(1.5)),  # type: ignore[arg-type]
+        _create(discount=Discount.amount(1.5)),
         AMOUNT,
         "amount_off",
         id="create-discount-object-float",
@@ -486,7 +486,7 @@ def test_invalid_argument_from_redeem_records_no_failed_redemption(
 ) -> None:
     before = engine.list_redemptions("GIFT")
     with pytest.raises(InvalidArgument):
-        engine.redeem_voucher("GIFT", credits=1.5)  # type: ignore[arg-type]
+        engine.redeem_voucher("GIFT", credits=1.5)
     with pytest.raises(InvalidArgument):
         engine.redeem_voucher("GIFT")
     assert engine.list_redemptions("GIFT") == before

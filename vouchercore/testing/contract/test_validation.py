@@ -15,6 +15,7 @@ from vouchercore import (
     NotFound,
     QuantityExceeded,
     VoucherDisabled,
+    VoucherError,
     VoucherExpired,
     VoucherNotActive,
     VoucherRejected,
@@ -141,7 +142,7 @@ def test_validation_by_voucher_id_works_like_by_code(engine: Engine) -> None:
     ],
 )
 def test_invalid_validation_returns_valid_false_with_the_error_instead_of_raising(
-    engine: Engine, clock: FakeClock, setup: str, ask: dict[str, int], error: type
+    engine: Engine, clock: FakeClock, setup: str, ask: dict[str, int], error: type[VoucherError]
 ) -> None:
     now = clock.now()
     kwargs: dict[str, object] = {"gift": {"amount": 1000}}
@@ -159,6 +160,7 @@ def test_invalid_validation_returns_valid_false_with_the_error_instead_of_raisin
     result = engine.validate_voucher("V", **ask)  # type: ignore[arg-type]
     assert result.valid is False
     assert isinstance(result.error, error)
+    assert result.error is not None
     assert result.error.key == error.key
     assert result.error.message
     assert result.code == "V"
