@@ -1,0 +1,117 @@
+"""Differential mode: the same random steps on every store, in lockstep, must give the same answers.
+
+:class:`StoresAgree` is the stateful machine of ``test_engine_against_model.py`` (its rules,
+strategies and SPEC model, unchanged), with its engine replaced by a :class:`Lockstep` of
+engines on a :class:`~vouchercore.MemoryStore`, a :class:`~vouchercore.SQLiteStore` (a new file
+per example) and, when ``VOUCHERCORE_TEST_POSTGRES_DSN`` is set, a ``PostgresStore`` (a new
+schema per example, dropped after it). All engines read one :class:`~vouchercore.FakeClock` and
+generate ids from the same seed. Every call is made on each engine in turn and must give an
+equal result — the same values, ids, session keys and instants — or an equal error; after every
+step every engine's whole observable state (:func:`~vouchercore.testing.state_snapshot`, FAILED
+redemptions included: transaction ids and logs, sessions, redemptions) must be equal, and
+every engine's audit clean. The model's own checks still run, on the first engine's answers.
+
+Examples are fewer than the in-memory machine's (each makes a SQLite file, and a PostgreSQL
+schema): a quarter of the profile's ``max_examples`` (``dev`` 10, ``ci`` 50), 60 steps each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import invariant
+
+from tests.stateful.test_engine_against_model import EngineAgainstModel
+from vouchercore import Engine, VoucherError
+from vouchercore.testing import state_snapshot
+from vouchercore.testing.stores import BUILT_IN_STORES, store_factory, unavailable_reason
+
+pytestmark = pytest.mark.slow
+
+SEED = 1234
+#: The stores in the lockstep: the first one's answers are the ones the model checks.
+STORES = tuple(name for name in BUILT_IN_STORES if unavailable_reason(name) is None)
+
+
+class Lockstep:
+    """Stands in for one :class:`Engine`: each method call is made on every engine, in order,
+    and must return equal results or raise equal :class:`VoucherError` s; the first engine's
+    result is returned (or its error raised)."""
+
+    def __init__(self, engines: dict[str, Engine]) -> None:
+        self.engines = engines
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        methods = {store: getattr(engine, name) for store, engine in self.engines.items()}
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            outcomes: dict[str, tuple[Any, VoucherError | None]] = {}
+            for store, method in methods.items():
+                try:
+                    outcomes[store] = (method(*args, **kwargs), None)
+                except VoucherError as error:
+                    outcomes[store] = (None, error)
+            (first, (result, error)), *others = outcomes.items()
+            for store, (other_result, other_error) in others:
+                if error is not None or other_error is not None:
+                    got = None if other_error is None else other_error.as_dict()
+                    expected = None if error is None else error.as_dict()
+                    assert got == expected, (name, args, kwargs, first, expected, store, got)
+                assert other_result == result, (name, args, kwargs, first, result, store)
+            if error is not None:
+                raise error
+            return result
+
+        return call
+
+
+class StoresAgree(EngineAgainstModel):
+    """The SPEC-model machine, run on every store at once (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # the clock, the model (and an in-memory engine, replaced below)
+        self._resources = contextlib.ExitStack()
+        directory = Path(tempfile.mkdtemp(prefix="vouchercore-lockstep-"))
+        self._resources.callback(shutil.rmtree, directory, ignore_errors=True)
+        engines: dict[str, Engine] = {}
+        for name in STORES:
+            store = self._resources.enter_context(store_factory(name)(directory))
+            engines[name] = Engine(store, clock=self.clock, seed=SEED)
+        self.engines = engines
+        self.engine = Lockstep(engines)  # type: ignore[assignment]  # duck-typed stand-in
+
+    def teardown(self) -> None:
+        self._resources.close()
+
+    @invariant()
+    def stores_hold_the_same_state(self) -> None:
+        """Every store shows the same vouchers, sessions, redemptions, transactions and ids,
+        and passes its audit."""
+        (first, engine), *others = self.engines.items()
+        expected = state_snapshot(engine, include_failed=True)
+        for name, other in others:
+            assert state_snapshot(other, include_failed=True) == expected, (first, name)
+        for name, each in self.engines.items():
+            report = each.audit()
+            assert report.ok, (name, str(report))
+
+
+StoresAgree.TestCase.settings = settings(
+    max_examples=max(5, settings.default.max_examples // 4), stateful_step_count=60
+)
+TestStoresAgree = StoresAgree.TestCase
+
+
+def test_postgres_is_in_the_lockstep() -> None:
+    """Says, in the test report, whether PostgreSQL took part (it needs a server)."""
+    reason = unavailable_reason("postgres")
+    if reason is not None:
+        pytest.skip(f"the lockstep ran on {', '.join(STORES)} only: {reason}")
+    assert "postgres" in STORES
