@@ -8,13 +8,18 @@ in the contract suite: ``vouchercore/testing/contract/test_audit.py``.)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vouchercore import AuditReport, Engine, FakeClock
+from vouchercore.stores.sqlite import SQLiteStore
 from vouchercore.testing.contract.test_audit import mixed_workload
+from vouchercore.testing.stores import sqlite_store, unavailable_reason
 
 
 @pytest.fixture
@@ -149,3 +154,110 @@ def test_audit_reports_only_the_corrupted_voucher(worked: Engine) -> None:
     _bump_balance(worked)
     report = worked.audit()
     assert {v.code for v in report.violations} == {"GIFT"}
+
+
+# --- corruptions written with SQL into the SQLite and PostgreSQL stores ----------------------
+
+# Each statement breaks one invariant of the mixed workload's book; the databases' CHECK
+# constraints refuse the corruptions the memory store takes above (negative counters and
+# balances, redeemed beyond the limit), so those have no SQL version.
+_GIFT_ID = "(SELECT id FROM vouchers WHERE code = 'GIFT')"
+_LOYAL_ID = "(SELECT id FROM vouchers WHERE code = 'LOYAL')"
+SQL_CORRUPTIONS: list[tuple[str, str, str, str | None]] = [
+    ("bump_balance", "UPDATE vouchers SET balance = balance + 1 WHERE code = 'GIFT'", "I3", "GIFT"),
+    (
+        "edit_a_transaction",
+        "UPDATE transactions SET balance = balance + 1 WHERE seq = "
+        f"(SELECT MIN(seq) FROM transactions WHERE voucher_id = {_GIFT_ID})",
+        "I3",
+        "GIFT",
+    ),
+    (
+        "drop_a_transaction",
+        "DELETE FROM transactions WHERE seq = "
+        f"(SELECT MAX(seq) FROM transactions WHERE voucher_id = {_LOYAL_ID})",
+        "I3",
+        "LOYAL",
+    ),
+    (
+        "bump_redeemed_quantity",
+        "UPDATE vouchers SET redeemed_quantity = redeemed_quantity + 1 WHERE code = 'DISC'",
+        "I1",
+        "DISC",
+    ),
+    (
+        "bump_redeemed_amount",
+        "UPDATE vouchers SET redeemed_amount = redeemed_amount + 7 WHERE code = 'GIFT'",
+        "I1",
+        "GIFT",
+    ),
+    (
+        "lock_beyond_balance",
+        f"UPDATE sessions SET points = points + 10000 WHERE voucher_id = {_LOYAL_ID}",
+        "I2",
+        "LOYAL",
+    ),
+    (
+        "session_live_after_its_redemption",
+        "UPDATE redemptions SET session_key = 'a', date = date + 1 "
+        f"WHERE voucher_id = {_LOYAL_ID} AND status = 'SUCCEEDED'",
+        "I4",
+        "LOYAL",
+    ),
+    (
+        "unbalanced_session_ledger",
+        "UPDATE vouchers SET sessions_opened = sessions_opened + 1 WHERE code = 'LOYAL'",
+        "I4",
+        None,
+    ),
+]
+
+RunSql = Callable[[str], None]
+
+
+def _sqlite_runner(store: SQLiteStore) -> RunSql:
+    def run(statement: str) -> None:
+        with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+            assert conn.execute(statement).rowcount > 0, statement
+
+    return run
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_worked(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[tuple[Engine, RunSql]]:
+    """An engine on a SQL store after the mixed workload, and a way to run SQL on its tables."""
+    if request.param == "sqlite":
+        with sqlite_store(tmp_path) as store:
+            assert isinstance(store, SQLiteStore)
+            engine = Engine(store, clock=clock, seed=1234)
+            mixed_workload(engine, clock)
+            yield engine, _sqlite_runner(store)
+        return
+    reason = unavailable_reason("postgres")
+    if reason is not None:
+        pytest.skip(reason)
+    pytest.skip("PostgresStore corruption tests are not written yet")
+
+
+@pytest.mark.parametrize(
+    ("statement", "invariant", "code"),
+    [c[1:] for c in SQL_CORRUPTIONS],
+    ids=[c[0] for c in SQL_CORRUPTIONS],
+)
+def test_audit_names_the_invariant_a_sql_corruption_breaks(
+    sql_worked: tuple[Engine, RunSql], statement: str, invariant: str, code: str | None
+) -> None:
+    engine, run_sql = sql_worked
+    assert engine.audit().ok
+    run_sql(statement)
+    report = engine.audit()
+    assert not report.ok
+    named = [v for v in report.violations if v.invariant == invariant]
+    assert any(v.code == code for v in named), str(report)
+    for v in named:
+        assert v.message
+        if v.code is not None:
+            assert v.voucher_id == engine.get_voucher(v.code).id
+    assert {v.code for v in report.violations} <= {code}, str(report)
