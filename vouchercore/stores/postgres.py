@@ -1,0 +1,969 @@
+"""The PostgreSQL store: a voucher book shared by every thread, process and host that reaches the
+database.
+
+**One database transaction per operation.** A unit of work is a transaction (``READ
+COMMITTED``) that begins by locking the voucher's row (``SELECT … FOR UPDATE``): two operations on
+one voucher run one after the other, operations on different vouchers never wait for each other.
+The voucher's sessions are read by a *separate* statement after the lock is granted — under READ
+COMMITTED each statement takes a fresh snapshot, so it sees what the previous holder of the lock
+committed (a subquery of the locking statement would read the snapshot taken *before* waiting).
+
+**Round trips** (psycopg pipeline mode: statements are sent together and answered together):
+
+* open a unit — 1: ``BEGIN`` + lock the voucher + read its sessions;
+* commit — 1: every ``UPDATE``/``DELETE``/``INSERT`` + ``COMMIT``; abort — 1: ``ROLLBACK``;
+* each transaction the domain creates — 1 more: its id is ``nextval`` of a ``SEQUENCE``;
+* a voucher insert — 1 (one autocommitted ``INSERT``); a read — 1 (one statement).
+
+So a redemption costs 2 round trips, 3 when it writes a transaction (a gift card's credits).
+
+**Transaction ids** are ``vtx_`` + 18 hex digits of the schema's ``transaction_seq`` sequence,
+taken only when the domain creates a transaction (so a memory, SQLite and PostgreSQL store driven
+in lockstep hand out the same ids). A sequence never serialises anything: ``nextval`` does not
+wait for other transactions (a counter row would make every voucher wait for every other). Ids
+increase strictly in the order they are taken; a transaction that rolls back leaves a gap (as in
+the memory store), and two vouchers' transactions may become visible out of id order — one
+voucher's never do, as its units run one at a time.
+
+**Failures.** Opening a unit (and inserting a voucher, and a read) is retried, with exponential
+backoff, on a serialization failure or deadlock (SQLSTATE ``40001``/``40P01``), and at once on a
+pooled connection found dead (the pool's other idle connections are checked first). A failure
+in :meth:`PostgresStore.commit` — after the domain has decided — rolls back and raises
+:class:`~vouchercore.errors.StorageError`: nothing of the operation is stored, and the caller may
+retry it. (If the connection is lost while ``COMMIT`` is in flight, the database alone knows
+whether it committed: a transaction either committed wholly or not at all.) A database that
+cannot be reached is a ``StorageError`` naming its address (host, port, database), never its
+password; pooled connections that broke are discarded and replaced, so the store works again
+once the database is back.
+
+**Schema.** Every table lives in one PostgreSQL schema (``public`` unless told), created with it
+on first open inside a transaction holding an advisory lock, so two processes opening a new
+database at once do not both create it. ``vouchercore_meta`` holds the schema version; a newer
+version, or a schema holding other tables and no vouchercore schema, is refused. Instants are
+``timestamptz`` (the domain's integer microseconds are converted at this boundary); free JSON
+(discount, metadata, details) is ``json``, kept as written. ``CHECK`` constraints back the domain
+— counters and balances never below zero, redeemed quantity never above the limit — and codes
+are ``UNIQUE``. Text keys sort byte-wise (``COLLATE "C"``), as in SQLite.
+
+**Connections.** Given a conninfo string or URL the store opens its own
+:class:`psycopg_pool.ConnectionPool` (autocommit connections, ``TimeZone`` UTC) and closes it in
+:meth:`PostgresStore.close`. Given a pool or a :class:`psycopg.Connection` it uses it and never
+closes it; a single connection serves one unit at a time (others wait for it, up to *timeout*).
+A unit holds its connection until commit or abort, and reads made by the thread holding an open
+unit run on that connection (they see the unit's voucher as locked, and never wait for a second
+connection from an exhausted pool). A forked child never touches its parent's connections: it
+opens a pool of its own on first use (a store on a single connection cannot cross ``fork``).
+
+Complexity: a unit reads the voucher by a unique index and its sessions by the primary key
+prefix, O(log n + s); :meth:`PostgresStore.expiring_sessions` walks the expiry index.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from vouchercore.domain.instants import from_us, to_us
+from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord, VoucherState
+from vouchercore.domain.snapshots import Redemption
+from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
+from vouchercore.ports import SessionCounts, Store
+from vouchercore.stores import _sql
+from vouchercore.stores._sql import (
+    REDEMPTION_COLUMNS,
+    REDEMPTION_INSTANTS,
+    ROLLBACK_COLUMNS,
+    ROLLBACK_INSTANTS,
+    SCHEMA_VERSION,
+    SESSION_COLUMNS,
+    SESSION_INSTANTS,
+    SESSION_REASONS,
+    TRANSACTION_COLUMNS,
+    TRANSACTION_INSTANTS,
+    VOUCHER_COLUMNS,
+    VOUCHER_INSTANTS,
+    VOUCHER_MUTABLE_COLUMNS,
+    Changes,
+    SqlUnit,
+)
+
+__all__ = ["PostgresStore", "parse_postgres_url"]
+
+#: ``from_url`` query parameters that configure the store (every other one goes to libpq).
+STORE_OPTIONS: Final = ("schema", "min_size", "max_size", "timeout", "retries")
+
+_RETRYABLE: Final = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+_FIRST_BACKOFF: Final = 0.01
+_MAX_BACKOFF: Final = 1.0
+_DELETED: Final = int(VoucherState.DELETED)
+_IDLE: Final = TransactionStatus.IDLE
+_JSON_COLUMNS: Final = frozenset({"discount", "metadata", "details"})
+_UPDATED_AT: Final = (VOUCHER_MUTABLE_COLUMNS.index("updated_at"),)
+_COUNTERS_AT: Final = VOUCHER_COLUMNS.index("sessions_opened")
+
+#: Pools a forked child inherited: kept referenced (never closed, never collected) so that the
+#: child never writes to its parent's sockets.
+_FORSAKEN: list[object] = []
+
+Conn = psycopg.Connection[Any]
+T = TypeVar("T")
+
+
+# --- SQL -------------------------------------------------------------------------------------
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _select_list(columns: Sequence[str], prefix: str = "") -> str:
+    """Columns to select, JSON ones as their text (kept exactly as written)."""
+    return ", ".join(
+        f"{prefix}{c}::text" if c in _JSON_COLUMNS else f"{prefix}{c}" for c in columns
+    )
+
+
+def _insert(table: str, columns: Sequence[str]) -> str:
+    values = ", ".join("%s::json" if c in _JSON_COLUMNS else "%s" for c in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
+
+
+def _schema_ddl(s: str) -> tuple[str, ...]:
+    """The statements creating schema *s* (quoted) and its tables."""
+
+    def count(column: str) -> str:
+        return f"{column} bigint NOT NULL CHECK ({column} >= 0)"
+
+    counters = ",\n    ".join(count(f"sessions_{r}") for r in SESSION_REASONS)
+    return (
+        f"CREATE SCHEMA IF NOT EXISTS {s}",
+        f"""CREATE TABLE {s}.vouchercore_meta (
+    name text COLLATE "C" PRIMARY KEY,
+    value bigint NOT NULL
+)""",
+        f"""CREATE TABLE {s}.vouchers (
+    id text COLLATE "C" NOT NULL,
+    code text COLLATE "C" NOT NULL,
+    type text NOT NULL CHECK (type IN ('DISCOUNT_VOUCHER', 'GIFT_VOUCHER', 'LOYALTY_CARD')),
+    state smallint NOT NULL CHECK (state IN (0, 1, 2)),
+    quantity bigint CHECK (quantity IS NULL OR quantity >= 0),
+    {count("redeemed_quantity")},
+    {count("redeemed_amount")},
+    {count("total")},
+    balance bigint NOT NULL CHECK (balance >= 0 AND balance <= total),
+    discount json,
+    start_date timestamptz,
+    expiration_date timestamptz,
+    category text,
+    additional_info text,
+    metadata json,
+    campaign_id text,
+    {count("opening_redeemed_quantity")},
+    {count("opening_redeemed_amount")},
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    {count("sessions_opened")},
+    {counters},
+    CONSTRAINT vouchers_pkey PRIMARY KEY (id),
+    CONSTRAINT vouchers_code_key UNIQUE (code),
+    CHECK (quantity IS NULL OR redeemed_quantity <= quantity)
+)""",
+        f"""CREATE TABLE {s}.sessions (
+    voucher_id text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    {count("credits")},
+    {count("points")},
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (voucher_id, key)
+)""",
+        # the sweep's order (ties by voucher and key, as SQLite's index) straight from the index
+        f"CREATE INDEX sessions_by_expiry ON {s}.sessions (expires_at, voucher_id, key)",
+        f"CREATE SEQUENCE {s}.transaction_seq AS bigint MINVALUE 1 START 1 CACHE 1 NO CYCLE",
+        f"""CREATE TABLE {s}.transactions (
+    seq bigint PRIMARY KEY,
+    voucher_id text COLLATE "C" NOT NULL,
+    type text NOT NULL,
+    amount bigint NOT NULL,
+    {count("balance")},
+    created_at timestamptz NOT NULL,
+    source_id text,
+    source text,
+    reason text,
+    related_transaction_id text,
+    details json
+)""",
+        f"CREATE INDEX transactions_by_voucher ON {s}.transactions (voucher_id, seq)",
+        f"""CREATE TABLE {s}.redemptions (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id text COLLATE "C" NOT NULL UNIQUE,
+    voucher_id text COLLATE "C" NOT NULL,
+    voucher_code text NOT NULL,
+    voucher_type text NOT NULL,
+    status text NOT NULL CHECK (status IN ('SUCCEEDED', 'FAILED', 'ROLLED_BACK')),
+    {count("amount")},
+    order_amount bigint,
+    order_id text,
+    session_key text,
+    metadata json,
+    date timestamptz NOT NULL,
+    failure_code text,
+    failure_message text,
+    transaction_id text,
+    rollback_id text
+)""",
+        f"CREATE INDEX redemptions_by_voucher ON {s}.redemptions (voucher_id, seq)",
+        f"""CREATE TABLE {s}.rollbacks (
+    id text COLLATE "C" PRIMARY KEY,
+    redemption_id text COLLATE "C" NOT NULL UNIQUE,
+    voucher_id text COLLATE "C" NOT NULL,
+    voucher_code text NOT NULL,
+    amount bigint NOT NULL CHECK (amount <= 0),
+    reason text,
+    date timestamptz NOT NULL,
+    transaction_id text
+)""",
+        f"CREATE INDEX rollbacks_by_voucher ON {s}.rollbacks (voucher_id)",
+        f"INSERT INTO {s}.vouchercore_meta (name, value) "
+        f"VALUES ('schema_version', {SCHEMA_VERSION})",
+    )
+
+
+class _Statements:
+    """Every statement the store runs, qualified with its schema."""
+
+    def __init__(self, schema: str) -> None:
+        s = _quote_ident(schema)
+        v = _select_list(VOUCHER_COLUMNS)
+        r = _select_list(REDEMPTION_COLUMNS)
+        self.ddl = _schema_ddl(s)
+        self.version = f"SELECT value FROM {s}.vouchercore_meta WHERE name = 'schema_version'"
+        # code first, else id: one statement, locking only the row it returns
+        self.lock_voucher = (
+            f"SELECT {v} FROM {s}.vouchers WHERE code = %s OR id = %s "
+            "ORDER BY code = %s DESC LIMIT 1 FOR UPDATE"
+        )
+        # run after the lock is granted (its own snapshot); names the voucher it resolved, so
+        # a voucher created meanwhile under the code that resolved by id is noticed
+        sessions = ", ".join(f"s.{c}" for c in SESSION_COLUMNS[1:])
+        self.sessions_of = (
+            f"SELECT v.id, {sessions} FROM (SELECT id FROM {s}.vouchers "
+            "WHERE code = %s OR id = %s ORDER BY code = %s DESC LIMIT 1) AS v "
+            f"LEFT JOIN {s}.sessions AS s ON s.voucher_id = v.id"
+        )
+        self.sessions_by_id = (
+            f"SELECT {', '.join(SESSION_COLUMNS)} FROM {s}.sessions WHERE voucher_id = %s"
+        )
+        of_redemption = f"(SELECT voucher_id FROM {s}.redemptions WHERE id = %s)"
+        self.lock_voucher_of_redemption = (
+            f"SELECT {v} FROM {s}.vouchers WHERE id = {of_redemption} FOR UPDATE"
+        )
+        self.sessions_of_redemption = (
+            f"SELECT {', '.join(SESSION_COLUMNS)} FROM {s}.sessions "
+            f"WHERE voucher_id = {of_redemption}"
+        )
+        self.redemption = f"SELECT {r} FROM {s}.redemptions WHERE id = %s"
+        self.update_voucher = (
+            f"UPDATE {s}.vouchers SET {', '.join(f'{c} = %s' for c in VOUCHER_MUTABLE_COLUMNS)} "
+            "WHERE id = %s"
+        )
+        self.insert_voucher = _insert(f"{s}.vouchers", VOUCHER_COLUMNS)
+        self.voucher_exists = f"SELECT 1 FROM {s}.vouchers WHERE id = %s"
+        self.insert_session = _insert(f"{s}.sessions", SESSION_COLUMNS)
+        self.delete_session = f"DELETE FROM {s}.sessions WHERE voucher_id = %s AND key = %s"
+        self.insert_transaction = _insert(f"{s}.transactions", TRANSACTION_COLUMNS)
+        self.insert_redemption = _insert(f"{s}.redemptions", REDEMPTION_COLUMNS)
+        self.update_redemption = (
+            f"UPDATE {s}.redemptions SET status = %s, rollback_id = %s WHERE id = %s"
+        )
+        self.insert_rollback = _insert(f"{s}.rollbacks", ROLLBACK_COLUMNS)
+        sequence = f"{s}.transaction_seq".replace("'", "''")
+        self.next_transaction = f"SELECT nextval('{sequence}')"
+        self.purge = (
+            *(
+                f"DELETE FROM {s}.{table} WHERE voucher_id = %s"
+                for table in ("sessions", "transactions", "redemptions", "rollbacks")
+            ),
+            f"DELETE FROM {s}.vouchers WHERE id = %s",
+        )
+        self.transactions = (
+            f"SELECT {_select_list(TRANSACTION_COLUMNS)} FROM {s}.transactions "
+            "WHERE voucher_id = %s ORDER BY seq"
+        )
+        self.redemptions = f"SELECT {r} FROM {s}.redemptions WHERE voucher_id = %s ORDER BY seq"
+        self.expiring = (
+            f"SELECT {_select_list(SESSION_COLUMNS, 's.')}, v.code "
+            f"FROM {s}.sessions AS s JOIN {s}.vouchers AS v ON v.id = s.voucher_id "
+            "WHERE s.expires_at <= %s ORDER BY s.expires_at, s.voucher_id, s.key LIMIT %s"
+        )
+        self.codes = (
+            f"SELECT code FROM {s}.vouchers WHERE state < %s AND code > %s ORDER BY code LIMIT %s"
+        )
+        sums = ", ".join(
+            f"COALESCE(SUM(sessions_{reason}), 0)::bigint"
+            for reason in ("opened", *SESSION_REASONS)
+        )
+        self.session_counts = (
+            f"SELECT {sums}, (SELECT COUNT(*) FROM {s}.sessions) FROM {s}.vouchers"
+        )
+        self.session_count = f"SELECT COUNT(*) FROM {s}.sessions"
+
+
+# --- values at the boundary ------------------------------------------------------------------
+
+
+def _to_db(row: Sequence[Any], instants: Sequence[int]) -> list[Any]:
+    """A row of the domain's values with its instants (µs) as aware UTC datetimes."""
+    values = list(row)
+    for i in instants:
+        if values[i] is not None:
+            values[i] = from_us(values[i])
+    return values
+
+
+def _from_db(row: Sequence[Any], instants: Sequence[int]) -> tuple[Any, ...]:
+    """A row as read, with its instants (datetimes) as integer microseconds UTC."""
+    values = list(row)
+    for i in instants:
+        if values[i] is not None:
+            values[i] = to_us(values[i])
+    return tuple(values)
+
+
+def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split ``postgresql://…?schema=NAME&max_size=N&sslmode=…`` into the URL libpq gets (every
+    other query parameter kept) and the store's own options (:data:`STORE_OPTIONS`)."""
+    parts = urlsplit(url)
+    options: dict[str, str] = {}
+    kept: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in STORE_OPTIONS:
+            options[name] = value
+        else:
+            kept.append((name, value))
+    query = urlencode(kept, quote_via=quote)
+    return urlunsplit(parts._replace(query=query)), options
+
+
+def _number(options: dict[str, str], name: str, kind: Callable[[str], T], default: T) -> T:
+    if name not in options:
+        return default
+    try:
+        return kind(options[name])
+    except ValueError:
+        raise InvalidPayload(f"{name} must be a number, got {options[name]!r}") from None
+
+
+def _pool_settings(pool: ConnectionPool[Any]) -> tuple[str, dict[str, Any]]:
+    """The conninfo and connection arguments a pool connects with (as of now)."""
+    conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+    kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs
+    return conninfo, dict(kwargs or {})
+
+
+class _Lease:
+    """A connection a store took (from its pool or its one connection) and must give back."""
+
+    __slots__ = ("conn", "held", "pool", "restore_autocommit")
+
+    def __init__(self, conn: Conn, pool: ConnectionPool[Any] | None) -> None:
+        self.conn = conn
+        self.pool = pool
+        self.restore_autocommit = False
+        self.held: list[_Lease] | None = None  # the opening thread's open units, while open
+
+
+class PostgresStore:
+    """Vouchers in a PostgreSQL schema. Thread-, process- and host-safe; see the module docstring.
+
+    Args:
+        conninfo: a libpq connection string or URL (the store opens and owns a connection pool),
+            a :class:`psycopg_pool.ConnectionPool` or a :class:`psycopg.Connection` (used, never
+            closed by the store).
+        schema: the PostgreSQL schema holding the tables (created with them when missing).
+        min_size: connections the store's own pool keeps open.
+        max_size: connections the store's own pool may open.
+        timeout: seconds to wait for a free connection (and, for the store's own connections,
+            for a connection to be established) before giving up with
+            :class:`~vouchercore.errors.StorageError`.
+        retries: how many times opening a unit is retried after a serialization failure, a
+            deadlock or a dead pooled connection.
+
+    Raises:
+        StorageError: the database cannot be reached (the message names its host, port and
+            database, never a password), or the schema holds other tables and no vouchercore
+            schema, or has a schema from a newer vouchercore.
+        InvalidPayload: a bad schema name, pool size, timeout or retry count.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | ConnectionPool[Any] | psycopg.Connection[Any],
+        *,
+        schema: str = "public",
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        retries: int = 5,
+    ) -> None:
+        if not isinstance(schema, str) or not schema or "\x00" in schema:
+            raise InvalidPayload(f"schema must be a non-empty name, got {schema!r}")
+        if len(schema.encode()) > 63:
+            raise InvalidPayload(f"schema name {schema!r} is longer than PostgreSQL's 63 bytes")
+        for name, size in (("min_size", min_size), ("max_size", max_size), ("retries", retries)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise InvalidPayload(f"{name} must be an int ≥ 0, got {size!r}")
+        if max_size < max(min_size, 1):
+            raise InvalidPayload(f"max_size must be ≥ max(min_size, 1), got {max_size!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise InvalidPayload(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self.timeout = float(timeout)
+        self.retries = retries
+        self._sql = _Statements(schema)
+        self._lock_key = int.from_bytes(
+            hashlib.blake2b(f"vouchercore:{schema}".encode(), digest_size=8).digest(),
+            "big",
+            signed=True,
+        )
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._closed = False
+        self._pool: ConnectionPool[Any] | None = None
+        self._owns_pool = False
+        self._connection: Conn | None = None
+        self._connection_lock = threading.Lock()
+        self._conninfo = ""
+        self._kwargs: dict[str, Any] = {}
+        if isinstance(conninfo, str):
+            self._conninfo = conninfo
+            params = self._describe(conninfo, {})
+            self._kwargs = self._own_kwargs(params)
+            self._connect_and_ensure_schema()
+            self._pool = self._open_pool(conninfo, self._kwargs)
+            self._owns_pool = True
+        elif isinstance(conninfo, ConnectionPool):
+            self._pool = conninfo
+            self._describe(*_pool_settings(conninfo))
+            self._ensure_schema_on_lease()
+        elif isinstance(conninfo, psycopg.Connection):
+            self._connection = conninfo
+            info = conninfo.info
+            self.address = f"{info.host}:{info.port}/{info.dbname}"
+            self._password = ""
+            self._ensure_schema_on_lease()
+        else:
+            raise InvalidPayload(
+                "conninfo must be a connection string or URL, a psycopg_pool.ConnectionPool or "
+                f"a psycopg.Connection, got {type(conninfo).__name__}"
+            )
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """A store for ``postgresql://user@host:5432/db?schema=NAME&max_size=N`` (also
+        ``min_size``, ``timeout``, ``retries``); every other query parameter goes to libpq."""
+        conninfo, options = parse_postgres_url(url)
+        return cls(
+            conninfo,
+            schema=options.get("schema", "public"),
+            min_size=_number(options, "min_size", int, 1),
+            max_size=_number(options, "max_size", int, 10),
+            timeout=_number(options, "timeout", float, 30.0),
+            retries=_number(options, "retries", int, 5),
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.address!r}, schema={self.schema!r})"
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _describe(self, conninfo: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Parse *conninfo*; remember the address to name in errors and the password to keep
+        out of them."""
+        try:
+            params: dict[str, Any] = dict(conninfo_to_dict(conninfo, **kwargs))
+        except psycopg.Error as error:
+            raise InvalidPayload(f"not a PostgreSQL connection string: {error}") from None
+        host = params.get("host") or params.get("hostaddr") or "localhost"
+        port = params.get("port") or "5432"
+        dbname = params.get("dbname") or params.get("user") or "(default database)"
+        self.address = f"{host}:{port}/{dbname}"
+        self._password = str(params.get("password") or "")
+        return params
+
+    def _own_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Connection settings of the store's own connections: autocommit (the store writes
+        ``BEGIN``/``COMMIT`` itself, pipelined), ``TimeZone`` UTC, a connect timeout."""
+        options = f"{params.get('options') or ''} -c TimeZone=UTC".strip()
+        kwargs: dict[str, Any] = {"autocommit": True, "options": options}
+        if not params.get("connect_timeout"):
+            kwargs["connect_timeout"] = max(2, round(self.timeout))
+        if not params.get("application_name"):
+            kwargs["application_name"] = "vouchercore"
+        return kwargs
+
+    def _open_pool(self, conninfo: str, kwargs: dict[str, Any]) -> ConnectionPool[Any]:
+        return ConnectionPool(
+            conninfo,
+            kwargs=kwargs,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            timeout=self.timeout,
+            name=f"vouchercore:{self.schema}",
+            open=True,
+        )
+
+    def _fail(self, action: str, error: BaseException) -> StorageError:
+        message = str(error).strip()
+        if self._password:
+            message = message.replace(self._password, "***")
+        return StorageError(
+            f"PostgreSQL store {self.address} (schema {self.schema!r}): {action} failed: {message}"
+        )
+
+    def _connect_and_ensure_schema(self) -> None:
+        """Open one connection of our own and create or check the schema: an unreachable
+        database fails here, with libpq's reason."""
+        try:
+            conn = psycopg.Connection.connect(self._conninfo, **self._kwargs)
+        except psycopg.Error as error:
+            raise self._fail("connect", error) from None
+        try:
+            self._ensure_schema(conn)
+        finally:
+            conn.close()
+
+    def _ensure_schema_on_lease(self) -> None:
+        lease = self._lease()
+        try:
+            self._ensure_schema(lease.conn)
+        finally:
+            self._release(lease, rollback=True)
+
+    def _ensure_schema(self, conn: Conn) -> None:
+        """Create the schema (first open) or check its version, under an advisory lock."""
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+            tables = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT c.relname FROM pg_class AS c "
+                    "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+                    "ORDER BY c.relname",
+                    (self.schema,),
+                ).fetchall()
+            ]
+            if "vouchercore_meta" not in tables:
+                if tables:
+                    raise StorageError(
+                        f"PostgreSQL store {self.address}: schema {self.schema!r} holds other "
+                        f"tables ({', '.join(tables[:5])}) and no vouchercore schema"
+                    )
+                for statement in self._sql.ddl:
+                    conn.execute(statement)
+            else:
+                row = conn.execute(self._sql.version).fetchone()
+                version = row[0] if row else None
+                if version != SCHEMA_VERSION:
+                    newer = isinstance(version, int) and version > SCHEMA_VERSION
+                    raise StorageError(
+                        f"PostgreSQL store {self.address}: schema {self.schema!r} has version "
+                        f"{version}, this vouchercore reads version {SCHEMA_VERSION}"
+                        + (" (upgrade vouchercore)" if newer else "")
+                    )
+            conn.execute("COMMIT")
+        except psycopg.Error as error:
+            self._rollback(conn)
+            raise self._fail("open", error) from error
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    @staticmethod
+    def _rollback(conn: Conn) -> None:
+        with suppress(psycopg.Error):
+            if not conn.closed and conn.info.transaction_status != _IDLE:
+                conn.execute("ROLLBACK")
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's connections, open a pool of our own."""
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._connection_lock = threading.Lock()
+        if self._connection is not None:
+            raise StorageError(
+                f"PostgreSQL store {self.address}: a store on a single connection cannot be "
+                "used in a forked child; give it a connection string or a pool"
+            )
+        parent = self._pool
+        _FORSAKEN.append(parent)  # never closed here: its sockets are the parent's
+        if not self._owns_pool and parent is not None:
+            self._conninfo, kwargs = _pool_settings(parent)
+            self._kwargs = {**kwargs, "autocommit": True}
+        self._pool = self._open_pool(self._conninfo, self._kwargs)
+        self._owns_pool = True
+
+    def _lease(self) -> _Lease:
+        """A connection for one unit or read: from the pool (waiting up to *timeout*) or the
+        store's one connection (waiting for its other user)."""
+        if self._closed:
+            raise StorageError(f"PostgreSQL store {self.address} is closed")
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._connection is not None:
+            if any(lease.conn is self._connection for lease in self._held()):
+                raise StorageError(
+                    f"PostgreSQL store {self.address}: this thread holds the store's one "
+                    "connection in an open unit of work"
+                )
+            if not self._connection_lock.acquire(timeout=self.timeout):
+                raise StorageError(
+                    f"PostgreSQL store {self.address}: the connection stayed busy for "
+                    f"{self.timeout:g} s"
+                )
+            lease = _Lease(self._connection, None)
+        else:
+            pool = self._pool
+            assert pool is not None
+            try:
+                conn = pool.getconn(self.timeout)
+            except PoolTimeout:
+                raise StorageError(
+                    f"PostgreSQL store {self.address}: no database connection within "
+                    f"{self.timeout:g} s (is the server reachable?)"
+                ) from None
+            except PoolClosed as error:
+                raise self._fail("connect", error) from error
+            lease = _Lease(conn, pool)
+        conn = lease.conn
+        if not conn.autocommit:  # a connection handed to us: the store writes BEGIN itself
+            try:
+                conn.autocommit = True
+            except psycopg.Error as error:
+                self._release(lease, rollback=True)
+                raise self._fail("connect", error) from error
+            lease.restore_autocommit = True
+        return lease
+
+    def _release(self, lease: _Lease, *, rollback: bool) -> None:
+        """Give the connection back (rolling back first if asked); idempotent."""
+        conn = lease.conn
+        if rollback:
+            self._rollback(conn)
+        if lease.held is not None:
+            with suppress(ValueError):
+                lease.held.remove(lease)
+            lease.held = None
+        if lease.restore_autocommit:
+            lease.restore_autocommit = False
+            with suppress(psycopg.Error):
+                if not conn.closed:
+                    conn.autocommit = False
+        if lease.pool is not None:
+            pool, lease.pool = lease.pool, None
+            with suppress(psycopg.Error):
+                pool.putconn(conn)  # a broken connection is discarded and replaced by the pool
+        elif conn is self._connection:
+            with suppress(RuntimeError):
+                self._connection_lock.release()
+
+    def _held(self) -> list[_Lease]:
+        """The leases of units open in this thread, oldest first."""
+        held: list[_Lease] | None = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = []
+        return held
+
+    def _attempt(self, action: str, work: Callable[[_Lease], T]) -> tuple[_Lease, T]:
+        """Run *work* on a fresh lease, retrying on a serialization failure or deadlock (with
+        backoff) and on a dead pooled connection. Returns the lease (still held) and result."""
+        delay = _FIRST_BACKOFF
+        attempt = 0
+        while True:
+            lease = self._lease()
+            pooled = lease.pool is not None
+            try:
+                return lease, work(lease)
+            except psycopg.Error as error:
+                broken = lease.conn.closed
+                self._release(lease, rollback=True)
+                retry = (broken and pooled) or error.sqlstate in _RETRYABLE
+                if attempt >= self.retries or not retry:
+                    raise self._fail(action, error) from error
+            except BaseException:
+                self._release(lease, rollback=True)
+                raise
+            attempt += 1
+            if broken:
+                # the server (or the network) dropped connections: test the idle ones now
+                # rather than fail once more on each
+                pool = self._pool
+                if pool is not None:
+                    with suppress(psycopg.Error):
+                        pool.check()
+            else:
+                time.sleep(delay * (0.5 + random.random()))  # jitter, not a secret
+                delay = min(delay * 2, _MAX_BACKOFF)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement (one snapshot): on the connection of this thread's open unit if it
+        has one, else on a connection of its own."""
+        held = self._held()
+        if held:
+            try:
+                return held[-1].conn.execute(sql, params).fetchall()
+            except psycopg.Error as error:
+                raise self._fail("read", error) from error
+        lease, rows = self._attempt(
+            "read", lambda lease: lease.conn.execute(sql, params).fetchall()
+        )
+        self._release(lease, rollback=False)
+        return rows
+
+    # --- vouchers -------------------------------------------------------------------------
+
+    def insert_voucher(self, record: VoucherRecord) -> None:
+        """Store a new voucher (one autocommitted ``INSERT``).
+
+        Raises:
+            DuplicateFound: its code or id is taken.
+        """
+        row = _to_db(_sql.voucher_row(record), VOUCHER_INSTANTS)
+        tries = 0
+
+        def insert(lease: _Lease) -> bool:
+            nonlocal tries
+            tries += 1
+            try:
+                lease.conn.execute(self._sql.insert_voucher, row)
+            except pg_errors.UniqueViolation as error:
+                if (
+                    tries > 1
+                    and lease.conn.execute(self._sql.voucher_exists, (record.id,)).fetchone()
+                ):
+                    return True  # our own insert, whose answer a dead connection lost
+                what = "code" if error.diag.constraint_name == "vouchers_code_key" else "id"
+                value = record.code if what == "code" else record.id
+                raise DuplicateFound(
+                    f"a voucher with {what} {value!r} exists already",
+                    resource_id=value,
+                    resource_type="voucher",
+                ) from None
+            return True
+
+        lease, _ = self._attempt("insert voucher", insert)
+        self._release(lease, rollback=False)
+
+    def _unit(
+        self, lease: _Lease, row: tuple[Any, ...], sessions: Sequence[Sequence[Any]]
+    ) -> SqlUnit:
+        voucher = _from_db(row, VOUCHER_INSTANTS)
+        record = _sql.record_from_row(voucher, (_from_db(s, SESSION_INSTANTS) for s in sessions))
+        return SqlUnit(
+            record,
+            list(voucher[_COUNTERS_AT:]),
+            lease,
+            functools.partial(self._next_transaction_seq, lease),
+        )
+
+    def _load(self, lease: _Lease, code_or_id: str, include_deleted: bool) -> SqlUnit | None:
+        conn = lease.conn
+        key = (code_or_id, code_or_id, code_or_id)
+        with conn.pipeline():  # one round trip
+            conn.execute("BEGIN")
+            voucher = conn.execute(self._sql.lock_voucher, key)
+            sessions = conn.execute(self._sql.sessions_of, key)
+        row = voucher.fetchone()
+        if row is None or (row[3] == _DELETED and not include_deleted):
+            return None
+        found = sessions.fetchall()
+        if not found or any(s[0] != row[0] for s in found):
+            # another voucher resolved (created meanwhile with this code): read ours by id
+            found = conn.execute(self._sql.sessions_by_id, (row[0],)).fetchall()
+        return self._unit(lease, row, [s for s in found if s[1] is not None])
+
+    def _next_transaction_seq(self, lease: _Lease) -> int:
+        try:
+            row = lease.conn.execute(self._sql.next_transaction).fetchone()
+        except psycopg.Error as error:
+            raise self._fail("next transaction id", error) from error
+        assert row is not None
+        return int(row[0])
+
+    def _opened(self, lease: _Lease, unit: T | None) -> T | None:
+        if unit is None:
+            self._release(lease, rollback=True)
+            return None
+        held = self._held()
+        held.append(lease)
+        lease.held = held
+        return unit
+
+    def begin(self, code_or_id: str, *, include_deleted: bool = False) -> SqlUnit | None:
+        """Open a transaction with the voucher's row locked and its sessions read (one round
+        trip; retried on serialization failures and deadlocks). None: not found or deleted."""
+        lease, unit = self._attempt(
+            "begin", lambda lease: self._load(lease, code_or_id, include_deleted)
+        )
+        return self._opened(lease, unit)
+
+    def begin_redemption(self, redemption_id: str) -> tuple[SqlUnit, Redemption] | None:
+        """Open a transaction on the voucher of a redemption, locked, with the redemption as
+        stored once the lock is held (one round trip)."""
+
+        def load(lease: _Lease) -> tuple[SqlUnit, Redemption] | None:
+            conn = lease.conn
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                voucher = conn.execute(self._sql.lock_voucher_of_redemption, (redemption_id,))
+                redemption = conn.execute(self._sql.redemption, (redemption_id,))
+                sessions = conn.execute(self._sql.sessions_of_redemption, (redemption_id,))
+            row = voucher.fetchone()
+            found = redemption.fetchone()
+            if row is None or found is None or row[3] == _DELETED:
+                return None
+            unit = self._unit(lease, row, sessions.fetchall())
+            return unit, _sql.redemption_from_row(_from_db(found, REDEMPTION_INSTANTS))
+
+        lease, opened = self._attempt("begin", load)
+        return self._opened(lease, opened)
+
+    def _write(self, conn: Conn, changes: Changes) -> None:
+        """Queue the unit's writes (in a pipeline: sent with the ``COMMIT``)."""
+        voucher_id = changes.voucher_id
+        if changes.purged:
+            for sql in self._sql.purge:
+                conn.execute(sql, (voucher_id,))
+            return
+        if changes.voucher is not None:
+            conn.execute(
+                self._sql.update_voucher, (*_to_db(changes.voucher, _UPDATED_AT), voucher_id)
+            )
+        batches: tuple[tuple[str, Sequence[Sequence[Any]]], ...] = (
+            (self._sql.delete_session, [(voucher_id, key) for key in changes.session_deletes]),
+            (
+                self._sql.insert_session,
+                [_to_db(s, SESSION_INSTANTS) for s in changes.session_inserts],
+            ),
+            (
+                self._sql.insert_transaction,
+                [_to_db(t, TRANSACTION_INSTANTS) for t in changes.transactions],
+            ),
+            (
+                self._sql.insert_redemption,
+                [_to_db(r, REDEMPTION_INSTANTS) for r in changes.redemptions],
+            ),
+            (self._sql.update_redemption, changes.redemption_updates),
+            (self._sql.insert_rollback, [_to_db(r, ROLLBACK_INSTANTS) for r in changes.rollbacks]),
+        )
+        for sql, rows in batches:
+            if len(rows) == 1:
+                conn.execute(sql, rows[0])
+            elif rows:
+                conn.cursor().executemany(sql, rows)
+
+    def commit(self, unit: SqlUnit) -> None:
+        """Write what the unit changed and ``COMMIT``, all in one round trip (all or nothing).
+
+        Raises:
+            StorageError: the database refused or the connection failed; rolled back, nothing
+                of the unit is stored (the caller may retry the operation).
+        """
+        lease: _Lease = unit.handle
+        changes = unit.changes()
+        conn = lease.conn
+        try:
+            with conn.pipeline():
+                if not changes.empty:
+                    self._write(conn, changes)
+                conn.execute("COMMIT")
+        except psycopg.Error as error:
+            self._release(lease, rollback=True)
+            raise self._fail("commit", error) from error
+        except BaseException:
+            self._release(lease, rollback=True)
+            raise
+        self._release(lease, rollback=False)
+
+    def abort(self, unit: SqlUnit) -> None:
+        """``ROLLBACK``: nothing of the unit is stored; the voucher is released."""
+        self._release(unit.handle, rollback=True)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get_redemption(self, redemption_id: str) -> Redemption | None:
+        """A redemption by id, or None."""
+        rows = self._read(self._sql.redemption, (redemption_id,))
+        return _sql.redemption_from_row(_from_db(rows[0], REDEMPTION_INSTANTS)) if rows else None
+
+    def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
+        """The voucher's transactions, oldest first (one statement: one snapshot)."""
+        rows = self._read(self._sql.transactions, (voucher_id,))
+        return [_sql.transaction_from_row(_from_db(row, TRANSACTION_INSTANTS)) for row in rows]
+
+    def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
+        """The voucher's redemption log, oldest first (one statement: one snapshot)."""
+        rows = self._read(self._sql.redemptions, (voucher_id,))
+        return tuple(_sql.redemption_from_row(_from_db(row, REDEMPTION_INSTANTS)) for row in rows)
+
+    def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
+        """Sessions with ``expires_at <= now``, soonest first (ties by voucher id and key),
+        straight from the expiry index."""
+        rows = self._read(self._sql.expiring, (from_us(now), limit))
+        return [_sql.detached_session(_from_db(row, SESSION_INSTANTS)) for row in rows]
+
+    def voucher_codes(self) -> Iterator[str]:
+        """Every live voucher's code, in code order (byte-wise; read in pages of 1000: no
+        long-held cursor)."""
+        after = ""
+        while True:
+            rows = self._read(self._sql.codes, (_DELETED, after, 1000))
+            for (code,) in rows:
+                yield code
+            if len(rows) < 1000:
+                return
+            after = rows[-1][0]
+
+    def session_counts(self) -> SessionCounts:
+        """Sessions opened, resolved and stored, read in one statement (one snapshot)."""
+        row = self._read(self._sql.session_counts)[0]
+        return SessionCounts(
+            opened=row[0],
+            resolved={r: n for r, n in zip(SESSION_REASONS, row[1:-1], strict=True) if n},
+            stored=row[-1],
+        )
+
+    def session_count(self) -> int:
+        """How many sessions are stored (live, or expired and not yet purged)."""
+        count: int = self._read(self._sql.session_count)[0][0]
+        return count
+
+    def close(self) -> None:
+        """Close the store's own pool (in this process); a pool or connection handed to the
+        store is left open. Idempotent."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if self._owns_pool and pool is not None and self._pid == os.getpid():
+            pool.close()
+
+
+if TYPE_CHECKING:  # mypy proves the PostgreSQL store keeps the port's contract
+    _conforms: Store[SqlUnit] = PostgresStore("postgresql://")
