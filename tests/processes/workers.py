@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -115,12 +116,19 @@ class Terminal:
         self.rng = rng
         self.acks = acks
         self.calls = 0
+        self.op = ""
         self.sessions: list[tuple[str, str, int]] = []  # held locks: (code, key, credits)
         self.redemptions: list[str] = []  # own SUCCEEDED redemptions not rolled back
 
-    def _tag(self) -> tuple[str, int]:
+    def _tag(self, op: str) -> tuple[str, int]:
         self.calls += 1
+        self.op = op
         return f"{self.incarnation}.{self.calls}", self.calls
+
+    @property
+    def in_flight(self) -> dict[str, str]:
+        """The call being made (or the last one made): its op and tag."""
+        return {"call": self.op, "tag": f"{self.incarnation}.{self.calls}"}
 
     @staticmethod
     def _ask(code: str, credits: int) -> dict[str, int]:
@@ -128,7 +136,7 @@ class Terminal:
 
     def lock(self, code: str, credits: int, ttl_ms: int) -> bool:
         """validate(LOCK) with the tag as session key; True when the lock is held."""
-        tag, n = self._tag()
+        tag, n = self._tag("lock")
         result = self.engine.validate_voucher(
             code,
             session={"type": "LOCK", "key": tag, "ttl": ttl_ms, "ttl_unit": "MILLISECONDS"},
@@ -149,7 +157,7 @@ class Terminal:
 
     def redeem(self, code: str, credits: int, session_key: str | None = None) -> bool:
         """redeem_voucher (with a held lock's key or none); True on success."""
-        tag, n = self._tag()
+        tag, n = self._tag("redeem")
         ack: dict[str, Any] = {"op": "redeem", "tag": tag, "n": n, "code": code, "key": session_key}
         try:
             redemption = self.engine.redeem_voucher(
@@ -179,7 +187,7 @@ class Terminal:
     def release(self) -> None:
         """Release one of the held locks."""
         code, key, _ = self.sessions.pop(self.rng.randrange(len(self.sessions)))
-        tag, n = self._tag()
+        tag, n = self._tag("release")
         ack: dict[str, Any] = {"op": "release", "tag": tag, "n": n, "code": code, "key": key}
         try:
             self.engine.release_validation_session(code, key)
@@ -192,7 +200,7 @@ class Terminal:
     def rollback(self) -> None:
         """Roll back one of this terminal's own redemptions."""
         redemption_id = self.redemptions.pop(self.rng.randrange(len(self.redemptions)))
-        tag, n = self._tag()
+        tag, n = self._tag("rollback")
         ack: dict[str, Any] = {"op": "rollback", "tag": tag, "n": n, "redemption": redemption_id}
         try:
             rollback = self.engine.rollback_redemption(redemption_id, reason=tag)
@@ -206,7 +214,7 @@ class Terminal:
 
     def balance(self, amount: int) -> None:
         """update_voucher_balance on the gift card (+ adds, − removes)."""
-        tag, n = self._tag()
+        tag, n = self._tag("balance")
         ack: dict[str, Any] = {"op": "balance", "tag": tag, "n": n, "amount": amount}
         try:
             update = self.engine.update_voucher_balance(CARD, amount, source_id=tag, reason=tag)
@@ -294,6 +302,38 @@ def race_worker(
 # --- deliverable 7: crashes --------------------------------------------------------------------
 
 
+class SelfKillingStore:
+    """A store that, with probability *chance* per commit, SIGKILLs its own process just
+    before the commit (unit open: locks held, nothing written) or just after it (committed,
+    not yet returned: the caller never hears of it). It first writes a ``self_kill`` line
+    naming the point and the call in flight to the acknowledgement file (which is not an
+    acknowledgement)."""
+
+    def __init__(self, inner: Any, rng: random.Random, chance: float, acks: AckFile) -> None:
+        self._inner = inner
+        self._rng = rng
+        self._chance = chance
+        self._acks = acks
+        self.terminal: Terminal | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _die(self, point: str) -> None:
+        assert self.terminal is not None
+        self._acks.write({"op": "self_kill", "point": point, **self.terminal.in_flight})
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)  # never reached
+
+    def commit(self, unit: Any) -> None:
+        roll = self._rng.random()
+        if roll < self._chance / 2:
+            self._die("before_commit")
+        self._inner.commit(unit)
+        if roll > 1 - self._chance / 2:
+            self._die("after_commit")
+
+
 def crash_worker(
     spec: StoreSpec,
     slot: int,
@@ -303,15 +343,22 @@ def crash_worker(
     progress: Any,
     stop: Any,
     ack_path: str,
+    self_kill_chance: float = 0.0,
 ) -> None:
     """Mixed redeem/rollback/balance/session calls until *stop* is set (or SIGKILL).
-    ``progress[slot]`` counts this incarnation's acknowledged calls. Locks are short (50 ms to
-    3 s) and some are abandoned, so sessions expire while others work."""
+    ``progress[slot]`` counts this incarnation's acknowledged calls. Locks last 50 ms to
+    30 s and some are abandoned, so sessions expire while others work. With
+    *self_kill_chance*, a commit may SIGKILL its own process (:class:`SelfKillingStore`)."""
     acks = None
     try:
         acks = AckFile(ack_path, durable=True)
-        with open_engine(spec, seed) as engine:
-            terminal = Terminal(engine, incarnation, random.Random(rng_seed), acks)
+        rng = random.Random(rng_seed)
+        store = open_store(spec)
+        killing = SelfKillingStore(store, random.Random(rng.random()), self_kill_chance, acks)
+        try:
+            engine = Engine(killing, seed=seed)
+            terminal = Terminal(engine, incarnation, rng, acks)
+            killing.terminal = terminal
             rng = terminal.rng
             while not stop.is_set():
                 roll = rng.random()
@@ -324,7 +371,7 @@ def crash_worker(
                         terminal.redeem_held()
                 elif roll < 0.45:
                     code = rng.choice((HOT, CARD))
-                    terminal.lock(code, terminal.credits(), rng.choice((50, 300, 3_000)))
+                    terminal.lock(code, terminal.credits(), rng.choice((50, 300, 3_000, 30_000)))
                 elif roll < 0.60:
                     terminal.redeem(rng.choice((HOT, CARD)), terminal.credits())
                 elif roll < 0.80 and terminal.redemptions:
@@ -334,6 +381,8 @@ def crash_worker(
                 else:
                     terminal.balance(-rng.randint(100, 2_000))
                 progress[slot] = terminal.calls
+        finally:
+            store.close()
         acks.close()
     except BaseException:
         _report_crash(acks)
