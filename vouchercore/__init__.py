@@ -10,6 +10,8 @@ and rollbacks; an append-only transaction log; an audit of the invariants. Start
     engine.validate_voucher("SUMMER10", order_amount=5000).discount_amount   # 500
 """
 
+from typing import TYPE_CHECKING, Any
+
 from vouchercore.clock import Clock, FakeClock, SystemClock
 from vouchercore.csvio import ImportFailure, ImportReport
 from vouchercore.domain.records import Discount
@@ -60,6 +62,10 @@ from vouchercore.errors import (
 )
 from vouchercore.ids import IdGenerator
 from vouchercore.stores.memory import MemoryStore
+from vouchercore.stores.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from vouchercore.stores.postgres import PostgresStore
 
 __version__ = "0.1.0"
 
@@ -90,11 +96,13 @@ __all__ = [
     "MemoryStore",
     "MissingAmount",
     "NotFound",
+    "PostgresStore",
     "QuantityExceeded",
     "Redemption",
     "RedemptionRollback",
     "RedemptionStatus",
     "RollbackWindowExceeded",
+    "SQLiteStore",
     "Session",
     "StorageError",
     "SystemClock",
@@ -113,3 +121,13 @@ __all__ = [
     "VoucherType",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``PostgresStore`` is imported on first use: psycopg is the optional ``postgres`` extra
+    (``pip install 'vouchercore[postgres]'``)."""
+    if name == "PostgresStore":
+        from vouchercore.stores.postgres import PostgresStore  # noqa: PLC0415 - optional extra
+
+        return PostgresStore
+    raise AttributeError(f"module 'vouchercore' has no attribute {name!r}")
