@@ -258,15 +258,17 @@ class _Statements:
             "ORDER BY code = %s DESC LIMIT 1 FOR UPDATE"
         )
         # run after the lock is granted (its own snapshot); names the voucher it resolved, so
-        # a voucher created meanwhile under the code that resolved by id is noticed
+        # a voucher created meanwhile under the code that resolved by id is noticed. Sessions
+        # load in key order (byte-wise), as from SQLite's primary key.
         sessions = ", ".join(f"s.{c}" for c in SESSION_COLUMNS[1:])
         self.sessions_of = (
             f"SELECT v.id, {sessions} FROM (SELECT id FROM {s}.vouchers "
             "WHERE code = %s OR id = %s ORDER BY code = %s DESC LIMIT 1) AS v "
-            f"LEFT JOIN {s}.sessions AS s ON s.voucher_id = v.id"
+            f"LEFT JOIN {s}.sessions AS s ON s.voucher_id = v.id ORDER BY s.key"
         )
         self.sessions_by_id = (
-            f"SELECT {', '.join(SESSION_COLUMNS)} FROM {s}.sessions WHERE voucher_id = %s"
+            f"SELECT {', '.join(SESSION_COLUMNS)} FROM {s}.sessions WHERE voucher_id = %s "
+            "ORDER BY key"
         )
         of_redemption = f"(SELECT voucher_id FROM {s}.redemptions WHERE id = %s)"
         self.lock_voucher_of_redemption = (
@@ -274,7 +276,7 @@ class _Statements:
         )
         self.sessions_of_redemption = (
             f"SELECT {', '.join(SESSION_COLUMNS)} FROM {s}.sessions "
-            f"WHERE voucher_id = {of_redemption}"
+            f"WHERE voucher_id = {of_redemption} ORDER BY key"
         )
         self.redemption = f"SELECT {r} FROM {s}.redemptions WHERE id = %s"
         self.update_voucher = (
