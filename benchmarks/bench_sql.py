@@ -377,7 +377,9 @@ class PostgresConfig:
     kind = "postgres"
 
     def __init__(self, dsn: str) -> None:
-        self.name = "PostgreSQL"
+        self.name = "PostgreSQL" + (
+            " (synchronous_commit=off)" if "synchronous_commit" in dsn else ""
+        )
         self.dsn = dsn
         self.ratio_target = 0.87
         self.raw_label = "raw SQL: BEGIN; SELECT FOR UPDATE; UPDATE; INSERT; COMMIT"
@@ -506,11 +508,19 @@ def main() -> None:
         "--seconds", type=float, default=None, help="seconds per measurement (default 2; quick 0.5)"
     )
     parser.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: env, then local)")
+    parser.add_argument(
+        "--pg-async-commit",
+        action="store_true",
+        help="diagnostic: synchronous_commit=off on every PostgreSQL connection (raw and "
+        "engine alike), so the figures show round trips and CPU rather than the WAL flush",
+    )
     args = parser.parse_args()
     seconds = args.seconds or (0.5 if args.quick else 2.0)
     rounds = 1 if args.quick else 3
     concurrency_seconds = seconds if args.quick else 2 * seconds
     dsn = args.dsn or os.environ.get("VOUCHERCORE_TEST_POSTGRES_DSN") or DEFAULT_DSN
+    if args.pg_async_commit:
+        dsn += ("&" if "?" in dsn else "?") + "options=-c%20synchronous_commit%3Doff"
 
     print(
         f"vouchercore SQL benchmark: {seconds:g} s per measurement, best of {rounds}; "
