@@ -25,6 +25,7 @@ def _postgres_spec() -> Iterator[StoreSpec]:
         pytest.skip(f"{DSN_VARIABLE} is not set: no PostgreSQL server to test against")
     try:
         import psycopg  # noqa: PLC0415
+
         from vouchercore.stores.postgres import PostgresStore  # noqa: PLC0415, F401
     except ImportError as error:
         pytest.skip(f"the PostgreSQL store cannot be imported: {error}")
@@ -36,10 +37,23 @@ def _postgres_spec() -> Iterator[StoreSpec]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def _spec(kind: str, tmp_path: Path) -> Iterator[StoreSpec]:
+    if kind == "sqlite":
+        yield ("sqlite", str(tmp_path / "vouchers.db"))  # synchronous=FULL, the default
+    elif kind == "sqlite-normal":
+        yield ("sqlite", str(tmp_path / "vouchers.db"), "NORMAL")
+    else:
+        yield from _postgres_spec()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreSpec]:
     """Where the processes meet: a SQLite file (synchronous=FULL) or a PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield ("sqlite", str(tmp_path / "vouchers.db"))
-    else:
-        yield from _postgres_spec()
+    yield from _spec(request.param, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "sqlite-normal", "postgres"])
+def crash_store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreSpec]:
+    """As :func:`store_spec`, plus SQLite with ``synchronous=NORMAL``: a SIGKILL (unlike a
+    power cut) loses nothing committed even then — the WAL is in the OS's page cache."""
+    yield from _spec(request.param, tmp_path)

@@ -77,8 +77,10 @@ class Incarnation:
     def bury(self) -> None:
         """Reap the SIGKILLed process and read how it died."""
         self.process.join(timeout=30)
-        assert self.process.exitcode == -signal.SIGKILL, f"{self.name}: {self.process.exitcode}"
         marker = (read_acks(self.path) or [{}])[-1]
+        assert self.process.exitcode == -signal.SIGKILL, (
+            f"{self.name} exited with {self.process.exitcode}: {marker.get('error', '')}"
+        )
         if marker.get("op") == "self_kill":
             self.death = marker["point"]
             self.in_flight = {"call": marker["call"], "tag": marker["tag"]}
@@ -136,7 +138,16 @@ def run_kill_rounds(spec: StoreSpec, tmp_path: Path) -> list[Incarnation]:
             calls = rng.randint(1, 6)  # let it get going, then kill it tens of ms later
             while progress[slot] < calls:
                 restart_the_self_killed()
-                assert time.monotonic() < deadline, "workers stopped making progress"
+                if time.monotonic() > deadline:
+                    for incarnation in running:  # their stacks, on stderr (faulthandler)
+                        incarnation.process.is_alive() and os.kill(
+                            incarnation.process.pid, signal.SIGUSR1
+                        )
+                    time.sleep(1)
+                    stalled = {
+                        i.name: (i.process.is_alive(), read_acks(i.path)[-1:]) for i in running
+                    }
+                    pytest.fail(f"workers stopped making progress: {progress[:]} {stalled}")
                 time.sleep(0.001)
             time.sleep(rng.uniform(0.0, 0.06))
             victim = running[slot]
@@ -171,8 +182,9 @@ def owner(tag: str) -> tuple[str, int | None]:
 
 
 def test_sigkilled_workers_leave_every_operation_whole(
-    store_spec: StoreSpec, tmp_path: Path
+    crash_store_spec: StoreSpec, tmp_path: Path
 ) -> None:
+    store_spec = crash_store_spec
     started = time.monotonic()
     incarnations = run_kill_rounds(store_spec, tmp_path)
     killed = {i.name for i in incarnations if i.death is not None}
@@ -360,7 +372,7 @@ def test_sigkilled_workers_leave_every_operation_whole(
 
     in_flight_applied = sum(len(found) for found in unexplained.values())
     print(  # figures for the curious (-s)
-        f"\n{store_spec[0]}: kills {dict(deaths)}, {len(incarnations)} incarnations, "
+        f"\n{store_spec}: kills {dict(deaths)}, {len(incarnations)} incarnations, "
         f"{len(acks)} acknowledged calls, {len(log)} redemptions, {len(transactions)} "
         f"transactions, {len(live)} live sessions, {in_flight_applied} killed calls applied "
         f"but unacknowledged, {time.monotonic() - started:.1f} s"

@@ -14,6 +14,7 @@ the tag ``"<incarnation>.<n>"`` (n counts the worker's calls) is the session key
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import os
 import random
@@ -35,7 +36,7 @@ DISCOUNT = 500
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-StoreSpec = tuple[str, ...]  # ("sqlite", path) or ("postgres", dsn, schema)
+StoreSpec = tuple[str, ...]  # ("sqlite", path[, synchronous]) or ("postgres", dsn, schema)
 
 
 def to_us(instant: datetime) -> int:
@@ -53,7 +54,7 @@ def open_store(spec: StoreSpec) -> Any:
     if spec[0] == "sqlite":
         from vouchercore.stores.sqlite import SQLiteStore  # noqa: PLC0415
 
-        return SQLiteStore(spec[1])
+        return SQLiteStore(spec[1], synchronous=spec[2] if len(spec) > 2 else "FULL")
     if spec[0] == "postgres":
         from vouchercore.stores.postgres import PostgresStore  # noqa: PLC0415
 
@@ -349,6 +350,7 @@ def crash_worker(
     ``progress[slot]`` counts this incarnation's acknowledged calls. Locks last 50 ms to
     30 s and some are abandoned, so sessions expire while others work. With
     *self_kill_chance*, a commit may SIGKILL its own process (:class:`SelfKillingStore`)."""
+    faulthandler.register(signal.SIGUSR1)  # the test asks for stacks when progress stalls
     acks = None
     try:
         acks = AckFile(ack_path, durable=True)
