@@ -11,7 +11,10 @@ committed (a subquery of the locking statement would read the snapshot taken *be
 **Round trips** (psycopg pipeline mode: statements are sent together and answered together):
 
 * open a unit — 1: ``BEGIN`` + lock the voucher + read its sessions;
-* commit — 1: every ``UPDATE``/``DELETE``/``INSERT`` + ``COMMIT``; abort — 1: ``ROLLBACK``;
+* commit — 1: every ``UPDATE``/``DELETE``/``INSERT`` + ``COMMIT``; abort, or a commit with
+  nothing to write (a read) — 1: ``COMMIT`` of a transaction that wrote nothing, without waiting
+  for the WAL flush its row lock would otherwise cost (and not ``ROLLBACK``, after which psycopg
+  would drop the connection's prepared statements);
 * each transaction the domain creates — 1 more: its id is ``nextval`` of a ``SEQUENCE``;
 * a voucher insert — 1 (one autocommitted ``INSERT``); a read — 1 (one statement).
 
@@ -111,6 +114,9 @@ _FIRST_BACKOFF: Final = 0.01
 _MAX_BACKOFF: Final = 1.0
 _DELETED: Final = int(VoucherState.DELETED)
 _IDLE: Final = TransactionStatus.IDLE
+_INTRANS: Final = TransactionStatus.INTRANS
+#: Sent before the ``COMMIT`` of a unit that wrote nothing: its row lock need not be flushed.
+_NO_FLUSH: Final = "SET LOCAL synchronous_commit TO OFF"
 _JSON_COLUMNS: Final = frozenset({"discount", "metadata", "details"})
 _UPDATED_AT: Final = (VOUCHER_MUTABLE_COLUMNS.index("updated_at"),)
 _COUNTERS_AT: Final = VOUCHER_COLUMNS.index("sessions_opened")
@@ -380,12 +386,13 @@ def _pool_settings(pool: ConnectionPool[Any]) -> tuple[str, dict[str, Any]]:
 class _Lease:
     """A connection a store took (from its pool or its one connection) and must give back."""
 
-    __slots__ = ("conn", "held", "pool", "restore_autocommit")
+    __slots__ = ("conn", "done", "held", "pool", "restore_autocommit")
 
     def __init__(self, conn: Conn, pool: ConnectionPool[Any] | None) -> None:
         self.conn = conn
         self.pool = pool
         self.restore_autocommit = False
+        self.done = False
         self.held: list[_Lease] | None = None  # the opening thread's open units, while open
 
 
@@ -605,6 +612,23 @@ class PostgresStore:
             if not conn.closed and conn.info.transaction_status != _IDLE:
                 conn.execute("ROLLBACK")
 
+    @staticmethod
+    def _end_quietly(conn: Conn) -> None:
+        """End a transaction that wrote nothing (a unit's writes are only ever sent with its
+        ``COMMIT``): ``COMMIT`` without waiting for the WAL flush its row lock would cost. Not
+        ``ROLLBACK``: psycopg drops every prepared statement of a connection that rolls back.
+        A transaction in error is rolled back."""
+        with suppress(psycopg.Error):
+            if conn.closed:
+                return
+            status = conn.info.transaction_status
+            if status == _INTRANS:
+                with conn.pipeline():
+                    conn.execute(_NO_FLUSH)
+                    conn.execute("COMMIT")
+            elif status != _IDLE:
+                conn.execute("ROLLBACK")
+
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's connections, open a pool of our own."""
         self._pid = os.getpid()
@@ -665,11 +689,17 @@ class PostgresStore:
             lease.restore_autocommit = True
         return lease
 
-    def _release(self, lease: _Lease, *, rollback: bool) -> None:
-        """Give the connection back (rolling back first if asked); idempotent."""
+    def _release(self, lease: _Lease, *, rollback: bool = False, quietly: bool = False) -> None:
+        """Give the connection back, first rolling back or quietly ending (see
+        :meth:`_end_quietly`) its transaction if asked; idempotent."""
+        if lease.done:
+            return
+        lease.done = True
         conn = lease.conn
         if rollback:
             self._rollback(conn)
+        elif quietly:
+            self._end_quietly(conn)
         if lease.held is not None:
             with suppress(ValueError):
                 lease.held.remove(lease)
@@ -737,7 +767,7 @@ class PostgresStore:
         lease, rows = self._attempt(
             "read", lambda lease: lease.conn.execute(sql, params).fetchall()
         )
-        self._release(lease, rollback=False)
+        self._release(lease)
         return rows
 
     # --- vouchers -------------------------------------------------------------------------
@@ -772,7 +802,7 @@ class PostgresStore:
             return True
 
         lease, _ = self._attempt("insert voucher", insert)
-        self._release(lease, rollback=False)
+        self._release(lease)
 
     def _unit(
         self, lease: _Lease, row: tuple[Any, ...], sessions: Sequence[Sequence[Any]]
@@ -812,7 +842,7 @@ class PostgresStore:
 
     def _opened(self, lease: _Lease, unit: T | None) -> T | None:
         if unit is None:
-            self._release(lease, rollback=True)
+            self._release(lease, quietly=True)
             return None
         held = self._held()
         held.append(lease)
@@ -890,11 +920,15 @@ class PostgresStore:
                 of the unit is stored (the caller may retry the operation).
         """
         lease: _Lease = unit.handle
+        if lease.done:
+            raise StorageError(f"PostgreSQL store {self.address}: {unit!r} has ended already")
         changes = unit.changes()
         conn = lease.conn
         try:
             with conn.pipeline():
-                if not changes.empty:
+                if changes.empty:
+                    conn.execute(_NO_FLUSH)
+                else:
                     self._write(conn, changes)
                 conn.execute("COMMIT")
         except psycopg.Error as error:
@@ -903,11 +937,13 @@ class PostgresStore:
         except BaseException:
             self._release(lease, rollback=True)
             raise
-        self._release(lease, rollback=False)
+        self._release(lease)
 
     def abort(self, unit: SqlUnit) -> None:
-        """``ROLLBACK``: nothing of the unit is stored; the voucher is released."""
-        self._release(unit.handle, rollback=True)
+        """End the unit's transaction, which wrote nothing (its writes are only ever sent with
+        its ``COMMIT``): nothing of the unit is stored; the voucher is released. One round
+        trip."""
+        self._release(unit.handle, quietly=True)
 
     # --- reads ----------------------------------------------------------------------------
 
