@@ -9,6 +9,7 @@ in the contract suite: ``vouchercore/testing/contract/test_audit.py``.)
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,12 @@ import pytest
 from vouchercore import AuditReport, Engine, FakeClock
 from vouchercore.stores.sqlite import SQLiteStore
 from vouchercore.testing.contract.test_audit import mixed_workload
-from vouchercore.testing.stores import sqlite_store, unavailable_reason
+from vouchercore.testing.stores import (
+    POSTGRES_DSN_VARIABLE,
+    postgres_store,
+    sqlite_store,
+    unavailable_reason,
+)
 
 
 @pytest.fixture
@@ -199,7 +205,7 @@ SQL_CORRUPTIONS: list[tuple[str, str, str, str | None]] = [
     ),
     (
         "session_live_after_its_redemption",
-        "UPDATE redemptions SET session_key = 'a', date = date + 1 "
+        "UPDATE redemptions SET session_key = 'a', date = {later} "
         f"WHERE voucher_id = {_LOYAL_ID} AND status = 'SUCCEEDED'",
         "I4",
         "LOYAL",
@@ -213,12 +219,28 @@ SQL_CORRUPTIONS: list[tuple[str, str, str, str | None]] = [
 ]
 
 RunSql = Callable[[str], None]
+# a redemption's date one microsecond later: integer microseconds in SQLite, timestamptz in PG
+LATER = {"sqlite": "date + 1", "postgres": "date + interval '1 microsecond'"}
 
 
 def _sqlite_runner(store: SQLiteStore) -> RunSql:
     def run(statement: str) -> None:
         with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
-            assert conn.execute(statement).rowcount > 0, statement
+            cursor = conn.execute(statement.format(later=LATER["sqlite"]))
+            assert cursor.rowcount > 0, statement
+
+    return run
+
+
+def _postgres_runner(dsn: str, schema: str) -> RunSql:
+    import psycopg  # noqa: PLC0415  (the optional "postgres" extra)
+    from psycopg import sql  # noqa: PLC0415
+
+    def run(statement: str) -> None:
+        with psycopg.connect(dsn) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            cursor = conn.execute(statement.format(later=LATER["postgres"]))
+            assert cursor.rowcount > 0, statement
 
     return run
 
@@ -238,7 +260,11 @@ def sql_worked(
     reason = unavailable_reason("postgres")
     if reason is not None:
         pytest.skip(reason)
-    pytest.skip("PostgresStore corruption tests are not written yet")
+    dsn = os.environ[POSTGRES_DSN_VARIABLE]
+    with postgres_store(dsn)(tmp_path) as store:
+        engine = Engine(store, clock=clock, seed=1234)
+        mixed_workload(engine, clock)
+        yield engine, _postgres_runner(dsn, store.schema)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

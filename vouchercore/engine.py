@@ -359,7 +359,7 @@ class Engine:
         self._run(code, operations.release_session, session_key)
 
     def list_sessions(self, code: str) -> tuple[Session, ...]:
-        """The voucher's live sessions, soonest to expire first."""
+        """The voucher's live sessions, soonest to expire first (ties in key order)."""
         code = require_code(code)
         return self._run(code, _sessions)
 
@@ -727,7 +727,10 @@ def _set_active(unit: Any, now: int, active: bool) -> Voucher:
 def _sessions(unit: Any, now: int) -> tuple[Session, ...]:
     operations.purge_expired(unit, now)
     stored = unit.record.sessions or ()
-    return tuple(Session.from_record(s) for s in sorted(stored, key=lambda s: s.expires_at))
+    # ties broken by key: the order must not depend on how a store happens to keep them
+    return tuple(
+        Session.from_record(s) for s in sorted(stored, key=lambda s: (s.expires_at, s.key))
+    )
 
 
 _tx_id = operator.attrgetter("id")

@@ -531,3 +531,14 @@ def test_sweep_given_a_future_instant_does_not_end_live_sessions_early(
     assert clock.now() < session.expires_at
     assert _keys(engine, "D") == ["a"]
     assert not engine.validate_voucher("D").valid
+
+
+def test_sessions_are_listed_soonest_expiry_first_and_ties_in_key_order(engine: Engine) -> None:
+    """The order never depends on how a store keeps its rows (found by the lockstep test)."""
+    engine.create_voucher("D", discount=Discount.amount(1))
+    for key in ("m", "z", "a"):
+        _lock(engine, "D", key, ttl=1, ttl_unit="HOURS")
+    _lock(engine, "D", "late", ttl=2, ttl_unit="HOURS")
+    _lock(engine, "D", "soon", ttl=1, ttl_unit="MINUTES")
+    _lock(engine, "D", "m", ttl=1, ttl_unit="HOURS")  # same key again: same instant, same place
+    assert _keys(engine, "D") == ["soon", "a", "m", "z", "late"]
