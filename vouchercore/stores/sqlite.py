@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
@@ -47,6 +49,8 @@ from vouchercore.stores._sql import (
 __all__ = ["SQLiteStore"]
 
 SYNCHRONOUS_MODES: Final = ("FULL", "NORMAL", "EXTRA", "OFF")
+_FIRST_BACKOFF: Final = 50e-6
+_LAST_BACKOFF: Final = 2e-3
 
 _V: Final = ", ".join(VOUCHER_COLUMNS)
 _S: Final = ", ".join(SESSION_COLUMNS)
@@ -283,6 +287,10 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             self._ensure_schema(conn)
+            # from here on the write lock is waited for by _begin (short, jittered sleeps);
+            # SQLite's own busy handler sleeps 1 ms to 100 ms at a time, which starves a hot
+            # voucher shared by several processes. Reads never wait in WAL mode.
+            conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as error:
             conn.close()
             raise self._fail("open", error) from error
@@ -339,12 +347,37 @@ class SQLiteStore:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         return conn if conn is not None else self._connect()
 
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, waiting for another connection's write lock up to
+        ``busy_timeout`` with exponential, jittered sleeps from 50 µs to 2 ms.
+
+        Raises:
+            sqlite3.OperationalError: still busy after ``busy_timeout`` (or another error).
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+        deadline = time.monotonic() + self.busy_timeout
+        delay = _FIRST_BACKOFF
+        while True:
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, _LAST_BACKOFF)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+
     @contextlib.contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction, committed on success, rolled back on error."""
         conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
         except sqlite3.Error as error:
             raise self._fail(action, error) from error
         try:
@@ -419,7 +452,7 @@ class SQLiteStore:
         """Open ``BEGIN IMMEDIATE`` and load the voucher and its sessions (None: not found)."""
         conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             unit = self._load(conn, code_or_id, include_deleted)
         except sqlite3.Error as error:
             self._rollback(conn)
@@ -432,7 +465,7 @@ class SQLiteStore:
         """Open ``BEGIN IMMEDIATE`` on the voucher of a redemption, with the redemption."""
         conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             row = conn.execute(
                 f"SELECT {_R} FROM redemptions WHERE id = ?", (redemption_id,)
             ).fetchone()
