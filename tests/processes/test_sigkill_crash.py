@@ -102,7 +102,9 @@ def run_kill_rounds(spec: StoreSpec, tmp_path: Path) -> list[Incarnation]:
     # one server serves the whole session, so it preloads for every store (missing: ignored)
     context.set_forkserver_preload(["tests.processes.workers", "vouchercore.stores.postgres"])
     progress = context.Array("q", WORKERS, lock=False)  # calls acknowledged, per slot
-    stop = context.Event()
+    # a lock-free flag: a worker SIGKILLed inside Event.is_set() would leave the Event's lock
+    # held forever, and every other worker waiting on it
+    stop = context.RawValue("b", 0)
     incarnations: list[Incarnation] = []
 
     def launch(slot: int) -> Incarnation:
@@ -156,7 +158,7 @@ def run_kill_rounds(spec: StoreSpec, tmp_path: Path) -> list[Incarnation]:
             kills += victim.death == "sigkill"
             running[slot] = launch(slot)
         time.sleep(0.2)  # let the last one work a little before the clean stop
-        stop.set()
+        stop.value = 1
         for incarnation in running:
             incarnation.process.join(timeout=60)
             if incarnation.process.exitcode != 0:

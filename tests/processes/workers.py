@@ -346,7 +346,8 @@ def crash_worker(
     ack_path: str,
     self_kill_chance: float = 0.0,
 ) -> None:
-    """Mixed redeem/rollback/balance/session calls until *stop* is set (or SIGKILL).
+    """Mixed redeem/rollback/balance/session calls until *stop* (a shared lock-free flag)
+    is set, or SIGKILL.
     ``progress[slot]`` counts this incarnation's acknowledged calls. Locks last 50 ms to
     30 s and some are abandoned, so sessions expire while others work. With
     *self_kill_chance*, a commit may SIGKILL its own process (:class:`SelfKillingStore`)."""
@@ -362,7 +363,7 @@ def crash_worker(
             terminal = Terminal(engine, incarnation, rng, acks)
             killing.terminal = terminal
             rng = terminal.rng
-            while not stop.is_set():
+            while not stop.value:
                 roll = rng.random()
                 if terminal.sessions and roll < 0.30:
                     if rng.random() < 0.2:
