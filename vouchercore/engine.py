@@ -773,8 +773,8 @@ def _parse_discount(value: Discount | Mapping[str, Any]) -> Discount:
                 fields.get("fixed_amount"), "fixed_amount", allow_zero=True
             ),
         )
-    unit_type = fields.get("unit_type")
-    if not isinstance(unit_type, str) or not unit_type:
+    unit_type = require_optional_text(fields.get("unit_type"), "unit_type")
+    if not unit_type:
         raise InvalidPayload(f"unit_type must be a non-empty string, got {unit_type!r}")
     return Discount(
         type=kind, unit_off=require_amount(fields.get("unit_off"), "unit_off"), unit_type=unit_type

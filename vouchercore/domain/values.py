@@ -217,8 +217,14 @@ def require_session_key(value: object, name: str = "session_key") -> str:
 
 
 def require_optional_text(value: object, name: str) -> str | None:
-    """``None`` or a string (free text such as a reason or a category)."""
-    if value is None or isinstance(value, str):
+    """``None`` or a string (free text such as a reason or a category) without NUL characters
+    (no SQL database keeps them in text, so no store accepts them: the same call behaves the
+    same on every store)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidPayload(f"{name} must not contain NUL characters")
         return value
     raise InvalidPayload(f"{name} must be a string or None, got {type(value).__name__}")
 
