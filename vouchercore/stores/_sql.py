@@ -47,6 +47,7 @@ __all__ = [
     "detached_session",
     "record_from_row",
     "redemption_from_row",
+    "schema_problem",
     "session_row",
     "transaction_from_row",
     "transaction_id",
@@ -148,6 +149,29 @@ ROLLBACK_INSTANTS: Final = (6,)
 _VOUCHER_TYPES: Final = {t.value: t for t in VoucherType}
 _TX_TYPES: Final = {t.value: t for t in TransactionType}
 _STATES: Final = tuple(VoucherState)
+
+
+# --- the schema ------------------------------------------------------------------------------
+
+
+def schema_problem(tables: Sequence[str], version: object) -> str | None:
+    """Why this release cannot use a database holding *tables* whose ``vouchercore_meta`` says
+    schema *version* (``None`` when it has no meta table) — or None: it is ours, or empty.
+
+    One decision for every SQL store: a database with other tables and no vouchercore schema
+    is someone else's; a version other than :data:`SCHEMA_VERSION` is refused (a newer one
+    needs a newer vouchercore; a later release migrates older ones).
+    """
+    if "vouchercore_meta" not in tables:
+        if tables:
+            return f"holds other tables ({', '.join(sorted(tables)[:5])}) and no vouchercore schema"
+        return None
+    if version == SCHEMA_VERSION:
+        return None
+    newer = isinstance(version, int) and version > SCHEMA_VERSION
+    return f"schema version {version}, this vouchercore reads version {SCHEMA_VERSION}" + (
+        " (upgrade vouchercore)" if newer else ""
+    )
 
 
 # --- values ----------------------------------------------------------------------------------

@@ -580,24 +580,18 @@ class PostgresStore:
                     (self.schema,),
                 ).fetchall()
             ]
-            if "vouchercore_meta" not in tables:
-                if tables:
-                    raise StorageError(
-                        f"PostgreSQL store {self.address}: schema {self.schema!r} holds other "
-                        f"tables ({', '.join(tables[:5])}) and no vouchercore schema"
-                    )
-                for statement in self._sql.ddl:
-                    conn.execute(statement)
-            else:
+            version = None
+            if "vouchercore_meta" in tables:
                 row = conn.execute(self._sql.version).fetchone()
                 version = row[0] if row else None
-                if version != SCHEMA_VERSION:
-                    newer = isinstance(version, int) and version > SCHEMA_VERSION
-                    raise StorageError(
-                        f"PostgreSQL store {self.address}: schema {self.schema!r} has version "
-                        f"{version}, this vouchercore reads version {SCHEMA_VERSION}"
-                        + (" (upgrade vouchercore)" if newer else "")
-                    )
+            problem = _sql.schema_problem(tables, version)
+            if problem is not None:
+                raise StorageError(
+                    f"PostgreSQL store {self.address}: schema {self.schema!r} {problem}"
+                )
+            if not tables:
+                for statement in self._sql.ddl:
+                    conn.execute(statement)
             conn.execute("COMMIT")
         except psycopg.Error as error:
             self._rollback(conn)

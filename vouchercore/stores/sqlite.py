@@ -309,29 +309,21 @@ class SQLiteStore:
                 row[0]
                 for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
-            if "vouchercore_meta" not in tables:
-                if tables:
-                    raise StorageError(
-                        f"SQLite store {self.path!r}: the database holds other tables "
-                        f"({', '.join(sorted(tables)[:5])}) and no vouchercore schema"
-                    )
+            version = None
+            if "vouchercore_meta" in tables:
+                row = conn.execute(
+                    "SELECT value FROM vouchercore_meta WHERE name = 'schema_version'"
+                ).fetchone()
+                version = row[0] if row else None
+            problem = _sql.schema_problem(sorted(tables), version)
+            if problem is not None:
+                raise StorageError(f"SQLite store {self.path!r}: the database {problem}")
+            if not tables:
                 # statement by statement: executescript would commit the open transaction
                 # first, and two processes creating the file at once must not both create
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-            else:
-                row = conn.execute(
-                    "SELECT value FROM vouchercore_meta WHERE name = 'schema_version'"
-                ).fetchone()
-                version = row[0] if row else None
-                if version != SCHEMA_VERSION:
-                    newer = isinstance(version, int) and version > SCHEMA_VERSION
-                    raise StorageError(
-                        f"SQLite store {self.path!r}: schema version {version}, this vouchercore "
-                        f"reads version {SCHEMA_VERSION}"
-                        + (" (upgrade vouchercore)" if newer else "")
-                    )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
