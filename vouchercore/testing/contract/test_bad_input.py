@@ -416,6 +416,40 @@ CASES: list[Any] = [
         "reason",
         id="balance-reason",
     ),
+    # free text with NUL: no SQL store can keep it, so no store accepts it
+    pytest.param(
+        lambda e, b: e.update_voucher_balance("GIFT", 1, reason="a\x00b"),
+        PAYLOAD,
+        "reason",
+        id="balance-reason-nul",
+    ),
+    pytest.param(
+        lambda e, b: e.update_voucher_balance("GIFT", 1, source_id="\x00"),
+        PAYLOAD,
+        "source_id",
+        id="balance-source-id-nul",
+    ),
+    pytest.param(
+        lambda e, b: e.redeem_voucher("DISC", order_id="o\x00"),
+        PAYLOAD,
+        "order_id",
+        id="redeem-order-id-nul",
+    ),
+    pytest.param(
+        lambda e, b: e.rollback_redemption(b["redemption"], reason="\x00"),
+        PAYLOAD,
+        "reason",
+        id="rollback-reason-nul",
+    ),
+    pytest.param(
+        _create(gift={"amount": 1}, category="c\x00"), PAYLOAD, "category", id="create-category-nul"
+    ),
+    pytest.param(
+        _create(discount={"type": "UNIT", "unit_off": 1, "unit_type": "sku\x00"}),
+        PAYLOAD,
+        "unit_type",
+        id="create-unit-type-nul",
+    ),
     # --- list_voucher_transactions, list_sessions, list_redemptions, expire_sessions -------
     *_bad_codes("list", "code", lambda e, v: e.list_voucher_transactions(v)),
     *[
