@@ -8,6 +8,7 @@ uses its index, and a fault mid-commit leaves nothing half-written and the engin
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import threading
@@ -260,3 +261,27 @@ def test_a_forked_child_opens_its_own_connection(db: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert engine.get_voucher("GIFT").gift.balance == 750  # type: ignore[union-attr]
     assert engine.audit().ok
+
+
+def test_connections_of_ended_threads_are_closed_and_close_closes_the_rest(db: Path) -> None:
+    engine = _engine(db)
+    engine.create_voucher("GIFT", type="GIFT_VOUCHER", gift={"amount": 1_000})
+    store = engine.store
+    assert isinstance(store, SQLiteStore)
+
+    def use() -> None:
+        engine.redeem_voucher("GIFT", credits=1)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    gc.collect()
+    assert len(store._connections) == 1  # the main thread's; the threads' went with them
+    mine = store._conn()
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        mine.execute("SELECT 1")
+    with pytest.raises(StorageError, match="closed"):
+        engine.get_voucher("GIFT")

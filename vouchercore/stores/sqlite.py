@@ -25,6 +25,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
@@ -193,6 +194,14 @@ _PURGE: Final = (
 _DELETED: Final = int(VoucherState.DELETED)
 
 
+class _Connection(sqlite3.Connection):
+    """A connection the store can refer to weakly (the C type cannot be)."""
+
+
+#: connections a forked child inherited: never used, never closed by the child
+_FORSAKEN: list[_Connection] = []
+
+
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     """The file path and query options of ``sqlite:///relative.db`` or
     ``sqlite:////absolute/path.db?synchronous=NORMAL``.
@@ -242,7 +251,9 @@ class SQLiteStore:
         self.busy_timeout = float(busy_timeout)
         self._local = threading.local()
         self._pid = os.getpid()
-        self._connections: list[sqlite3.Connection] = []
+        #: every open connection (weakly: a thread's own connection closes when the thread
+        #: ends and its thread-local goes; close() closes those still open)
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
         self._closed = False
         self._connect()  # open (and create the schema) now: a bad file fails here
@@ -275,6 +286,7 @@ class SQLiteStore:
         try:
             conn = sqlite3.connect(
                 self.path,
+                factory=_Connection,
                 timeout=self.busy_timeout,
                 isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE … COMMIT
                 check_same_thread=False,  # closed from close(); used by its own thread only
@@ -299,7 +311,7 @@ class SQLiteStore:
             raise
         self._local.conn = conn
         with self._connections_lock:
-            self._connections.append(conn)
+            self._connections.add(conn)
         return conn
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
@@ -334,7 +346,10 @@ class SQLiteStore:
         if self._pid != os.getpid():  # a forked child: never use the parent's connections
             self._pid = os.getpid()
             self._local = threading.local()
-            self._connections = []  # the parent's stay open in the parent (not closed here)
+            # the parent's connections stay open for the parent: kept from the collector here,
+            # so this process never closes them
+            _FORSAKEN.extend(self._connections)
+            self._connections = weakref.WeakSet()
             self._connections_lock = threading.Lock()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         return conn if conn is not None else self._connect()
@@ -573,7 +588,7 @@ class SQLiteStore:
         """Close every connection this store opened (in this process)."""
         self._closed = True
         with self._connections_lock:
-            connections, self._connections = self._connections, []
+            connections, self._connections = list(self._connections), weakref.WeakSet()
         for conn in connections:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
