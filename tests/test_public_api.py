@@ -22,6 +22,7 @@ EXPECTED_EXPORTS = {
     "FakeClock",
     "GiftAmountExceeded",
     "GiftBalance",
+    "IdempotencyKeyReused",
     "IdGenerator",
     "ImportFailure",
     "ImportReport",

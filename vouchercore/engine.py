@@ -14,12 +14,12 @@ import itertools
 import operator
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TextIO, TypeVar
 
 from vouchercore import csvio
 from vouchercore.clock import Clock, SystemClock
-from vouchercore.domain import operations
+from vouchercore.domain import idempotency, operations
 from vouchercore.domain.audit import audit_voucher
 from vouchercore.domain.instants import to_us_or_none
 from vouchercore.domain.operations import LockRequest, UseRequest
@@ -80,6 +80,8 @@ class Engine:
         seed: make ids and session keys reproducible (simulations, tests). Leave ``None``
             in production: session keys then come from the OS CSPRNG.
         ids: a custom id generator (overrides *seed*).
+        idempotency_retention: how long an ``idempotency_key`` is kept (engine clock; default
+            7 days): a retry within it returns the first result, after it runs anew.
 
     Example:
         >>> from vouchercore import Engine, FakeClock
@@ -98,7 +100,15 @@ class Engine:
         clock: Clock | None = None,
         seed: int | None = None,
         ids: IdGenerator | None = None,
+        idempotency_retention: timedelta = timedelta(days=7),
     ) -> None:
+        if not isinstance(idempotency_retention, timedelta) or idempotency_retention <= timedelta(
+            0
+        ):
+            raise InvalidPayload(
+                f"idempotency_retention must be a positive timedelta, got {idempotency_retention!r}"
+            )
+        self._retention_us = idempotency_retention // timedelta(microseconds=1)
         self._store, self._owns_store = open_store(store)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._ids: IdGenerator = ids if ids is not None else IdGenerator(seed)
@@ -318,15 +328,21 @@ class Engine:
         order_id: str | None = None,
         session_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Redemption:
         """Redeem the voucher. Same checks as validation, with *session_key*'s own lock
         counted as available; on success its session is released. An unknown or expired
         session key is treated as no session.
 
+        With *idempotency_key*, a retry of the same request returns this redemption again and
+        changes nothing (README: "Idempotent retries"); a FAILED
+        attempt keeps nothing under the key.
+
         Returns:
             The SUCCEEDED redemption (``amount``: credits, points or discount used).
 
         Raises:
+            IdempotencyKeyReused: *idempotency_key* was used for a different request.
             VoucherRejected: the failing check (``quantity_exceeded`` …); a FAILED redemption
                 is recorded and nothing else changes.
             NotFound: unknown or deleted voucher (nothing recorded).
@@ -334,19 +350,34 @@ class Engine:
         """
         code = require_code(code)
         request = _use_request(order_amount, credits, points, order_id, session_key, metadata)
+        key = _idempotency_key(idempotency_key)
+        fingerprint = (
+            None
+            if key is None
+            else idempotency.fingerprint(
+                "redeem_voucher",
+                code=code,
+                order_amount=request.order_amount,
+                credits=request.credits,
+                points=request.points,
+                order_id=request.order_id,
+                session_key=request.session_key,
+                metadata=request.metadata,
+            )
+        )
         now = self._clock.now_us()
         unit = self._store.begin(code)
         if unit is None:
             raise _not_found(code)
-        try:
-            redemption, error = operations.redeem(unit, self._ids, now, request)
-        except BaseException:
-            self._store.abort(unit)
-            raise
-        self._store.commit(unit)
-        if error is not None:
-            raise error
-        return redemption
+        return self._once(
+            unit,
+            now,
+            key,
+            fingerprint,
+            lambda: operations.redeem(unit, self._ids, now, request),
+            idempotency.encode_redemption,
+            idempotency.decode_redemption,
+        )
 
     def release_validation_session(self, code: str, session_key: str) -> None:
         """Release the lock *session_key* holds on this voucher.
@@ -427,20 +458,35 @@ class Engine:
         return self._run(code, lambda unit, now: tuple(self._store.redemptions(unit.record.id)))
 
     def rollback_redemption(
-        self, redemption_id: str, *, reason: str | None = None
+        self,
+        redemption_id: str,
+        *,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
     ) -> RedemptionRollback:
         """Reverse a whole redemption within 3 calendar months of it: one redemption fewer,
         credits/points returned (``CREDITS_REFUND``/``POINTS_REFUND``). Allowed on a disabled
         or expired voucher.
 
+        With *idempotency_key*, a retry returns this rollback again (not ``already_rolled_back``).
+
         Raises:
             NotFound: unknown redemption, or its voucher is deleted.
-            AlreadyRolledBack: the second time.
+            AlreadyRolledBack: the second time (without the first call's idempotency key).
+            IdempotencyKeyReused: *idempotency_key* was used for a different request.
             InvalidRedemption: the redemption FAILED.
             RollbackWindowExceeded: more than 3 calendar months later.
         """
         redemption_id = require_code(redemption_id, "redemption_id")
         reason = require_optional_text(reason, "reason")
+        key = _idempotency_key(idempotency_key)
+        fingerprint = (
+            None
+            if key is None
+            else idempotency.fingerprint(
+                "rollback_redemption", redemption_id=redemption_id, reason=reason
+            )
+        )
         now = self._clock.now_us()
         opened = self._store.begin_redemption(redemption_id)
         if opened is None:
@@ -450,13 +496,15 @@ class Engine:
                 resource_type="redemption",
             )
         unit, redemption = opened
-        try:
-            result, _ = operations.rollback(unit, self._ids, now, redemption, reason)
-        except BaseException:
-            self._store.abort(unit)
-            raise
-        self._store.commit(unit)
-        return result
+        return self._once(
+            unit,
+            now,
+            key,
+            fingerprint,
+            lambda: (operations.rollback(unit, self._ids, now, redemption, reason)[0], None),
+            idempotency.encode_rollback,
+            idempotency.decode_rollback,
+        )
 
     # --- balance and transactions ---------------------------------------------------------
 
@@ -467,26 +515,61 @@ class Engine:
         *,
         source_id: str | None = None,
         reason: str | None = None,
+        idempotency_key: str | None = None,
     ) -> BalanceUpdate:
         """Add (amount > 0) or remove (amount < 0) gift credits or loyalty points.
 
-        A removal may not take what live sessions hold.
+        A removal may not take what live sessions hold. With *idempotency_key*, a retry of the
+        same request returns this update again and changes nothing.
 
         Raises:
             InvalidVoucher: a discount voucher.
             InvalidAddBalanceParams: removing more than the balance not held by live sessions.
             InvalidAmount: amount 0, not an int, or beyond signed 64 bits.
+            IdempotencyKeyReused: *idempotency_key* was used for a different request.
         """
         code = require_code(code)
         amount = require_signed_amount(amount, "amount")
         source_id = require_optional_text(source_id, "source_id")
         reason = require_optional_text(reason, "reason")
-        return self._run(
-            code,
-            lambda unit, now: operations.update_balance(
-                unit, now, amount, source_id=source_id, reason=reason
-            ),
+        key = _idempotency_key(idempotency_key)
+        if key is None:
+            return self._run(
+                code,
+                lambda unit, now: operations.update_balance(
+                    unit, now, amount, source_id=source_id, reason=reason
+                ),
+            )
+        fingerprint = idempotency.fingerprint(
+            "update_voucher_balance", code=code, amount=amount, source_id=source_id, reason=reason
         )
+        now = self._clock.now_us()
+        unit = self._store.begin(code)
+        if unit is None:
+            raise _not_found(code)
+        return self._once(
+            unit,
+            now,
+            key,
+            fingerprint,
+            lambda: (
+                operations.update_balance(unit, now, amount, source_id=source_id, reason=reason),
+                None,
+            ),
+            idempotency.encode_balance_update,
+            idempotency.decode_balance_update,
+        )
+
+    def expire_idempotency_keys(self, now: datetime | None = None) -> int:
+        """Forget idempotency keys whose retention ended at *now* (default: the clock's now,
+        and never later than it); how many. Optional housekeeping: an expired key already acts
+        as new without it. Cost grows with what expires (the store's expiry index)."""
+        now_us = self._clock.now_us()
+        if now is not None:
+            asked = to_us_or_none(now, "now")
+            assert asked is not None
+            now_us = min(now_us, asked)
+        return self._store.expire_keys(now_us)
 
     def list_voucher_transactions(
         self,
@@ -690,6 +773,51 @@ class Engine:
 
     # --- plumbing -------------------------------------------------------------------------
 
+    def _once(
+        self,
+        unit: Any,
+        now: int,
+        key: str | None,
+        fingerprint: str | None,
+        step: Callable[[], tuple[T, VoucherError | None]],
+        encode: Callable[[T], str],
+        decode: Callable[[str], T],
+    ) -> T:
+        """Finish an open unit: run *step* and commit (abort if it raised), then raise the
+        error it reported, if any (a FAILED redemption is committed, then raised).
+
+        With *key*: first claim it in the unit; a live record for this request is replayed
+        (nothing changes), one for another request raises
+        :class:`~vouchercore.errors.IdempotencyKeyReused`; a call that succeeds keeps its
+        result under the key, atomically with its effects; one that fails keeps nothing.
+        """
+        replayed: str | None = None
+        error: VoucherError | None = None
+        try:
+            if key is not None:
+                assert fingerprint is not None
+                replayed = idempotency.replay(
+                    self._store.claim_key(unit, key), key, fingerprint, now
+                )
+            if replayed is None:
+                result, error = step()
+                if key is not None and error is None:
+                    assert fingerprint is not None
+                    record = idempotency.keep(
+                        key, fingerprint, encode(result), now, self._retention_us
+                    )
+                    self._store.keep_key(unit, record)
+        except BaseException:
+            self._store.abort(unit)
+            raise
+        if replayed is not None:
+            self._store.abort(unit)
+            return decode(replayed)
+        self._store.commit(unit)
+        if error is not None:
+            raise error
+        return result
+
     def _log_of(self, unit: Any, now: int) -> tuple[str | None, Sequence[TransactionRecord]]:
         """The voucher's campaign id and its transaction log, as of now (a stable prefix)."""
         record = unit.record
@@ -857,6 +985,11 @@ def _parse_info(
 
 
 _EMPTY_INFO = VoucherInfo()
+
+
+def _idempotency_key(value: object) -> str | None:
+    """``None``, or a key: 1–200 printable characters, no leading/trailing whitespace."""
+    return None if value is None else require_session_key(value, "idempotency_key")
 
 
 def _use_request(

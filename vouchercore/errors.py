@@ -24,6 +24,7 @@ optional ``details``, and the resource it concerns where known::
     ├── RollbackWindowExceeded                       400  rollback_window_exceeded
     ├── InvalidVoucher                               400  invalid_voucher
     ├── InvalidAddBalanceParams                      400  invalid_add_balance_params
+    ├── IdempotencyKeyReused                         409  idempotency_key_reused
     └── StorageError                                 503  storage_error
 
 Every failing call leaves the engine exactly as it was (SPEC I5); the only trace a failed
@@ -38,6 +39,7 @@ __all__ = [
     "AlreadyRolledBack",
     "DuplicateFound",
     "GiftAmountExceeded",
+    "IdempotencyKeyReused",
     "InvalidAddBalanceParams",
     "InvalidAmount",
     "InvalidArgument",
@@ -233,6 +235,14 @@ class InvalidExportFields(InvalidArgument):
     key = "invalid_export_fields"
 
 
+class IdempotencyKeyReused(VoucherError):
+    """An idempotency key, still within its retention, was sent with a different request (or
+    to a different voucher or operation) than the one it was first used for. Nothing changed."""
+
+    key = "idempotency_key_reused"
+    code = 409
+
+
 class StorageError(VoucherError):
     """The store failed (driver error, unreachable database); the driver error is the cause."""
 
@@ -260,6 +270,7 @@ _BY_KEY: dict[str, type[VoucherError]] = {
         InvalidVoucher,
         InvalidAddBalanceParams,
         InvalidExportFields,
+        IdempotencyKeyReused,
         StorageError,
     )
 }

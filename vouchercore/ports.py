@@ -43,11 +43,12 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.operations import VoucherUnit
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord
 from vouchercore.domain.snapshots import Redemption
 
-__all__ = ["AnyStore", "SessionCounts", "Store", "VoucherUnit"]
+__all__ = ["AnyStore", "KeyRecord", "SessionCounts", "Store", "VoucherUnit"]
 
 
 @attrs.frozen(kw_only=True)
@@ -103,6 +104,27 @@ class Store(Protocol[Unit]):
     def abort(self, unit: Unit) -> None:
         """Discard *unit* and release the voucher. Changes already applied in place to a
         memory record are not undone: the domain applies nothing before it has decided."""
+
+    def claim_key(self, unit: Unit, key: str) -> KeyRecord | None:
+        """Claim idempotency *key* for the open *unit*; the record stored under it, if any
+        (expired or not: the domain decides).
+
+        Until *unit* commits or aborts, every other unit claiming the same key — on any voucher,
+        in any thread or process sharing the store — waits for it, then sees what it stored.
+
+        Raises:
+            StorageError: the key could not be read or claimed (the unit must be aborted).
+        """
+        ...
+
+    def keep_key(self, unit: Unit, record: KeyRecord) -> None:
+        """Store *record* (replacing the record under its key) atomically with the rest of
+        *unit* at commit. A claimed key not kept is left as it was."""
+
+    def expire_keys(self, now: int) -> int:
+        """Delete the key records with ``expires_at <= now`` (through an index: the cost grows
+        with what is deleted); how many."""
+        ...
 
     def get_redemption(self, redemption_id: str) -> Redemption | None:
         """A redemption by id, or None (also when its voucher was force-deleted)."""

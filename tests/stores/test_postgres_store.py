@@ -115,9 +115,15 @@ def test_new_schema_is_created_with_its_version_constraints_and_indexes(
         "transactions",
         "redemptions",
         "rollbacks",
+        "idempotency_keys",
     }
     assert version == SCHEMA_VERSION
-    assert {"sessions_by_expiry", "transactions_by_voucher", "vouchers_code_key"} <= indexes
+    assert {
+        "sessions_by_expiry",
+        "transactions_by_voucher",
+        "vouchers_code_key",
+        "idempotency_keys_by_expiry",
+    } <= indexes
     assert instant_type == "timestamp with time zone"
     assert ("transaction_seq",) in sequence
 

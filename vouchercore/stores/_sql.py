@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import attrs
 
+from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.instants import to_us
 from vouchercore.domain.records import (
     Discount,
@@ -34,6 +35,7 @@ from vouchercore.domain.snapshots import Redemption, RedemptionRollback
 from vouchercore.domain.values import DiscountType, TransactionType, VoucherType
 
 __all__ = [
+    "KEY_COLUMNS",
     "REDEMPTION_COLUMNS",
     "ROLLBACK_COLUMNS",
     "SCHEMA_VERSION",
@@ -145,6 +147,8 @@ ROLLBACK_COLUMNS: Final = (
     "transaction_id",
 )
 ROLLBACK_INSTANTS: Final = (6,)
+KEY_COLUMNS: Final = ("key", "fingerprint", "result", "created_at", "expires_at")
+KEY_INSTANTS: Final = (3, 4)
 
 _VOUCHER_TYPES: Final = {t.value: t for t in VoucherType}
 _TX_TYPES: Final = {t.value: t for t in TransactionType}
@@ -401,7 +405,10 @@ class Changes:
     ``session_deletes`` — keys of stored sessions to delete; ``session_inserts`` — rows to
     insert (after the deletes: a same-key override deletes then inserts);
     ``redemption_updates`` — ``(status, rollback_id, id)`` of redemptions rolled back;
-    ``purged`` — delete the voucher and everything of it instead.
+    ``purged`` — delete the voucher and everything of it instead (key records are
+    store-wide: written either way); ``keys`` — idempotency key records to upsert
+    (:data:`KEY_COLUMNS` order); ``key_placeholders`` — keys whose claim wrote a placeholder row
+    (PostgreSQL) that no record replaces: delete them.
     """
 
     voucher_id: str
@@ -413,12 +420,16 @@ class Changes:
     redemption_updates: list[tuple[Any, ...]]
     rollbacks: list[tuple[Any, ...]]
     purged: bool
+    keys: list[tuple[Any, ...]] = attrs.Factory(list)
+    key_placeholders: list[str] = attrs.Factory(list)
 
     @property
     def empty(self) -> bool:
         """Nothing to write (a read, or a check that failed)."""
         return not (
-            self.voucher
+            self.keys
+            or self.key_placeholders
+            or self.voucher
             or self.session_deletes
             or self.session_inserts
             or self.transactions
@@ -446,6 +457,8 @@ class SqlUnit:
         "_removed",
         "counters",
         "handle",
+        "kept",
+        "placeholders",
         "purged",
         "record",
         "redemption_updates",
@@ -474,6 +487,10 @@ class SqlUnit:
         self.redemption_updates: list[Redemption] = []
         self.rollbacks: list[RedemptionRollback] = []
         self.purged = False
+        #: idempotency key records to write at commit, and keys whose claim wrote a
+        #: placeholder row (a store that needs one to make other claims wait)
+        self.kept: list[KeyRecord] = []
+        self.placeholders: list[str] = []
 
     def __repr__(self) -> str:
         return f"SqlUnit({self.record.code!r})"
@@ -524,4 +541,6 @@ class SqlUnit:
             ],
             rollbacks=[rollback_row(r) for r in self.rollbacks],
             purged=self.purged,
+            keys=[attrs.astuple(r) for r in self.kept],
+            key_placeholders=[k for k in self.placeholders if all(r.key != k for r in self.kept)],
         )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from sortedcontainers import SortedKeyList
 
+from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.records import (
     SessionRecord,
     TransactionRecord,
@@ -129,13 +130,16 @@ class _Unit:
     uses it, so one object per voucher serves every operation in turn.
     """
 
-    __slots__ = ("_store", "lock", "purged", "record")
+    __slots__ = ("_store", "claims", "kept", "lock", "purged", "record")
 
     def __init__(self, store: MemoryStore, record: VoucherRecord) -> None:
         self._store = store
         self.record = record
         self.lock = threading.Lock()
         self.purged = False
+        #: idempotency keys claimed and records to keep, this operation (None: none)
+        self.claims: list[str] | None = None
+        self.kept: list[KeyRecord] | None = None
 
     def session_added(self, session: SessionRecord) -> None:
         store = self._store
@@ -200,6 +204,12 @@ class MemoryStore:
         self._expiry_lock = threading.Lock()
         self._tx_seq = itertools.count(1)
         self._stats = _Stats()
+        #: idempotency keys: records, their expiry index, and the keys claimed by open units
+        #: (each with the event its waiters wait on), all guarded by one lock
+        self._keys: dict[str, KeyRecord] = {}
+        self._key_expiry: SortedKeyList = SortedKeyList(key=attrgetter("expires_at"))
+        self._claims: dict[str, threading.Event] = {}
+        self._keys_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._by_id)} vouchers)"
@@ -262,10 +272,60 @@ class MemoryStore:
         if unit.purged:
             unit.purged = False
             self._forget(unit.record)
+        if unit.claims is not None:
+            self._settle_keys(unit)
         unit.lock.release()
 
     def abort(self, unit: _Unit) -> None:
+        if unit.claims is not None:
+            unit.kept = None
+            self._settle_keys(unit)
         unit.lock.release()
+
+    # --- idempotency keys -----------------------------------------------------------------
+
+    def claim_key(self, unit: _Unit, key: str) -> KeyRecord | None:
+        """The record under *key*, once no other open unit claims it (waiting for that one)."""
+        while True:
+            with self._keys_lock:
+                claimed = self._claims.get(key)
+                if claimed is None or (unit.claims is not None and key in unit.claims):
+                    if claimed is None:
+                        self._claims[key] = threading.Event()
+                        if unit.claims is None:
+                            unit.claims = []
+                        unit.claims.append(key)
+                    return self._keys.get(key)
+            claimed.wait()  # the other unit commits or aborts, then sets it
+
+    def keep_key(self, unit: _Unit, record: KeyRecord) -> None:
+        """Keep *record* when *unit* commits."""
+        if unit.kept is None:
+            unit.kept = []
+        unit.kept.append(record)
+
+    def _settle_keys(self, unit: _Unit) -> None:
+        """Store the unit's kept records, then release its claims (waking their waiters)."""
+        with self._keys_lock:
+            for record in unit.kept or ():
+                old = self._keys.get(record.key)
+                if old is not None:
+                    self._key_expiry.remove(old)
+                self._keys[record.key] = record
+                self._key_expiry.add(record)
+            for key in unit.claims or ():
+                self._claims.pop(key).set()
+        unit.claims = None
+        unit.kept = None
+
+    def expire_keys(self, now: int) -> int:
+        """Forget key records with ``expires_at <= now``, soonest first: O(k log n)."""
+        with self._keys_lock:
+            expired = list(self._key_expiry.irange_key(max_key=now))
+            for record in expired:
+                self._key_expiry.remove(record)
+                del self._keys[record.key]
+            return len(expired)
 
     def _forget(self, record: VoucherRecord) -> None:
         with self._index_lock:

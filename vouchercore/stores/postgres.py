@@ -80,6 +80,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.instants import from_us, to_us
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord, VoucherState
 from vouchercore.domain.snapshots import Redemption
@@ -87,6 +88,8 @@ from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
 from vouchercore.ports import SessionCounts, Store
 from vouchercore.stores import _sql
 from vouchercore.stores._sql import (
+    KEY_COLUMNS,
+    KEY_INSTANTS,
     REDEMPTION_COLUMNS,
     REDEMPTION_INSTANTS,
     ROLLBACK_COLUMNS,
@@ -244,6 +247,14 @@ def _schema_ddl(s: str) -> tuple[str, ...]:
     transaction_id text
 )""",
         f"CREATE INDEX rollbacks_by_voucher ON {s}.rollbacks (voucher_id)",
+        f"""CREATE TABLE {s}.idempotency_keys (
+    key text COLLATE "C" PRIMARY KEY,
+    fingerprint text NOT NULL,
+    result text NOT NULL,
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL CHECK (expires_at >= created_at)
+)""",
+        f"CREATE INDEX idempotency_keys_by_expiry ON {s}.idempotency_keys (expires_at)",
         f"INSERT INTO {s}.vouchercore_meta (name, value) "
         f"VALUES ('schema_version', {SCHEMA_VERSION})",
     )
@@ -329,6 +340,20 @@ class _Statements:
             f"SELECT {sums}, (SELECT COUNT(*) FROM {s}.sessions) FROM {s}.vouchers"
         )
         self.session_count = f"SELECT COUNT(*) FROM {s}.sessions"
+        keys = f"{s}.idempotency_keys"
+        # a claim inserts a placeholder row: a concurrent claim of the key waits on the
+        # primary key until this transaction ends (then finds the record, or claims anew)
+        self.claim_key = (
+            f"INSERT INTO {keys} ({', '.join(KEY_COLUMNS)}) "
+            "VALUES (%s, '', '', 'epoch', 'epoch') ON CONFLICT (key) DO NOTHING RETURNING key"
+        )
+        self.lock_key = f"SELECT {_select_list(KEY_COLUMNS)} FROM {keys} WHERE key = %s FOR UPDATE"
+        self.upsert_key = (
+            f"{_insert(keys, KEY_COLUMNS)} ON CONFLICT (key) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in KEY_COLUMNS[1:])
+        )
+        self.delete_key = f"DELETE FROM {keys} WHERE key = %s"
+        self.expire_keys = f"DELETE FROM {keys} WHERE expires_at <= %s"
 
 
 # --- values at the boundary ------------------------------------------------------------------
@@ -875,6 +900,10 @@ class PostgresStore:
     def _write(self, conn: Conn, changes: Changes) -> None:
         """Queue the unit's writes (in a pipeline: sent with the ``COMMIT``)."""
         voucher_id = changes.voucher_id
+        for row in changes.keys:
+            conn.execute(self._sql.upsert_key, _to_db(row, KEY_INSTANTS))
+        for key in changes.key_placeholders:
+            conn.execute(self._sql.delete_key, (key,))
         if changes.purged:
             for sql in self._sql.purge:
                 conn.execute(sql, (voucher_id,))
@@ -937,7 +966,44 @@ class PostgresStore:
         """End the unit's transaction, which wrote nothing (its writes are only ever sent with
         its ``COMMIT``): nothing of the unit is stored; the voucher is released. One round
         trip."""
-        self._release(unit.handle, quietly=True)
+        # a claim's placeholder row is the one thing a unit writes before its commit: then
+        # roll back; otherwise end the (write-free) transaction quietly
+        placeholders = bool(unit.placeholders)
+        self._release(unit.handle, rollback=placeholders, quietly=not placeholders)
+
+    # --- idempotency keys -----------------------------------------------------------------
+
+    def claim_key(self, unit: SqlUnit, key: str) -> KeyRecord | None:
+        """Claim *key* in the unit's transaction: insert a placeholder row (a concurrent claim
+        waits on it until this transaction ends), or lock and read the stored record."""
+        lease: _Lease = unit.handle
+        conn = lease.conn
+        try:
+            for _ in range(10):  # a record deleted between the two statements: claim again
+                if conn.execute(self._sql.claim_key, (key,)).fetchone() is not None:
+                    unit.placeholders.append(key)
+                    return None
+                row = conn.execute(self._sql.lock_key, (key,)).fetchone()
+                if row is not None:
+                    return KeyRecord(*_from_db(row, KEY_INSTANTS))
+        except psycopg.Error as error:
+            raise self._fail("claim idempotency key", error) from error
+        raise StorageError(f"PostgreSQL store {self.address}: idempotency key {key!r} keeps moving")
+
+    def keep_key(self, unit: SqlUnit, record: KeyRecord) -> None:
+        """Write *record* with the unit's other changes at commit (replacing the placeholder)."""
+        unit.kept.append(record)
+
+    def expire_keys(self, now: int) -> int:
+        """Delete key records with ``expires_at <= now`` (one statement, through the index)."""
+
+        def delete(lease: _Lease) -> int:
+            count: int = lease.conn.execute(self._sql.expire_keys, (from_us(now),)).rowcount
+            return count
+
+        lease, deleted = self._attempt("expire idempotency keys", delete)
+        self._release(lease)
+        return deleted
 
     # --- reads ----------------------------------------------------------------------------
 

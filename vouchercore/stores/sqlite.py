@@ -30,12 +30,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
 
+from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherState
 from vouchercore.domain.snapshots import Redemption
 from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
 from vouchercore.ports import SessionCounts, Store
 from vouchercore.stores import _sql
 from vouchercore.stores._sql import (
+    KEY_COLUMNS,
     REDEMPTION_COLUMNS,
     ROLLBACK_COLUMNS,
     SCHEMA_VERSION,
@@ -150,6 +152,14 @@ CREATE TABLE rollbacks (
     transaction_id TEXT
 );
 CREATE INDEX rollbacks_by_voucher ON rollbacks (voucher_id);
+CREATE TABLE idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL CHECK (expires_at >= created_at)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 INSERT INTO vouchercore_meta (name, value) VALUES
     ('schema_version', {SCHEMA_VERSION}), ('transaction_seq', 0);
 """
@@ -175,6 +185,10 @@ _INSERT_ROLLBACK: Final = (
 #: The last transaction seq handed out: the log's largest, or the high-water mark a forced
 #: delete left (so a purged voucher's ids are never handed out again). Writers are serialised by
 #: BEGIN IMMEDIATE, so reading it costs a lookup on the rowid's right edge and no page write.
+_SELECT_KEY: Final = f"SELECT {', '.join(KEY_COLUMNS)} FROM idempotency_keys WHERE key = ?"
+_UPSERT_KEY: Final = (
+    f"INSERT OR REPLACE INTO idempotency_keys ({', '.join(KEY_COLUMNS)}) VALUES (?, ?, ?, ?, ?)"
+)
 _LAST_TX: Final = (
     "SELECT max(COALESCE((SELECT max(seq) FROM transactions), 0), "
     "(SELECT value FROM vouchercore_meta WHERE name = 'transaction_seq'))"
@@ -490,6 +504,8 @@ class SQLiteStore:
         conn: sqlite3.Connection = unit.handle
         changes = unit.changes()
         try:
+            if changes.keys:
+                conn.executemany(_UPSERT_KEY, changes.keys)
             if changes.purged:
                 conn.execute(_KEEP_HIGH_WATER)
                 for sql in _PURGE:
@@ -520,6 +536,30 @@ class SQLiteStore:
     def abort(self, unit: SqlUnit) -> None:
         """``ROLLBACK``: nothing of the unit is stored."""
         self._rollback(unit.handle)
+
+    # --- idempotency keys -----------------------------------------------------------------
+
+    def claim_key(self, unit: SqlUnit, key: str) -> KeyRecord | None:
+        """The record under *key*. The unit's ``BEGIN IMMEDIATE`` already holds the file's
+        write lock: no other unit can store under the key until this one ends."""
+        conn: sqlite3.Connection = unit.handle
+        try:
+            row = conn.execute(_SELECT_KEY, (key,)).fetchone()
+        except sqlite3.Error as error:
+            raise self._fail("read idempotency key", error) from error
+        return None if row is None else KeyRecord(*row)
+
+    def keep_key(self, unit: SqlUnit, record: KeyRecord) -> None:
+        """Write *record* with the unit's other changes at commit."""
+        unit.kept.append(record)
+
+    def expire_keys(self, now: int) -> int:
+        """Delete key records with ``expires_at <= now`` (through the expiry index)."""
+        with self._write("expire idempotency keys") as conn:
+            deleted: int = conn.execute(
+                "DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,)
+            ).rowcount
+        return deleted
 
     # --- reads ----------------------------------------------------------------------------
 
