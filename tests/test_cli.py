@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
+from vouchercore import Engine
 from vouchercore.cli import ProgressBar, main
 from vouchercore.simulation import simulate
 
@@ -40,7 +42,9 @@ def test_another_seed_gives_another_day(capsys: pytest.CaptureFixture[str]) -> N
 def test_racing_terminals_keep_the_audit_clean_and_count_every_operation() -> None:
     report = simulate(seed=3, terminals=6, vouchers=30, operations=6_000)
     assert report.ok, str(report.audit)
-    assert sum(report.outcomes.values()) <= 6_000
+    # every step counted once; a retry is the same step's second call, counted on its own row
+    steps = sum(n for (op, _), n in report.outcomes.items() if not op.endswith(" retry"))
+    assert steps <= 6_000
     kinds = {operation for operation, _ in report.outcomes}
     assert {"validate+lock", "redeem", "redeem(session_key)", "rollback", "top-up"} <= kinds
     assert report.sessions["opened"] >= report.sessions.get("expired", 0) > 0
@@ -73,3 +77,28 @@ def test_the_console_script_runs_and_prints_plain_text_when_piped() -> None:
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stdout + result.stderr
     assert "audit OK" in result.stdout
+
+
+def test_simulated_retries_replay_their_first_answer() -> None:
+    report = simulate(seed=3, terminals=2, operations=3_000)
+    replayed = sum(
+        n
+        for (op, outcome), n in report.outcomes.items()
+        if op.endswith(" retry") and outcome == "replayed"
+    )
+    assert replayed > 0
+    assert report.retries_double_applied == 0
+    assert report.ok
+
+
+def test_a_retry_applied_twice_fails_the_simulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    redeem = Engine.redeem_voucher
+
+    def forgetful(self: Engine, *args: Any, idempotency_key: str | None = None, **kw: Any) -> Any:
+        return redeem(self, *args, **kw)  # drops the key: a retry redeems again
+
+    monkeypatch.setattr(Engine, "redeem_voucher", forgetful)
+    report = simulate(seed=3, terminals=2, operations=3_000)
+    assert report.retries_double_applied > 0
+    assert not report.ok
+    assert any("RETRIES APPLIED TWICE" in line for line in report.lines())

@@ -51,7 +51,8 @@ def test_terminal_processes_share_one_simulated_day_and_count_their_operations(
     )  # fmt: skip
     assert report.ok, str(report.audit)
     assert report.processes
-    assert 0 < sum(report.outcomes.values()) <= 1_000
+    steps = sum(n for (op, _), n in report.outcomes.items() if not op.endswith(" retry"))
+    assert 0 < steps <= 1_000  # a retry is its step's second call, counted on its own row
     assert {"validate+lock", "redeem", "top-up"} <= {operation for operation, _ in report.outcomes}
     # both processes advanced the one shared clock: about a simulated day in all
     assert 12 * 3600 < report.simulated_seconds < 36 * 3600

@@ -120,9 +120,15 @@ class SimulationReport:
     processes: bool = False  # terminals ran as OS processes
 
     @property
+    def retries_double_applied(self) -> int:
+        """Retried calls (same idempotency key and request) whose answer differed from the
+        first call's — an effect applied twice. Always 0 unless something is broken."""
+        return sum(n for (_, outcome), n in self.outcomes.items() if outcome == _DOUBLE)
+
+    @property
     def ok(self) -> bool:
-        """True when the audit found nothing wrong."""
-        return self.audit.ok
+        """True when the audit found nothing wrong and every retry replayed its first answer."""
+        return self.audit.ok and self.retries_double_applied == 0
 
     def lines(self) -> list[str]:
         """The report as text lines; timing lines are marked with ``[timing]``."""
@@ -142,6 +148,8 @@ class SimulationReport:
         out.append(f"sessions purged by the final sweep: {self.swept_sessions}")
         out.append("")
         out.extend(str(self.audit).splitlines())
+        if self.retries_double_applied:
+            out.append(f"RETRIES APPLIED TWICE: {self.retries_double_applied}")
         rate = self.operations / self.elapsed_seconds if self.elapsed_seconds else 0.0
         out.append(f"[timing] {self.elapsed_seconds:.2f} s wall, {rate:,.0f} operations/s")
         return out
@@ -168,6 +176,7 @@ class _Terminal:
         self.engine = engine
         self.clock = clock
         self.rng = random.Random(seed)
+        self.seed = seed
         self.codes = codes  # code → type
         self.code_list = sorted(codes)
         self.cards = sorted(c for c, kind in codes.items() if kind != "DISCOUNT_VOUCHER")
@@ -176,6 +185,26 @@ class _Terminal:
         self.carts: list[tuple[str, str, _Ask]] = []  # (code, session key, what was locked)
         self.redemptions: list[str] = []
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.keys = 0  # idempotency keys this till has used
+
+    def once(self, operation: str, call: Callable[[str | None], object]) -> object | None:
+        """Make *call* with a fresh idempotency key; a quarter of the time the answer is "lost"
+        and the till sends the very same call again: it must get the same answer back (an
+        equal result, or the same error key), never a second effect."""
+        self.keys += 1
+        key = f"{self.seed}-{self.keys}"
+        first = self.attempt(operation, lambda: call(key))
+        if self.rng.random() < 0.25:
+            try:
+                again: object = call(key)
+            except VoucherError as error:
+                again = error.key
+            if first is None:
+                # the first call failed and kept nothing: the retry runs anew (may succeed)
+                self.record(f"{operation} retry", "ok" if not isinstance(again, str) else again)
+                return None if isinstance(again, str) else again
+            self.record(f"{operation} retry", "replayed" if again == first else _DOUBLE)
+        return first
 
     def record(self, operation: str, outcome: str) -> None:
         self.outcomes[operation, outcome] += 1
@@ -242,10 +271,14 @@ class _Terminal:
             self.attempt("release session", lambda: engine.release_validation_session(code, key))
         elif roll < 0.80:
             ask = self._ask(code)
-            found = self.attempt(
+            found = self.once(
                 "redeem",
-                lambda: engine.redeem_voucher(
-                    code, credits=ask.credits, points=ask.points, order_amount=ask.order_amount
+                lambda key: engine.redeem_voucher(
+                    code,
+                    credits=ask.credits,
+                    points=ask.points,
+                    order_amount=ask.order_amount,
+                    idempotency_key=key,
                 ),
             )
             if found is not None:
@@ -267,9 +300,11 @@ class _Terminal:
             amount = rng.randrange(500, 10_000)
             if rng.random() < 0.3:
                 amount = -amount // 4
-            self.attempt(
+            self.once(
                 "top-up" if amount > 0 else "balance removal",
-                lambda: engine.update_voucher_balance(code, amount, reason="simulation"),
+                lambda key: engine.update_voucher_balance(
+                    code, amount, reason="simulation", idempotency_key=key
+                ),
             )
         elif roll < 0.975:
             if self.attempt("disable", lambda: engine.disable_voucher(code)) is not None:
@@ -281,6 +316,7 @@ class _Terminal:
 
 
 _NO = VoucherError("no error")
+_DOUBLE = "DOUBLE-APPLIED"  # a retry whose answer differed from the first call's
 
 
 def _create_vouchers(engine: Engine, rng: random.Random, count: int) -> dict[str, str]:
