@@ -450,6 +450,55 @@ CASES: list[Any] = [
         "unit_type",
         id="create-unit-type-nul",
     ),
+    # --- idempotency keys (None means no key) -------------------------------------------
+    *_bad_codes(
+        "redeem",
+        "idempotency_key",
+        lambda e, v: e.redeem_voucher("GIFT", credits=1, idempotency_key=v),
+    )[:-1],
+    *_bad_codes(
+        "rollback",
+        "idempotency_key",
+        lambda e, v: e.rollback_redemption("r_unknown", idempotency_key=v),
+    )[:-1],
+    *_bad_codes(
+        "balance",
+        "idempotency_key",
+        lambda e, v: e.update_voucher_balance("GIFT", 1, idempotency_key=v),
+    )[:-1],
+    *[
+        pytest.param(
+            (lambda e, b, v=value: e.redeem_voucher("GIFT", credits=1, idempotency_key=v)),
+            PAYLOAD,
+            "idempotency_key",
+            id=f"redeem-idempotency_key-{label}",
+        )
+        for label, value in (
+            ("tab", "a\tb"),
+            ("del", "a\x7fb"),
+            ("bytes", b"key"),
+            ("leading-nbsp", "\u00a0key"),
+            ("list", ["key"]),
+        )
+    ],
+    pytest.param(
+        lambda e, b: e.rollback_redemption(b["redemption"], idempotency_key=" k"),
+        PAYLOAD,
+        "idempotency_key",
+        id="rollback-idempotency_key-known-redemption",
+    ),
+    pytest.param(
+        lambda e, b: e.expire_idempotency_keys(NAIVE),
+        PAYLOAD,
+        "now",
+        id="expire-idempotency-keys-naive-now",
+    ),
+    pytest.param(
+        lambda e, b: e.expire_idempotency_keys("2026"),
+        PAYLOAD,
+        "now",
+        id="expire-idempotency-keys-str-now",
+    ),
     # --- list_voucher_transactions, list_sessions, list_redemptions, expire_sessions -------
     *_bad_codes("list", "code", lambda e, v: e.list_voucher_transactions(v)),
     *[
