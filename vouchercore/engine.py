@@ -365,16 +365,11 @@ class Engine:
                 metadata=request.metadata,
             )
         )
-        now = self._clock.now_us()
-        unit = self._store.begin(code)
-        if unit is None:
-            raise _not_found(code)
-        return self._once(
-            unit,
-            now,
+        return self._keyed(
+            code,
             key,
             fingerprint,
-            lambda: operations.redeem(unit, self._ids, now, request),
+            lambda unit, now: operations.redeem(unit, self._ids, now, request),
             idempotency.encode_redemption,
             idempotency.decode_redemption,
         )
@@ -405,11 +400,7 @@ class Engine:
         of one voucher's sessions is purged in one unit of work (one database transaction on a
         SQL store).
         """
-        now_us = self._clock.now_us()
-        if now is not None:
-            asked = to_us_or_none(now, "now")
-            assert asked is not None
-            now_us = min(now_us, asked)
+        now_us = self._sweep_now(now)
         purged = 0
         while True:
             found = self._store.expiring_sessions(now_us, SWEEP_BATCH)
@@ -543,16 +534,11 @@ class Engine:
         fingerprint = idempotency.fingerprint(
             "update_voucher_balance", code=code, amount=amount, source_id=source_id, reason=reason
         )
-        now = self._clock.now_us()
-        unit = self._store.begin(code)
-        if unit is None:
-            raise _not_found(code)
-        return self._once(
-            unit,
-            now,
+        return self._keyed(
+            code,
             key,
             fingerprint,
-            lambda: (
+            lambda unit, now: (
                 operations.update_balance(unit, now, amount, source_id=source_id, reason=reason),
                 None,
             ),
@@ -564,12 +550,7 @@ class Engine:
         """Forget idempotency keys whose retention ended at *now* (default: the clock's now,
         and never later than it); how many. Optional housekeeping: an expired key already acts
         as new without it. Cost grows with what expires (the store's expiry index)."""
-        now_us = self._clock.now_us()
-        if now is not None:
-            asked = to_us_or_none(now, "now")
-            assert asked is not None
-            now_us = min(now_us, asked)
-        return self._store.expire_keys(now_us)
+        return self._store.expire_keys(self._sweep_now(now))
 
     def list_voucher_transactions(
         self,
@@ -772,6 +753,33 @@ class Engine:
         )
 
     # --- plumbing -------------------------------------------------------------------------
+
+    def _sweep_now(self, now: datetime | None) -> int:
+        """The instant a sweep purges at: *now*, never later than the clock (nothing is ever
+        purged before its time)."""
+        now_us = self._clock.now_us()
+        if now is None:
+            return now_us
+        asked = to_us_or_none(now, "now")
+        assert asked is not None
+        return min(now_us, asked)
+
+    def _keyed(
+        self,
+        code: str,
+        key: str | None,
+        fingerprint: str | None,
+        step: Callable[[Any, int], tuple[T, VoucherError | None]],
+        encode: Callable[[T], str],
+        decode: Callable[[str], T],
+    ) -> T:
+        """One unit of work on a voucher, with an optional idempotency key: clock read, open,
+        then :meth:`_once` with ``step(unit, now)``."""
+        now = self._clock.now_us()
+        unit = self._store.begin(code)
+        if unit is None:
+            raise _not_found(code)
+        return self._once(unit, now, key, fingerprint, lambda: step(unit, now), encode, decode)
 
     def _once(
         self,
