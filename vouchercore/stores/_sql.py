@@ -14,7 +14,7 @@ PostgreSQL converts them to ``timestamptz`` at its boundary.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import attrs
@@ -35,6 +35,7 @@ from vouchercore.domain.snapshots import Redemption, RedemptionRollback
 from vouchercore.domain.values import DiscountType, TransactionType, VoucherType
 
 __all__ = [
+    "CODE_PAGE",
     "KEY_COLUMNS",
     "REDEMPTION_COLUMNS",
     "ROLLBACK_COLUMNS",
@@ -47,6 +48,7 @@ __all__ = [
     "Changes",
     "SqlUnit",
     "detached_session",
+    "paged_codes",
     "record_from_row",
     "redemption_from_row",
     "schema_problem",
@@ -176,6 +178,23 @@ def schema_problem(tables: Sequence[str], version: object) -> str | None:
     return f"schema version {version}, this vouchercore reads version {SCHEMA_VERSION}" + (
         " (upgrade vouchercore)" if newer else ""
     )
+
+
+#: How many codes :func:`paged_codes` reads at a time.
+CODE_PAGE: Final = 1000
+
+
+def paged_codes(read_page: Callable[[str], Sequence[Sequence[Any]]]) -> Iterator[str]:
+    """Every code, in code order, read :data:`CODE_PAGE` at a time: ``read_page(after)`` returns
+    the next rows ``(code,)`` with ``code > after`` (keyset pagination: no long-held cursor)."""
+    after = ""
+    while True:
+        rows = read_page(after)
+        for (code,) in rows:
+            yield code
+        if len(rows) < CODE_PAGE:
+            return
+        after = rows[-1][0]
 
 
 # --- values ----------------------------------------------------------------------------------

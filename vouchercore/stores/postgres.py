@@ -1031,14 +1031,9 @@ class PostgresStore:
     def voucher_codes(self) -> Iterator[str]:
         """Every live voucher's code, in code order (byte-wise; read in pages of 1000: no
         long-held cursor)."""
-        after = ""
-        while True:
-            rows = self._read(self._sql.codes, (_DELETED, after, 1000))
-            for (code,) in rows:
-                yield code
-            if len(rows) < 1000:
-                return
-            after = rows[-1][0]
+        return _sql.paged_codes(
+            lambda after: self._read(self._sql.codes, (_DELETED, after, _sql.CODE_PAGE))
+        )
 
     def session_counts(self) -> SessionCounts:
         """Sessions opened, resolved and stored, read in one statement (one snapshot)."""

@@ -594,17 +594,12 @@ class SQLiteStore:
 
     def voucher_codes(self) -> Iterator[str]:
         """Every live voucher's code, in code order (read in pages: no long-held cursor)."""
-        after = ""
-        while True:
-            rows = self._read(
-                "SELECT code FROM vouchers WHERE state < ? AND code > ? ORDER BY code LIMIT 1000",
-                (_DELETED, after),
+        return _sql.paged_codes(
+            lambda after: self._read(
+                "SELECT code FROM vouchers WHERE state < ? AND code > ? ORDER BY code LIMIT ?",
+                (_DELETED, after, _sql.CODE_PAGE),
             )
-            for (code,) in rows:
-                yield code
-            if len(rows) < 1000:
-                return
-            after = rows[-1][0]
+        )
 
     def session_counts(self) -> SessionCounts:
         """Sessions opened, resolved and stored, read in one statement (one snapshot)."""
