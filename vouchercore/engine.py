@@ -492,7 +492,10 @@ class Engine:
             now,
             key,
             fingerprint,
-            lambda: (operations.rollback(unit, self._ids, now, redemption, reason)[0], None),
+            lambda unit, now: (
+                operations.rollback(unit, self._ids, now, redemption, reason)[0],
+                None,
+            ),
             idempotency.encode_rollback,
             idempotency.decode_rollback,
         )
@@ -524,15 +527,16 @@ class Engine:
         source_id = require_optional_text(source_id, "source_id")
         reason = require_optional_text(reason, "reason")
         key = _idempotency_key(idempotency_key)
-        if key is None:
-            return self._run(
-                code,
-                lambda unit, now: operations.update_balance(
-                    unit, now, amount, source_id=source_id, reason=reason
-                ),
+        fingerprint = (
+            None
+            if key is None
+            else idempotency.fingerprint(
+                "update_voucher_balance",
+                code=code,
+                amount=amount,
+                source_id=source_id,
+                reason=reason,
             )
-        fingerprint = idempotency.fingerprint(
-            "update_voucher_balance", code=code, amount=amount, source_id=source_id, reason=reason
         )
         return self._keyed(
             code,
@@ -779,7 +783,7 @@ class Engine:
         unit = self._store.begin(code)
         if unit is None:
             raise _not_found(code)
-        return self._once(unit, now, key, fingerprint, lambda: step(unit, now), encode, decode)
+        return self._once(unit, now, key, fingerprint, step, encode, decode)
 
     def _once(
         self,
@@ -787,12 +791,12 @@ class Engine:
         now: int,
         key: str | None,
         fingerprint: str | None,
-        step: Callable[[], tuple[T, VoucherError | None]],
+        step: Callable[[Any, int], tuple[T, VoucherError | None]],
         encode: Callable[[T], str],
         decode: Callable[[str], T],
     ) -> T:
-        """Finish an open unit: run *step* and commit (abort if it raised), then raise the
-        error it reported, if any (a FAILED redemption is committed, then raised).
+        """Finish an open unit: run ``step(unit, now)`` and commit (abort if it raised), then
+        raise the error it reported, if any (a FAILED redemption is committed, then raised).
 
         With *key*: first claim it in the unit; a live record for this request is replayed
         (nothing changes), one for another request raises
@@ -800,21 +804,21 @@ class Engine:
         result under the key, atomically with its effects; one that fails keeps nothing.
         """
         replayed: str | None = None
-        error: VoucherError | None = None
         try:
-            if key is not None:
+            if key is None:  # the hot path: nothing to claim or keep
+                result, error = step(unit, now)
+            else:
                 assert fingerprint is not None
                 replayed = idempotency.replay(
                     self._store.claim_key(unit, key), key, fingerprint, now
                 )
-            if replayed is None:
-                result, error = step()
-                if key is not None and error is None:
-                    assert fingerprint is not None
-                    record = idempotency.keep(
-                        key, fingerprint, encode(result), now, self._retention_us
-                    )
-                    self._store.keep_key(unit, record)
+                if replayed is None:
+                    result, error = step(unit, now)
+                    if error is None:
+                        record = idempotency.keep(
+                            key, fingerprint, encode(result), now, self._retention_us
+                        )
+                        self._store.keep_key(unit, record)
         except BaseException:
             self._store.abort(unit)
             raise
