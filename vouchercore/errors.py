@@ -158,6 +158,16 @@ class DuplicateFound(VoucherError):
     key = "duplicate_found"
     code = 409
 
+    @classmethod
+    def voucher(cls, field: str, value: str) -> DuplicateFound:
+        """The error every store raises when a new voucher's *field* (``"code"`` or ``"id"``)
+        is taken by *value*."""
+        return cls(
+            f"a voucher with {field} {value!r} exists already",
+            resource_id=value,
+            resource_type="voucher",
+        )
+
 
 class VoucherRejected(VoucherError):
     """A check of the validation table failed: the voucher cannot be used for this request."""

@@ -35,6 +35,8 @@ __all__ = [
     "VoucherRecord",
     "VoucherSessions",
     "VoucherState",
+    "transaction_id",
+    "transaction_seq",
 ]
 
 
@@ -344,6 +346,17 @@ class LoyaltyRecord(CardRecord):
 #: Flat, so that a stored log entry holds only strings and CPython's collector can stop
 #: tracking it.
 Links = tuple[str, ...]
+
+
+def transaction_id(seq: int) -> str:
+    """The id of a store's *seq*-th transaction: ``vtx_`` + 18 hex digits, so that ids sort
+    as their sequence numbers do (every store numbers its transactions 1, 2, 3 …)."""
+    return f"vtx_{seq:018x}"
+
+
+def transaction_seq(tx_id: str) -> int:
+    """The sequence number inside a transaction id (inverse of :func:`transaction_id`)."""
+    return int(tx_id[4:], 16)
 
 
 class TransactionRecord:

@@ -30,9 +30,12 @@ from vouchercore.domain.records import (
     VoucherRecord,
     VoucherSessions,
     VoucherState,
+    transaction_id,
+    transaction_seq,
 )
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
 from vouchercore.domain.values import DiscountType, TransactionType, VoucherType
+from vouchercore.ports import SessionCounts
 
 __all__ = [
     "CODE_PAGE",
@@ -52,11 +55,10 @@ __all__ = [
     "record_from_row",
     "redemption_from_row",
     "schema_problem",
+    "session_counts_from_row",
     "session_row",
     "transaction_from_row",
-    "transaction_id",
     "transaction_row",
-    "transaction_seq",
     "voucher_row",
 ]
 
@@ -180,6 +182,16 @@ def schema_problem(tables: Sequence[str], version: object) -> str | None:
     )
 
 
+def session_counts_from_row(row: Sequence[int]) -> SessionCounts:
+    """The audit's session bookkeeping from one row: sessions opened, then resolved by each of
+    :data:`SESSION_REASONS` (sums of the vouchers' counters), then sessions stored."""
+    return SessionCounts(
+        opened=row[0],
+        resolved={r: n for r, n in zip(SESSION_REASONS, row[1:-1], strict=True) if n},
+        stored=row[-1],
+    )
+
+
 #: How many codes :func:`paged_codes` reads at a time.
 CODE_PAGE: Final = 1000
 
@@ -206,16 +218,6 @@ def _json(value: Any) -> str | None:
 
 def _unjson(text: str | None) -> Any:
     return None if text is None else json.loads(text)
-
-
-def transaction_id(seq: int) -> str:
-    """The public id of the store's *seq*-th transaction: ``vtx_`` + 18 hex digits."""
-    return f"vtx_{seq:018x}"
-
-
-def transaction_seq(tx_id: str) -> int:
-    """The sequence number inside a transaction id (inverse of :func:`transaction_id`)."""
-    return int(tx_id[4:], 16)
 
 
 def _discount_json(discount: Discount | None) -> str | None:

@@ -31,6 +31,7 @@ from vouchercore.domain.records import (
     TransactionRecord,
     VoucherRecord,
     VoucherState,
+    transaction_id,
 )
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
 from vouchercore.domain.values import TransactionType
@@ -180,7 +181,7 @@ class _Unit:
         self.purged = True
 
     def next_transaction_id(self) -> str:
-        return f"vtx_{next(self._store._tx_seq):018x}"
+        return transaction_id(next(self._store._tx_seq))
 
 
 class MemoryStore:
@@ -219,17 +220,9 @@ class MemoryStore:
     def insert_voucher(self, record: VoucherRecord) -> None:
         with self._index_lock:
             if record.code in self._by_code:
-                raise DuplicateFound(
-                    f"a voucher with code {record.code!r} exists already",
-                    resource_id=record.code,
-                    resource_type="voucher",
-                )
+                raise DuplicateFound.voucher("code", record.code)
             if record.id in self._by_id:
-                raise DuplicateFound(
-                    f"a voucher with id {record.id!r} exists already",
-                    resource_id=record.id,
-                    resource_type="voucher",
-                )
+                raise DuplicateFound.voucher("id", record.id)
             self._by_code[record.code] = record
             self._by_id[record.id] = record
 
@@ -322,8 +315,8 @@ class MemoryStore:
         """Forget key records with ``expires_at <= now``, soonest first: O(k log n)."""
         with self._keys_lock:
             expired = list(self._key_expiry.irange_key(max_key=now))
+            del self._key_expiry[: len(expired)]  # they are the index's first entries
             for record in expired:
-                self._key_expiry.remove(record)
                 del self._keys[record.key]
             return len(expired)
 

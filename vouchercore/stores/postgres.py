@@ -813,11 +813,7 @@ class PostgresStore:
                     return True  # our own insert, whose answer a dead connection lost
                 what = "code" if error.diag.constraint_name == "vouchers_code_key" else "id"
                 value = record.code if what == "code" else record.id
-                raise DuplicateFound(
-                    f"a voucher with {what} {value!r} exists already",
-                    resource_id=value,
-                    resource_type="voucher",
-                ) from None
+                raise DuplicateFound.voucher(what, value) from None
             return True
 
         lease, _ = self._attempt("insert voucher", insert)
@@ -1038,11 +1034,7 @@ class PostgresStore:
     def session_counts(self) -> SessionCounts:
         """Sessions opened, resolved and stored, read in one statement (one snapshot)."""
         row = self._read(self._sql.session_counts)[0]
-        return SessionCounts(
-            opened=row[0],
-            resolved={r: n for r, n in zip(SESSION_REASONS, row[1:-1], strict=True) if n},
-            stored=row[-1],
-        )
+        return _sql.session_counts_from_row(row)
 
     def session_count(self) -> int:
         """How many sessions are stored (live, or expired and not yet purged)."""

@@ -434,11 +434,7 @@ class SQLiteStore:
             if isinstance(cause, sqlite3.IntegrityError) and "UNIQUE" in str(cause):
                 what = "code" if "code" in str(cause) else "id"
                 value = record.code if what == "code" else record.id
-                raise DuplicateFound(
-                    f"a voucher with {what} {value!r} exists already",
-                    resource_id=value,
-                    resource_type="voucher",
-                ) from None
+                raise DuplicateFound.voucher(what, value) from None
             raise
 
     def _load(
@@ -608,11 +604,7 @@ class SQLiteStore:
             f"SELECT COALESCE(SUM(sessions_opened), 0), {sums}, "
             "(SELECT COUNT(*) FROM sessions) FROM vouchers"
         )[0]
-        return SessionCounts(
-            opened=row[0],
-            resolved={r: n for r, n in zip(SESSION_REASONS, row[1:-1], strict=True) if n},
-            stored=row[-1],
-        )
+        return _sql.session_counts_from_row(row)
 
     def session_count(self) -> int:
         """How many sessions are stored (live, or expired and not yet purged)."""
