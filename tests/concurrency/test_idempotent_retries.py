@@ -16,7 +16,6 @@ is cut to a microsecond so threads are preempted inside operations as often as p
 from __future__ import annotations
 
 import functools
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,16 +38,6 @@ pytestmark = pytest.mark.slow
 THREADS = 8
 ROUNDS = 5
 STORES = ("memory", "sqlite", "postgres")
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 @pytest.fixture(params=STORES)

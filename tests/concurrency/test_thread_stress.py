@@ -7,9 +7,7 @@ preempted inside operations as often as possible.
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -36,16 +34,6 @@ class Tally:
 
     def failed(self, error: VoucherError) -> None:
         self.failures[error.key] = self.failures.get(error.key, 0) + 1
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 def _race(engine: Engine, attempts: int) -> list[Tally]:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.processes.workers import StoreSpec, open_engine
+from tests.processes.workers import StoreSpec, open_engine, run_to_the_end
 from vouchercore import RedemptionStatus, TransactionType, VoucherError
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
@@ -119,15 +118,7 @@ def test_processes_retrying_one_key_apply_each_call_once(
         )
         for i, path in enumerate(paths)
     ]
-    for process in processes:
-        process.start()
-    deadline = time.monotonic() + 300
-    for process in processes:
-        process.join(timeout=max(1.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-            process.join()
+    run_to_the_end(processes, 300)
     told: list[list[dict[str, Any]]] = []
     for path in paths:
         with open(path, encoding="utf-8") as file:

@@ -24,7 +24,6 @@ processes were told, set against what the store holds:
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from tests.processes.workers import (
     open_engine,
     race_worker,
     read_acks,
+    run_to_the_end,
 )
 from vouchercore import Engine, RedemptionStatus, Transaction
 
@@ -83,15 +83,7 @@ def run_race(spec: StoreSpec, tmp_path: Path) -> dict[str, list[dict[str, Any]]]
         )
         for i, (name, path) in enumerate(paths.items())
     ]
-    for process in processes:
-        process.start()
-    deadline = time.monotonic() + 240
-    for process in processes:
-        process.join(timeout=max(1.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-            process.join()
+    run_to_the_end(processes, 240)
     acks = {name: read_acks(path) for name, path in paths.items()}
     crashes = [a["error"] for items in acks.values() for a in items if a["op"] == "crash"]
     assert not crashes, crashes[0]

@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
@@ -93,6 +93,20 @@ class AckFile:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+
+
+def run_to_the_end(processes: Sequence[Any], seconds: float) -> None:
+    """Start *processes* and wait for all of them, *seconds* in all; kill any still running
+    then (its exit code then tells the test it did not finish)."""
+    for process in processes:
+        process.start()
+    deadline = time.monotonic() + seconds
+    for process in processes:
+        process.join(timeout=max(1.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def read_acks(path: str) -> list[dict[str, Any]]:
