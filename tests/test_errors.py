@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vouchercore import (
+    AlreadyCancelled,
     AlreadyRolledBack,
     DuplicateFound,
     GiftAmountExceeded,
@@ -41,6 +42,7 @@ KEYS: dict[type[VoucherError], tuple[str, int]] = {
     GiftAmountExceeded: ("gift_amount_exceeded", 400),
     LoyaltyCardPointsExceeded: ("loyalty_card_points_exceeded", 400),
     AlreadyRolledBack: ("already_rolled_back", 400),
+    AlreadyCancelled: ("already_cancelled", 400),
     InvalidRedemption: ("invalid_redemption", 400),
     RollbackWindowExceeded: ("rollback_window_exceeded", 400),
     InvalidVoucher: ("invalid_voucher", 400),
@@ -123,6 +125,7 @@ def test_validation_check_errors_are_voucher_rejected(cls: type[VoucherError]) -
         NotFound,
         DuplicateFound,
         AlreadyRolledBack,
+        AlreadyCancelled,
         InvalidRedemption,
         RollbackWindowExceeded,
         InvalidVoucher,

@@ -11,9 +11,12 @@ import vouchercore
 from vouchercore import Engine
 
 EXPECTED_EXPORTS = {
+    "AlreadyCancelled",
     "AlreadyRolledBack",
     "AuditReport",
     "BalanceUpdate",
+    "PointsCancellation",
+    "PointsTransfer",
     "Clock",
     "Discount",
     "DiscountType",
@@ -82,11 +85,22 @@ SPEC_METHODS = [
     "audit",
 ]
 
+#: Beyond §15: loyalty points (SPEC §8), with the same argument rules.
+LOYALTY_METHODS = [
+    "accrue_points",
+    "cancel_points_accrual",
+    "transfer_points",
+    "expire_points",
+]
+
 #: How many leading parameters (after self) §15 shows as positional.
 POSITIONAL = {
     "update_voucher_balance": 2,
     "release_validation_session": 2,
     "export_voucher_transactions": 2,
+    "accrue_points": 2,
+    "transfer_points": 3,
+    "expire_points": 1,
 }
 
 
@@ -120,7 +134,7 @@ def test_engine_has_each_spec_method(name: str) -> None:
     assert callable(method), f"Engine.{name} is missing (SPEC §15)"
 
 
-@pytest.mark.parametrize("name", SPEC_METHODS)
+@pytest.mark.parametrize("name", SPEC_METHODS + LOYALTY_METHODS)
 def test_engine_method_arguments_are_keyword_only_after_the_first(name: str) -> None:
     method = getattr(Engine, name, None)
     if method is None:
@@ -135,7 +149,7 @@ def test_engine_method_arguments_are_keyword_only_after_the_first(name: str) -> 
 
 
 def test_engine_methods_have_docstrings() -> None:
-    for name in SPEC_METHODS:
+    for name in SPEC_METHODS + LOYALTY_METHODS:
         method = getattr(Engine, name, None)
         if method is not None:
             assert method.__doc__, f"Engine.{name} has no docstring"

@@ -20,6 +20,8 @@ from vouchercore.domain.snapshots import (
     BalanceUpdate,
     GiftBalance,
     LoyaltyBalance,
+    PointsCancellation,
+    PointsTransfer,
     Redemption,
     RedemptionRollback,
     Session,
@@ -38,6 +40,7 @@ from vouchercore.domain.values import (
 )
 from vouchercore.engine import Engine
 from vouchercore.errors import (
+    AlreadyCancelled,
     AlreadyRolledBack,
     DuplicateFound,
     GiftAmountExceeded,
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyCancelled",
     "AlreadyRolledBack",
     "AuditReport",
     "BalanceUpdate",
@@ -98,6 +102,8 @@ __all__ = [
     "MemoryStore",
     "MissingAmount",
     "NotFound",
+    "PointsCancellation",
+    "PointsTransfer",
     "PostgresStore",
     "QuantityExceeded",
     "Redemption",

@@ -27,6 +27,8 @@ from vouchercore.domain.records import Discount, TransactionRecord, VoucherInfo
 from vouchercore.domain.snapshots import (
     AuditReport,
     BalanceUpdate,
+    PointsCancellation,
+    PointsTransfer,
     Redemption,
     RedemptionRollback,
     Session,
@@ -509,23 +511,28 @@ class Engine:
         *,
         source_id: str | None = None,
         reason: str | None = None,
+        expires_at: datetime | None = None,
         idempotency_key: str | None = None,
     ) -> BalanceUpdate:
         """Add (amount > 0) or remove (amount < 0) gift credits or loyalty points.
 
-        A removal may not take what live sessions hold. With *idempotency_key*, a retry of the
-        same request returns this update again and changes nothing.
+        A removal may not take what live sessions hold; loyalty points are removed
+        soonest-expiring first. Loyalty points added with *expires_at* expire then
+        (``POINTS_EXPIRATION``). With *idempotency_key*, a retry of the same request returns
+        this update again and changes nothing.
 
         Raises:
             InvalidVoucher: a discount voucher.
             InvalidAddBalanceParams: removing more than the balance not held by live sessions.
             InvalidAmount: amount 0, not an int, or beyond signed 64 bits.
+            InvalidPayload: *expires_at* on a gift card or a removal, or not after now.
             IdempotencyKeyReused: *idempotency_key* was used for a different request.
         """
         code = require_code(code)
         amount = require_signed_amount(amount, "amount")
         source_id = require_optional_text(source_id, "source_id")
         reason = require_optional_text(reason, "reason")
+        expires_us = to_us_or_none(expires_at, "expires_at")
         key = _idempotency_key(idempotency_key)
         fingerprint = (
             None
@@ -536,6 +543,7 @@ class Engine:
                 amount=amount,
                 source_id=source_id,
                 reason=reason,
+                **({} if expires_us is None else {"expires_at": expires_us}),
             )
         )
         return self._keyed(
@@ -543,12 +551,266 @@ class Engine:
             key,
             fingerprint,
             lambda unit, now: (
-                operations.update_balance(unit, now, amount, source_id=source_id, reason=reason),
+                operations.update_balance(
+                    unit, now, amount, source_id=source_id, reason=reason, expires_at=expires_us
+                ),
                 None,
             ),
             idempotency.encode_balance_update,
             idempotency.decode_balance_update,
         )
+
+    # --- loyalty points -------------------------------------------------------------------
+
+    def accrue_points(
+        self,
+        code: str,
+        points: int,
+        *,
+        order_id: str | None = None,
+        source_id: str | None = None,
+        expires_at: datetime | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Transaction:
+        """Earn *points* on a loyalty card (for an order): a ``POINTS_ACCRUAL`` transaction,
+        linked to *order_id*, raising the card's points and balance. With *expires_at* the
+        points expire then.
+
+        Cancel it later with :meth:`cancel_points_accrual` (by its transaction id or order id).
+
+        Returns:
+            The ``POINTS_ACCRUAL`` transaction.
+
+        Raises:
+            NotFound: unknown or deleted voucher.
+            InvalidVoucher: not a loyalty card.
+            InvalidAmount: *points* not a positive int, or the card would pass signed 64 bits.
+            InvalidPayload: *expires_at* not after now.
+            IdempotencyKeyReused: *idempotency_key* was used for a different request.
+        """
+        code = require_code(code)
+        points = require_amount(points, "points")
+        order_id = require_optional_text(order_id, "order_id")
+        source_id = require_optional_text(source_id, "source_id")
+        reason = require_optional_text(reason, "reason")
+        expires_us = to_us_or_none(expires_at, "expires_at")
+        key = _idempotency_key(idempotency_key)
+        fingerprint = (
+            None
+            if key is None
+            else idempotency.fingerprint(
+                "accrue_points",
+                code=code,
+                points=points,
+                order_id=order_id,
+                source_id=source_id,
+                expires_at=expires_us,
+                reason=reason,
+            )
+        )
+
+        def step(unit: Any, now: int) -> tuple[Transaction, None]:
+            tx = operations.accrue(
+                unit,
+                now,
+                points,
+                order_id=order_id,
+                source_id=source_id,
+                expires_at=expires_us,
+                reason=reason,
+            )
+            return Transaction.from_record(tx, _campaign_of(unit)), None
+
+        return self._keyed(
+            code,
+            key,
+            fingerprint,
+            step,
+            idempotency.encode_transaction,
+            idempotency.decode_transaction,
+        )
+
+    def cancel_points_accrual(
+        self,
+        code: str,
+        *,
+        transaction_id: str | None = None,
+        order_id: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PointsCancellation:
+        """Cancel a points accrual — the one with *transaction_id*, or every accrual of
+        *order_id* on this card — writing one ``POINTS_CANCELLATION`` per accrual.
+
+        Only what is left of the accrued points is taken back: points already spent or
+        expired, and points live sessions hold, stay with the customer (``not_cancelled``).
+        A cancellation that finds nothing left still writes its transaction (amount 0), so
+        that the accrual reads as cancelled.
+
+        Raises:
+            NotFound: unknown voucher, or no such accrual on it.
+            InvalidVoucher: not a loyalty card.
+            AlreadyCancelled: the accrual (every accrual of the order) was cancelled already.
+            InvalidPayload: neither or both of *transaction_id* and *order_id*.
+            IdempotencyKeyReused: *idempotency_key* was used for a different request.
+        """
+        code = require_code(code)
+        if (transaction_id is None) == (order_id is None):
+            raise InvalidPayload("give transaction_id or order_id (one of them)")
+        if transaction_id is not None:
+            transaction_id = require_code(transaction_id, "transaction_id")
+        order_id = require_optional_text(order_id, "order_id")
+        reason = require_optional_text(reason, "reason")
+        key = _idempotency_key(idempotency_key)
+        fingerprint = (
+            None
+            if key is None
+            else idempotency.fingerprint(
+                "cancel_points_accrual",
+                code=code,
+                transaction_id=transaction_id,
+                order_id=order_id,
+                reason=reason,
+            )
+        )
+
+        def step(unit: Any, now: int) -> tuple[PointsCancellation, None]:
+            written, accrued, taken = operations.cancel_accrual(
+                unit,
+                now,
+                self._store.transactions(unit.record.id),
+                transaction_id=transaction_id,
+                order_id=order_id,
+                reason=reason,
+            )
+            campaign_id = _campaign_of(unit)
+            result = PointsCancellation(
+                accrued=accrued,
+                cancelled=taken,
+                not_cancelled=accrued - taken,
+                transactions=tuple(Transaction.from_record(tx, campaign_id) for tx in written),
+            )
+            return result, None
+
+        return self._keyed(
+            code,
+            key,
+            fingerprint,
+            step,
+            idempotency.encode_points_cancellation,
+            idempotency.decode_points_cancellation,
+        )
+
+    def transfer_points(
+        self,
+        source_code: str,
+        destination_code: str,
+        points: int,
+        *,
+        reason: str | None = None,
+        source_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PointsTransfer:
+        """Move *points* from one loyalty card to another as one atomic step:
+        ``POINTS_TRANSFER_OUT`` on the source, ``POINTS_TRANSFER_IN`` on the destination,
+        each naming the other as ``related_transaction_id``.
+
+        The source gives its soonest-expiring points first, never points live sessions hold;
+        the points keep their expiry dates on the destination. Crossing transfers (A→B and
+        B→A at once) never deadlock, on any store. Allowed on disabled cards (as balance
+        updates are).
+
+        Raises:
+            NotFound: either card unknown or deleted (``resource_id`` names it).
+            InvalidVoucher: either card is not a loyalty card.
+            InvalidPayload: the same card twice.
+            LoyaltyCardPointsExceeded: more than the source's points not held by live sessions.
+            InvalidAmount: *points* not a positive int, or the destination would pass 64 bits.
+            IdempotencyKeyReused: *idempotency_key* was used for a different request.
+        """
+        source_code = require_code(source_code, "source_code")
+        destination_code = require_code(destination_code, "destination_code")
+        points = require_amount(points, "points")
+        reason = require_optional_text(reason, "reason")
+        source_id = require_optional_text(source_id, "source_id")
+        if source_code == destination_code:
+            raise InvalidPayload(f"cannot transfer points from {source_code!r} to itself")
+        key = _idempotency_key(idempotency_key)
+        fingerprint = (
+            None
+            if key is None
+            else idempotency.fingerprint(
+                "transfer_points",
+                source_code=source_code,
+                destination_code=destination_code,
+                points=points,
+                reason=reason,
+                source_id=source_id,
+            )
+        )
+        store = self._store
+        now = self._clock.now_us()
+        pair = store.begin_pair(source_code, destination_code)
+        if pair is None:
+            for code in (source_code, destination_code):
+                self.get_voucher(code)  # raises NotFound for the missing one
+            raise _not_found(source_code)  # both reappeared meanwhile: report as not found
+        source, destination = pair
+
+        def step(unit: Any, now: int) -> tuple[PointsTransfer, None]:
+            sent, received = operations.transfer(
+                source, destination, now, points, source_id=source_id, reason=reason
+            )
+            result = PointsTransfer(
+                points=points,
+                source=Transaction.from_record(sent, _campaign_of(source)),
+                destination=Transaction.from_record(received, _campaign_of(destination)),
+            )
+            return result, None
+
+        return self._once(
+            source,
+            now,
+            key,
+            fingerprint,
+            step,
+            idempotency.encode_points_transfer,
+            idempotency.decode_points_transfer,
+            finish=lambda commit: (
+                store.commit_pair(source, destination)
+                if commit
+                else store.abort_pair(source, destination)
+            ),
+        )
+
+    def expire_points(self, now: datetime | None = None) -> int:
+        """Expire every loyalty card's points due at *now* (default: the clock's now, and never
+        later than it): one ``POINTS_EXPIRATION`` per bucket, each card in its own unit of
+        work; how many points expired.
+
+        Optional: expiry also happens lazily whenever a card is read or changed. The cost
+        grows with the cards that have points due (the store's index), not with how many
+        cards there are.
+        """
+        at = self._sweep_now(now)
+        expired = 0
+        seen: set[str] = set()
+        while True:
+            due = [i for i in self._store.points_due(at, SWEEP_BATCH) if i not in seen]
+            if not due:
+                return expired
+            for voucher_id in due:
+                seen.add(voucher_id)
+                unit = self._store.begin(voucher_id)
+                if unit is None:
+                    continue  # deleted meanwhile
+                try:
+                    expired += operations.expire_points(unit, at)
+                except BaseException:
+                    self._store.abort(unit)
+                    raise
+                self._store.commit(unit)
 
     def expire_idempotency_keys(self, now: datetime | None = None) -> int:
         """Forget idempotency keys whose retention ended at *now* (default: the clock's now,
@@ -794,9 +1056,12 @@ class Engine:
         step: Callable[[Any, int], tuple[T, VoucherError | None]],
         encode: Callable[[T], str],
         decode: Callable[[str], T],
+        finish: Callable[[bool], None] | None = None,
     ) -> T:
         """Finish an open unit: run ``step(unit, now)`` and commit (abort if it raised), then
         raise the error it reported, if any (a FAILED redemption is committed, then raised).
+        *finish* (``finish(commit)``) ends the unit instead of the store's commit/abort (a
+        pair of units).
 
         With *key*: first claim it in the unit; a live record for this request is replayed
         (nothing changes), one for another request raises
@@ -820,12 +1085,21 @@ class Engine:
                         )
                         self._store.keep_key(unit, record)
         except BaseException:
-            self._store.abort(unit)
+            if finish is None:
+                self._store.abort(unit)
+            else:
+                finish(False)
             raise
         if replayed is not None:
-            self._store.abort(unit)
+            if finish is None:
+                self._store.abort(unit)
+            else:
+                finish(False)
             return decode(replayed)
-        self._store.commit(unit)
+        if finish is None:
+            self._store.commit(unit)
+        else:
+            finish(True)
         if error is not None:
             raise error
         return result
@@ -854,6 +1128,11 @@ class Engine:
 
 
 # --- steps run inside a unit (reads are purges too: expired sessions leave on every read) ----
+
+
+def _campaign_of(unit: Any) -> str | None:
+    info = unit.record.info
+    return None if info is None else info.campaign_id
 
 
 def _snapshot(unit: Any, now: int) -> Voucher:

@@ -20,6 +20,7 @@ optional ``details``, and the resource it concerns where known::
     │   ├── GiftAmountExceeded                            gift_amount_exceeded
     │   └── LoyaltyCardPointsExceeded                     loyalty_card_points_exceeded
     ├── AlreadyRolledBack                            400  already_rolled_back
+    ├── AlreadyCancelled                             400  already_cancelled
     ├── InvalidRedemption                            400  invalid_redemption
     ├── RollbackWindowExceeded                       400  rollback_window_exceeded
     ├── InvalidVoucher                               400  invalid_voucher
@@ -36,6 +37,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AlreadyCancelled",
     "AlreadyRolledBack",
     "DuplicateFound",
     "GiftAmountExceeded",
@@ -215,6 +217,12 @@ class AlreadyRolledBack(VoucherError):
     key = "already_rolled_back"
 
 
+class AlreadyCancelled(VoucherError):
+    """The points accrual has been cancelled already."""
+
+    key = "already_cancelled"
+
+
 class InvalidRedemption(VoucherError):
     """The redemption cannot be rolled back (it FAILED, so nothing was applied)."""
 
@@ -275,6 +283,7 @@ _BY_KEY: dict[str, type[VoucherError]] = {
         GiftAmountExceeded,
         LoyaltyCardPointsExceeded,
         AlreadyRolledBack,
+        AlreadyCancelled,
         InvalidRedemption,
         RollbackWindowExceeded,
         InvalidVoucher,

@@ -94,6 +94,30 @@ class Store(Protocol[Unit]):
         """
         ...
 
+    def begin_pair(self, first: str, second: str) -> tuple[Unit, Unit] | None:
+        """Open one unit of work on two vouchers (a points transfer), found by code or id:
+        both locked, committed or aborted together with :meth:`commit_pair`/:meth:`abort_pair`.
+
+        Deadlock-free: two pairs naming the same vouchers in opposite orders (A→B and B→A at
+        once) never wait for each other in a cycle — the store locks in one global order
+        (by voucher id). When both name one voucher, the same unit twice. ``None`` (nothing
+        held) when either is missing or deleted. Idempotency keys are claimed on *first*.
+
+        Raises:
+            StorageError: the vouchers could not be read or locked (nothing is held).
+        """
+        ...
+
+    def commit_pair(self, first: Unit, second: Unit) -> None:
+        """Commit both units of :meth:`begin_pair` atomically (all of both, or nothing).
+
+        Raises:
+            StorageError: nothing of either unit was stored (both vouchers are released).
+        """
+
+    def abort_pair(self, first: Unit, second: Unit) -> None:
+        """Discard both units of :meth:`begin_pair` and release both vouchers."""
+
     def commit(self, unit: Unit) -> None:
         """Make every change reported to *unit* durable and visible, and release the voucher.
 
@@ -141,6 +165,12 @@ class Store(Protocol[Unit]):
     def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
         """Stored sessions with ``expires_at <= now``, soonest first (from the expiry index:
         cost grows with what is returned, not with how many sessions are stored)."""
+        ...
+
+    def points_due(self, now: int, limit: int | None = None) -> list[str]:
+        """Ids of loyalty cards whose ``points_due_at`` (:attr:`VoucherRecord.points_due_at`,
+        kept in an index as each unit commits) is ``<= now``, soonest first: the cost grows
+        with what is due, not with how many cards are stored."""
         ...
 
     def voucher_codes(self) -> Iterator[str]:

@@ -19,6 +19,7 @@ import pytest
 
 from vouchercore import Engine, FakeClock, StorageError
 from vouchercore.errors import InvalidArgument
+from vouchercore.stores._sql import SCHEMA_VERSION
 from vouchercore.stores.sqlite import SQLiteStore
 from vouchercore.testing import state_snapshot
 
@@ -41,8 +42,42 @@ def test_new_file_gets_the_versioned_schema(db: Path) -> None:
         ).fetchone()[0]
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert {"vouchers", "sessions", "transactions", "redemptions", "rollbacks"} <= tables
-    assert version == 1
+    assert version == SCHEMA_VERSION == 2
     assert mode == "wal"
+
+
+def _as_version_1(path: Path) -> None:
+    """Turn a file of this release back into what vouchercore's schema version 1 wrote (no
+    loyalty points buckets)."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX vouchers_by_points_due")
+        for name in ("expired_points", "points_buckets", "points_due_at"):
+            conn.execute(f"ALTER TABLE vouchers DROP COLUMN {name}")
+        conn.execute("UPDATE vouchercore_meta SET value = 1 WHERE name = 'schema_version'")
+
+
+def test_a_version_1_file_is_migrated_on_open_and_keeps_its_vouchers(db: Path) -> None:
+    engine = _engine(db)
+    engine.create_voucher("LOY", type="LOYALTY_CARD", loyalty_card={"points": 500})
+    engine.redeem_voucher("LOY", points=100)
+    engine.close()
+    _as_version_1(db)
+
+    engine = _engine(db)  # migrates
+    assert engine.get_voucher("LOY").loyalty_card.balance == 400  # type: ignore[union-attr]
+    engine.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    expiry = engine.clock.now() + timedelta(days=1)
+    engine.accrue_points("LOY", 50, order_id="o-1", expires_at=expiry)
+    card = engine.get_voucher("LOY").loyalty_card
+    assert card is not None and (card.balance, card.next_expiration_points) == (450, 50)
+    assert engine.audit().ok
+    engine.close()
+    with sqlite3.connect(db) as conn:
+        version = conn.execute(
+            "SELECT value FROM vouchercore_meta WHERE name = 'schema_version'"
+        ).fetchone()[0]
+    assert version == SCHEMA_VERSION
+    SQLiteStore(db).close()  # opening again finds it current
 
 
 def test_a_voucher_book_survives_closing_and_reopening(db: Path) -> None:
@@ -151,7 +186,7 @@ def test_check_constraints_back_the_domain(db: Path) -> None:
                 "redeemed_quantity, redeemed_amount, total, balance, discount, start_date, "
                 "expiration_date, category, additional_info, metadata, campaign_id, "
                 "opening_redeemed_quantity, opening_redeemed_amount, created_at, updated_at, "
-                "sessions_opened, sessions_redeemed, sessions_released, sessions_expired, "
+                "expired_points, points_buckets, points_due_at, sessions_opened, sessions_redeemed, sessions_released, sessions_expired, "
                 "sessions_replaced, sessions_dropped FROM vouchers"
             )
 

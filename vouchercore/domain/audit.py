@@ -5,7 +5,9 @@
 * I2 — ``0 ≤ Σ live locked credits (points) ≤ balance``; balances never negative; the
   ledger's cached totals equal the sum over its sessions.
 * I3 — balance = opening balance + Σ transaction amounts, and every transaction's ``balance``
-  is the running balance after it.
+  is the running balance after it; a loyalty card's ``expired_points`` is what its
+  ``POINTS_EXPIRATION`` transactions took. (I2 also checks its points buckets: positive, in
+  spending order, within the balance.)
 * I4 — a session resolves at most once: none is live after a redemption with its key, none
   is counted once expired; (the store-wide check that every session opened was resolved at
   most once is made by the engine from the store's counters).
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vouchercore.domain.records import TransactionRecord, VoucherRecord
+from vouchercore.domain.records import LoyaltyRecord, TransactionRecord, VoucherRecord
 from vouchercore.domain.snapshots import Redemption, Violation
 from vouchercore.domain.values import RedemptionStatus, TransactionType, VoucherType
 
@@ -118,6 +120,26 @@ def audit_voucher(
             fail("I3", f"log replays to {running}, balance is {record.balance}")
         if opening < 0:
             fail("I3", f"opening balance replays to {opening}")
+
+    # I2/I3 for points: buckets within the balance, in spending order; expiries replay
+    if isinstance(record, LoyaltyRecord):
+        buckets = record.buckets or []
+        if any(b.points <= 0 for b in buckets):
+            fail("I2", "a points bucket holds no points")
+        if sum(b.points for b in buckets) > record.balance:
+            fail("I2", f"points buckets hold more than the balance {record.balance}")
+        order = [(b.expires_at is None, b.expires_at or 0) for b in buckets]
+        if order != sorted(order):
+            fail("I2", "points buckets are out of spending order")
+        expired = -sum(
+            t.amount for t in transactions if t.type is TransactionType.POINTS_EXPIRATION
+        )
+        if expired != record.expired_points:
+            fail(
+                "I3",
+                f"expirations in the log sum to {expired}, expired_points is "
+                f"{record.expired_points}",
+            )
 
     # I4: a session resolves once — a redemption with its key released it, so no live session
     # may predate a successful redemption made with its key on this voucher

@@ -19,18 +19,32 @@ from typing import Any, Final
 import attrs
 
 from vouchercore.domain.instants import MAX_US, from_us, to_us
-from vouchercore.domain.snapshots import BalanceUpdate, Redemption, RedemptionRollback
+from vouchercore.domain.snapshots import (
+    BalanceUpdate,
+    PointsCancellation,
+    PointsTransfer,
+    Redemption,
+    RedemptionRollback,
+    Transaction,
+)
+from vouchercore.domain.values import TransactionType
 from vouchercore.errors import IdempotencyKeyReused
 
 __all__ = [
     "DEFAULT_RETENTION_US",
     "KeyRecord",
     "decode_balance_update",
+    "decode_points_cancellation",
+    "decode_points_transfer",
     "decode_redemption",
     "decode_rollback",
+    "decode_transaction",
     "encode_balance_update",
+    "encode_points_cancellation",
+    "encode_points_transfer",
     "encode_redemption",
     "encode_rollback",
+    "encode_transaction",
     "fingerprint",
     "keep",
     "replay",
@@ -125,3 +139,66 @@ def encode_balance_update(update: BalanceUpdate) -> str:
 def decode_balance_update(text: str) -> BalanceUpdate:
     """The balance update :func:`encode_balance_update` wrote."""
     return BalanceUpdate(**json.loads(text))
+
+
+def _transaction_fields(tx: Transaction) -> dict[str, Any]:
+    fields = attrs.asdict(tx)
+    fields["type"] = tx.type.value
+    fields["created_at"] = to_us(tx.created_at)
+    return fields
+
+
+def _transaction_from_fields(fields: dict[str, Any]) -> Transaction:
+    fields["type"] = TransactionType(fields["type"])
+    fields["created_at"] = from_us(fields["created_at"])
+    return Transaction(**fields)
+
+
+def encode_transaction(tx: Transaction) -> str:
+    """A transaction (the answer of ``accrue_points``) as JSON (``created_at`` in µs)."""
+    return _dumps(_transaction_fields(tx))
+
+
+def decode_transaction(text: str) -> Transaction:
+    """The transaction :func:`encode_transaction` wrote."""
+    return _transaction_from_fields(json.loads(text))
+
+
+def encode_points_cancellation(result: PointsCancellation) -> str:
+    """A points cancellation as JSON."""
+    return _dumps(
+        {
+            "accrued": result.accrued,
+            "cancelled": result.cancelled,
+            "not_cancelled": result.not_cancelled,
+            "transactions": [_transaction_fields(tx) for tx in result.transactions],
+        }
+    )
+
+
+def decode_points_cancellation(text: str) -> PointsCancellation:
+    """The points cancellation :func:`encode_points_cancellation` wrote."""
+    fields = json.loads(text)
+    fields["transactions"] = tuple(_transaction_from_fields(tx) for tx in fields["transactions"])
+    return PointsCancellation(**fields)
+
+
+def encode_points_transfer(result: PointsTransfer) -> str:
+    """A points transfer as JSON."""
+    return _dumps(
+        {
+            "points": result.points,
+            "source": _transaction_fields(result.source),
+            "destination": _transaction_fields(result.destination),
+        }
+    )
+
+
+def decode_points_transfer(text: str) -> PointsTransfer:
+    """The points transfer :func:`encode_points_transfer` wrote."""
+    fields = json.loads(text)
+    return PointsTransfer(
+        points=fields["points"],
+        source=_transaction_from_fields(fields["source"]),
+        destination=_transaction_from_fields(fields["destination"]),
+    )

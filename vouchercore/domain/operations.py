@@ -10,13 +10,16 @@ store: a failed call changes nothing.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from typing import Any, Protocol
 
+from vouchercore.domain import points as loyalty
 from vouchercore.domain.instants import MAX_US, from_us, to_us
 from vouchercore.domain.records import (
     CardRecord,
     Discount,
     Links,
+    LoyaltyRecord,
     SessionRecord,
     TransactionRecord,
     VoucherInfo,
@@ -45,12 +48,14 @@ from vouchercore.domain.values import (
     VoucherType,
 )
 from vouchercore.errors import (
+    AlreadyCancelled,
     AlreadyRolledBack,
     InvalidAddBalanceParams,
     InvalidAmount,
     InvalidPayload,
     InvalidRedemption,
     InvalidVoucher,
+    LoyaltyCardPointsExceeded,
     MissingAmount,
     NotFound,
     RollbackWindowExceeded,
@@ -62,7 +67,10 @@ __all__ = [
     "LockRequest",
     "UseRequest",
     "VoucherUnit",
+    "accrue",
+    "cancel_accrual",
     "delete",
+    "expire_points",
     "expire_session",
     "new_voucher",
     "purge_expired",
@@ -70,6 +78,7 @@ __all__ = [
     "release_session",
     "rollback",
     "set_active",
+    "transfer",
     "update_balance",
     "validate",
 ]
@@ -258,11 +267,19 @@ def new_voucher(
 
 
 def purge_expired(unit: VoucherUnit, now: int) -> int:
-    """Drop the voucher's sessions with ``expires_at <= now``; how many were dropped.
+    """Bring the voucher up to *now*: expire a loyalty card's due points (one
+    ``POINTS_EXPIRATION`` per bucket), then drop the sessions with ``expires_at <= now``; how
+    many sessions were dropped.
 
-    Every operation calls this first, so a session stops counting exactly at ``expires_at``
-    whether or not a sweep ever runs.
+    Every operation does this first (reads included), so a session stops counting exactly at
+    ``expires_at``, and points at theirs, whether or not a sweep ever runs.
     """
+    expiry = _expire_points(unit.record, now)
+    _settle(unit, now, expiry)
+    return _purge_sessions(unit, now)
+
+
+def _purge_sessions(unit: VoucherUnit, now: int) -> int:
     sessions = unit.record.sessions
     if sessions is None or sessions.next_expiry is None or now < sessions.next_expiry:
         return 0
@@ -270,6 +287,58 @@ def purge_expired(unit: VoucherUnit, now: int) -> int:
     for session in expired:
         unit.session_removed(session, "expired")
     return len(expired)
+
+
+def _expire_points(record: VoucherRecord, now: int) -> loyalty.PointsExpiry | None:
+    """Expire the card's due points in place (before its expired sessions are purged: the
+    sessions live at each bucket's instant protect what they hold); None if none were due."""
+    if not isinstance(record, LoyaltyRecord) or record.buckets is None:
+        return None
+    return loyalty.expire_due(record, now, tuple(record.sessions or ()))
+
+
+def _touch(unit: VoucherUnit, now: int) -> loyalty.PointsExpiry | None:
+    """:func:`purge_expired` for an operation that may still fail: the points expiry is applied
+    to the record but its transactions are not written yet. The caller then either
+    :func:`_settle` s it (before writing its own transactions) or undoes it and fails — a
+    failed call changes nothing (purging expired sessions changes nothing anyone can see)."""
+    expiry = _expire_points(unit.record, now)
+    _purge_sessions(unit, now)
+    return expiry
+
+
+def _settle(unit: VoucherUnit, now: int, expiry: loyalty.PointsExpiry | None) -> None:
+    """Write the ``POINTS_EXPIRATION`` transactions of an applied expiry (each with the
+    balance right after it)."""
+    if expiry is None or not expiry.expired:
+        return
+    record = unit.record
+    record.updated_at = now
+    balance = record.balance + sum(e.points for e in expiry.expired)
+    for expired in expiry.expired:
+        balance -= expired.points
+        unit.transaction_added(
+            TransactionRecord(
+                unit.next_transaction_id(),
+                record.id,
+                TransactionType.POINTS_EXPIRATION,
+                -expired.points,
+                balance,
+                now,
+                None,
+                None,
+                f"points that expired at {from_us(expired.expires_at).isoformat()}",
+                None,
+                None if expired.accrual_id is None else ("accrual", expired.accrual_id),
+            )
+        )
+
+
+def _fail(expiry: loyalty.PointsExpiry | None, error: BaseException) -> BaseException:
+    """Undo a tentative expiry and hand back *error* to raise."""
+    if expiry is not None:
+        expiry.undo()
+    return error
 
 
 def _own_session(record: VoucherRecord, key: str | None) -> SessionRecord | None:
@@ -294,10 +363,11 @@ def _lock(
     own: SessionRecord | None,
     credits: int,
     points: int,
+    expires_at: int,
 ) -> SessionRecord:
-    """Set (or, same key again, replace) the LOCK session; returns it."""
+    """Set (or, same key again, replace) the LOCK session, expiring at *expires_at*; returns
+    it."""
     record = unit.record
-    expires_at = lock.expires_at(now)
     created_at = now
     if own is not None:
         created_at = own.created_at
@@ -317,14 +387,18 @@ def release_session(unit: VoucherUnit, now: int, key: str) -> None:
     Raises:
         NotFound: no live session with that key on this voucher.
     """
-    purge_expired(unit, now)
+    expiry = _touch(unit, now)
     own = _own_session(unit.record, key)
     if own is None:
-        raise NotFound(
-            f"no live session {key!r} on voucher {unit.record.code!r}",
-            resource_id=key,
-            resource_type="session",
+        raise _fail(
+            expiry,
+            NotFound(
+                f"no live session {key!r} on voucher {unit.record.code!r}",
+                resource_id=key,
+                resource_type="session",
+            ),
         )
+    _settle(unit, now, expiry)
     _remove_session(unit, own, "released")
 
 
@@ -380,6 +454,7 @@ def validate(
     """
     record = unit.record
     _check_payload(record, request)
+    expires_at = None if lock is None else lock.expires_at(now)
     purge_expired(unit, now)
     demand = _demand(record, now, request)
     error = first_failure(demand)
@@ -389,7 +464,8 @@ def validate(
         )
     session = None
     if lock is not None:
-        stored = _lock(unit, ids, now, lock, demand.own, demand.credits, demand.points)
+        assert expires_at is not None
+        stored = _lock(unit, ids, now, lock, demand.own, demand.credits, demand.points, expires_at)
         session = Session.from_record(stored, lock.ttl, lock.ttl_unit)
     amount = _amount(record, demand, request)
     is_discount = record.type is _DISCOUNT
@@ -466,11 +542,12 @@ def redeem(
     """
     record = unit.record
     _check_payload(record, request)
-    purge_expired(unit, now)
+    expiry = _touch(unit, now)
     demand = _demand(record, now, request)
     error = first_failure(demand)
     redemption_id = ids.redemption_id()
     if error is not None:
+        _fail(expiry, error)  # a FAILED attempt changes nothing but the redemption log
         failed = Redemption.from_row(
             (
                 redemption_id,
@@ -493,6 +570,7 @@ def redeem(
         unit.redemption_added(failed)
         return failed, error
 
+    _settle(unit, now, expiry)
     amount = _amount(record, demand, request)
     record.redeemed_quantity += 1
     record.redeemed_amount += amount
@@ -501,7 +579,10 @@ def redeem(
         _remove_session(unit, demand.own, "redeemed")
     tx_id = None
     if isinstance(record, CardRecord):
-        record.balance -= amount
+        if isinstance(record, LoyaltyRecord):
+            loyalty.spend_points(record, amount)  # soonest-expiring first
+        else:
+            record.balance -= amount
         kind = (
             TransactionType.CREDITS_REDEMPTION
             if demand.kind is _GIFT
@@ -633,13 +714,18 @@ def update_balance(
     *,
     source_id: str | None,
     reason: str | None,
+    expires_at: int | None = None,
 ) -> BalanceUpdate:
     """Add (amount > 0) or remove (amount < 0) gift credits or loyalty points.
+
+    Loyalty points added with *expires_at* expire then (a bucket); removed points are taken
+    soonest-expiring first.
 
     Raises:
         InvalidVoucher: the voucher is a discount voucher.
         InvalidAddBalanceParams: a removal larger than the balance not held by live sessions.
         InvalidAmount: an addition would take the card past signed 64 bits.
+        InvalidPayload: *expires_at* on a gift card, on a removal, or not after now.
     """
     record = unit.record
     if not isinstance(record, CardRecord):
@@ -648,24 +734,41 @@ def update_balance(
             resource_id=record.code,
             resource_type="voucher",
         )
-    purge_expired(unit, now)
     is_gift = record.type is _GIFT
+    if expires_at is not None:
+        _check_points_expiry(record, now, expires_at)
+        if amount < 0:
+            raise InvalidPayload("expires_at applies to points added, not removed")
+    expiry = _touch(unit, now)
     if amount > 0:
         if record.total + amount > INT64_MAX:
-            raise InvalidAmount(f"amount {amount} would take the card past signed 64 bits")
-        record.total += amount
+            raise _fail(
+                expiry, InvalidAmount(f"amount {amount} would take the card past signed 64 bits")
+            )
         kind = TransactionType.CREDITS_ADDITION if is_gift else TransactionType.POINTS_ADDITION
     else:
         removable = record.balance - held_by_sessions(record)
         if -amount > removable:
-            raise InvalidAddBalanceParams(
-                f"cannot remove {-amount}: balance {record.balance}, of which "
-                f"{held_by_sessions(record)} is held by live sessions",
-                resource_id=record.code,
-                resource_type="voucher",
+            raise _fail(
+                expiry,
+                InvalidAddBalanceParams(
+                    f"cannot remove {-amount}: balance {record.balance}, of which "
+                    f"{held_by_sessions(record)} is held by live sessions",
+                    resource_id=record.code,
+                    resource_type="voucher",
+                ),
             )
         kind = TransactionType.CREDITS_REMOVAL if is_gift else TransactionType.POINTS_REMOVAL
-    record.balance += amount
+    _settle(unit, now, expiry)
+    if amount > 0:
+        record.total += amount
+    if isinstance(record, LoyaltyRecord):
+        if amount > 0:
+            loyalty.add_points(record, amount, expires_at)
+        else:
+            loyalty.spend_points(record, -amount)
+    else:
+        record.balance += amount
     record.updated_at = now
     tx = _transaction(unit, now, kind, amount, source_id=source_id, reason=reason)
     return BalanceUpdate(
@@ -724,3 +827,253 @@ def expire_session(unit: VoucherUnit, now: int, session: SessionRecord) -> int:
         return 0
     _remove_session(unit, stored, "expired")
     return 1
+
+
+# --- loyalty points ---------------------------------------------------------------------------
+
+
+def _loyalty_card(record: VoucherRecord, what: str) -> LoyaltyRecord:
+    if not isinstance(record, LoyaltyRecord):
+        raise InvalidVoucher(
+            f"{what} applies to loyalty cards; {record.code!r} is {record.type.value}",
+            resource_id=record.code,
+            resource_type="voucher",
+        )
+    return record
+
+
+def _check_points_expiry(record: VoucherRecord, now: int, expires_at: int) -> None:
+    if record.type is not _LOYALTY:
+        raise InvalidPayload(
+            f"expires_at applies to loyalty points; {record.code!r} is {record.type.value}"
+        )
+    if expires_at <= now:
+        raise InvalidPayload(
+            f"expires_at {from_us(expires_at).isoformat()} is not after now "
+            f"({from_us(now).isoformat()})"
+        )
+
+
+def _check_total(record: VoucherRecord, points: int) -> None:
+    if record.total + points > INT64_MAX:
+        raise InvalidAmount(f"{points} points would take {record.code!r} past signed 64 bits")
+
+
+def expire_points(unit: VoucherUnit, now: int) -> int:
+    """Expire the card's points due at *now* (and purge its expired sessions); how many points
+    expired. What a sweep runs on each card its store lists as due."""
+    expiry = _expire_points(unit.record, now)
+    _settle(unit, now, expiry)
+    _purge_sessions(unit, now)
+    return 0 if expiry is None else sum(e.points for e in expiry.expired)
+
+
+def accrue(
+    unit: VoucherUnit,
+    now: int,
+    points: int,
+    *,
+    order_id: str | None,
+    source_id: str | None,
+    expires_at: int | None,
+    reason: str | None,
+) -> TransactionRecord:
+    """Earn *points* on a loyalty card (``POINTS_ACCRUAL``, linked to *order_id*): they raise
+    ``total`` and the balance, expire at *expires_at* if given, and stay identifiable so that
+    cancelling the accrual can take back what is left of them.
+
+    Raises:
+        InvalidVoucher: not a loyalty card.
+        InvalidPayload: *expires_at* not after now.
+        InvalidAmount: the card's total would pass signed 64 bits.
+    """
+    record = _loyalty_card(unit.record, "points accrual")
+    if expires_at is not None:
+        _check_points_expiry(record, now, expires_at)
+    _check_total(record, points)
+    purge_expired(unit, now)
+    tx_id = unit.next_transaction_id()
+    record.total += points
+    loyalty.add_points(record, points, expires_at, accrual_id=tx_id)
+    record.updated_at = now
+    tx = TransactionRecord(
+        tx_id,
+        record.id,
+        TransactionType.POINTS_ACCRUAL,
+        points,
+        record.balance,
+        now,
+        source_id,
+        None,
+        reason,
+        None,
+        None if order_id is None else ("order", order_id),
+    )
+    unit.transaction_added(tx)
+    return tx
+
+
+def cancel_accrual(
+    unit: VoucherUnit,
+    now: int,
+    log: Sequence[TransactionRecord],
+    *,
+    transaction_id: str | None,
+    order_id: str | None,
+    reason: str | None,
+) -> tuple[list[TransactionRecord], int, int]:
+    """Cancel the card's accrual *transaction_id*, or every accrual of *order_id*, given the
+    card's transaction *log*: each gets a ``POINTS_CANCELLATION`` taking back the points of it
+    still on the card (not spent, not expired, not held by live sessions; possibly 0 — the
+    transaction still records that the accrual was cancelled). What is not taken back stays
+    with the customer. Returns the transactions, the points accrued, the points taken back.
+
+    Raises:
+        InvalidVoucher: not a loyalty card.
+        NotFound: no such accrual on this card.
+        AlreadyCancelled: every accrual named was cancelled already.
+    """
+    record = _loyalty_card(unit.record, "points cancellation")
+    matches = [
+        tx
+        for tx in log
+        if tx.type is TransactionType.POINTS_ACCRUAL
+        and (
+            tx.id == transaction_id
+            if transaction_id is not None
+            else tx.details is not None and _links_to(tx.details, "order", order_id)
+        )
+    ]
+    if not matches:
+        what = (
+            f"accrual {transaction_id!r}"
+            if transaction_id is not None
+            else f"accrual for order {order_id!r}"
+        )
+        raise NotFound(
+            f"no {what} on loyalty card {record.code!r}",
+            resource_id=transaction_id or order_id,
+            resource_type="transaction",
+        )
+    cancelled = {
+        tx.related_transaction_id for tx in log if tx.type is TransactionType.POINTS_CANCELLATION
+    }
+    pending = [tx for tx in matches if tx.id not in cancelled]
+    if not pending:
+        raise AlreadyCancelled(
+            f"the accrual{'s' if len(matches) > 1 else ''} "
+            f"{', '.join(tx.id for tx in matches)} on {record.code!r} "
+            "were cancelled already"
+            if len(matches) > 1
+            else f"the accrual {matches[0].id} on {record.code!r} was cancelled already",
+            resource_id=matches[0].id,
+            resource_type="transaction",
+        )
+    purge_expired(unit, now)
+    written: list[TransactionRecord] = []
+    accrued = taken = 0
+    for accrual in pending:
+        free = record.balance - held_by_sessions(record)
+        take = min(loyalty.accrual_points_left(record, accrual.id), max(0, free))
+        loyalty.take_accrual(record, accrual.id, take)
+        record.updated_at = now
+        tx = TransactionRecord(
+            unit.next_transaction_id(),
+            record.id,
+            TransactionType.POINTS_CANCELLATION,
+            -take,
+            record.balance,
+            now,
+            accrual.source_id,
+            None,
+            reason,
+            accrual.id,
+            accrual.details,
+        )
+        unit.transaction_added(tx)
+        written.append(tx)
+        accrued += accrual.amount
+        taken += take
+    return written, accrued, taken
+
+
+def _links_to(links: Links, kind: str, target: str | None) -> bool:
+    return any(links[i] == kind and links[i + 1] == target for i in range(0, len(links), 2))
+
+
+def transfer(
+    source_unit: VoucherUnit,
+    destination_unit: VoucherUnit,
+    now: int,
+    points: int,
+    *,
+    source_id: str | None,
+    reason: str | None,
+) -> tuple[TransactionRecord, TransactionRecord]:
+    """Move *points* from one loyalty card to another, as one step: ``POINTS_TRANSFER_OUT``
+    on the source and ``POINTS_TRANSFER_IN`` on the destination, each naming the other as
+    ``related_transaction_id``. The source gives its soonest-expiring points first and they
+    keep their expiry dates on the destination (a transfer never extends a point's life).
+
+    Allowed on disabled or expired cards (as balance updates are).
+
+    Raises:
+        InvalidVoucher: either card is not a loyalty card.
+        InvalidPayload: both are the same card.
+        LoyaltyCardPointsExceeded: more than the source's points not held by live sessions.
+        InvalidAmount: the destination's total would pass signed 64 bits.
+    """
+    source = _loyalty_card(source_unit.record, "a points transfer")
+    destination = _loyalty_card(destination_unit.record, "a points transfer")
+    if source.id == destination.id:
+        raise InvalidPayload(f"cannot transfer points from {source.code!r} to itself")
+    _check_total(destination, points)
+    out_expiry = _touch(source_unit, now)
+    available = source.balance - held_by_sessions(source)
+    if points > available:
+        raise _fail(
+            out_expiry,
+            LoyaltyCardPointsExceeded(
+                f"cannot transfer {points} points from {source.code!r}: {available} available "
+                f"(balance {source.balance}, {held_by_sessions(source)} held by live sessions)",
+                resource_id=source.code,
+                resource_type="voucher",
+            ),
+        )
+    _settle(source_unit, now, out_expiry)
+    purge_expired(destination_unit, now)
+    out_id = source_unit.next_transaction_id()
+    in_id = destination_unit.next_transaction_id()
+    for expires_at, chunk in loyalty.spend_points(source, points):
+        loyalty.add_points(destination, chunk, expires_at)
+    destination.total += points
+    source.updated_at = destination.updated_at = now
+    sent = TransactionRecord(
+        out_id,
+        source.id,
+        TransactionType.POINTS_TRANSFER_OUT,
+        -points,
+        source.balance,
+        now,
+        source_id,
+        None,
+        reason,
+        in_id,
+        ("destination_voucher", destination.id),
+    )
+    received = TransactionRecord(
+        in_id,
+        destination.id,
+        TransactionType.POINTS_TRANSFER_IN,
+        points,
+        destination.balance,
+        now,
+        source_id,
+        None,
+        reason,
+        out_id,
+        ("source_voucher", source.id),
+    )
+    source_unit.transaction_added(sent)
+    destination_unit.transaction_added(received)
+    return sent, received

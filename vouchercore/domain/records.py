@@ -29,6 +29,7 @@ __all__ = [
     "GiftRecord",
     "Links",
     "LoyaltyRecord",
+    "PointsBucket",
     "SessionRecord",
     "TransactionRecord",
     "VoucherInfo",
@@ -301,6 +302,11 @@ class VoucherRecord:
         """Soft- or force-deleted: not found by any operation."""
         return self.state >= VoucherState.DELETED
 
+    @property
+    def points_due_at(self) -> int | None:
+        """When the card's next points expire (loyalty cards; None for the others)."""
+        return None
+
 
 class DiscountRecord(VoucherRecord):
     """A discount voucher: its ``discount``; no balance (``total``/``balance`` read 0)."""
@@ -334,11 +340,71 @@ class GiftRecord(CardRecord):
     type = VoucherType.GIFT_VOUCHER
 
 
-class LoyaltyRecord(CardRecord):
-    """A loyalty card: ``total``/``balance`` in points."""
+class PointsBucket:
+    """Points of a loyalty card that expire together, or that one accrual brought.
 
-    __slots__ = ()
+    ``expires_at`` (µs) is when they expire, or ``None`` (an accrual without expiry, kept
+    apart only so that cancelling the accrual knows what is left of it). ``accrual_id`` is the
+    ``POINTS_ACCRUAL`` transaction the points came from, if any.
+    """
+
+    __slots__ = ("accrual_id", "expires_at", "points")
+
+    def __init__(self, expires_at: int | None, points: int, accrual_id: str | None = None) -> None:
+        self.expires_at = expires_at
+        self.points = points
+        self.accrual_id = accrual_id
+
+    def __repr__(self) -> str:
+        return f"PointsBucket({self.expires_at}, {self.points}, {self.accrual_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PointsBucket):
+            return NotImplemented
+        return (self.expires_at, self.points, self.accrual_id) == (
+            other.expires_at,
+            other.points,
+            other.accrual_id,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def as_list(self) -> list[Any]:
+        """``[expires_at, points, accrual_id]`` (how stores keep it)."""
+        return [self.expires_at, self.points, self.accrual_id]
+
+
+class LoyaltyRecord(CardRecord):
+    """A loyalty card: ``total``/``balance`` in points.
+
+    ``buckets`` (None when empty) are the points that expire, soonest first, then the points
+    of accruals without expiry, oldest first (see :mod:`vouchercore.domain.points`); the rest
+    of the balance — the *pool* — never expires. ``expired_points`` counts every point that
+    ever expired.
+    """
+
+    __slots__ = ("buckets", "expired_points")
     type = VoucherType.LOYALTY_CARD
+
+    def __init__(
+        self,
+        *,
+        buckets: list[PointsBucket] | None = None,
+        expired_points: int = 0,
+        **fields: Any,
+    ) -> None:
+        super().__init__(**fields)
+        self.buckets = buckets or None
+        self.expired_points = expired_points
+
+    @property
+    def points_due_at(self) -> int | None:
+        """When the next points expire (None: none will), for the stores' expiry index; None
+        for a deleted card too (nothing of it is ever touched again)."""
+        buckets = self.buckets
+        if not buckets or self.state >= VoucherState.DELETED:
+            return None
+        return buckets[0].expires_at
 
 
 #: What a transaction links to, as a flat tuple of kind/id pairs: ``("redemption", "r_…",

@@ -15,6 +15,7 @@ import attrs
 from vouchercore.domain.instants import from_us, to_us
 from vouchercore.domain.records import (
     Discount,
+    LoyaltyRecord,
     SessionRecord,
     TransactionRecord,
     VoucherRecord,
@@ -28,6 +29,8 @@ __all__ = [
     "BalanceUpdate",
     "GiftBalance",
     "LoyaltyBalance",
+    "PointsCancellation",
+    "PointsTransfer",
     "Redemption",
     "RedemptionRollback",
     "Session",
@@ -103,9 +106,7 @@ class Voucher:
             type=record.type,
             discount=record.discount,
             gift=GiftBalance(amount=record.total, balance=record.balance) if is_gift else None,
-            loyalty_card=(
-                LoyaltyBalance(points=record.total, balance=record.balance) if is_loyalty else None
-            ),
+            loyalty_card=_loyalty_balance(record) if is_loyalty else None,
             quantity=record.quantity,
             redeemed_quantity=record.redeemed_quantity,
             redeemed_amount=0 if is_loyalty else record.redeemed_amount,
@@ -125,6 +126,23 @@ class Voucher:
             created_at=from_us(record.created_at),
             updated_at=from_us(record.updated_at),
         )
+
+
+def _loyalty_balance(record: VoucherRecord) -> LoyaltyBalance:
+    assert isinstance(record, LoyaltyRecord)
+    buckets = record.buckets
+    first = buckets[0].expires_at if buckets else None
+    return LoyaltyBalance(
+        points=record.total,
+        balance=record.balance,
+        expired_points=record.expired_points,
+        next_expiration_date=None if first is None else from_us(first),
+        next_expiration_points=(
+            None
+            if first is None or buckets is None
+            else sum(b.points for b in buckets if b.expires_at == first)
+        ),
+    )
 
 
 class Session(RowBacked):
@@ -417,6 +435,30 @@ class BalanceUpdate:
     transaction_id: str
     operation_type: str = "MANUAL"
     object: str = "balance"
+
+
+@attrs.frozen(kw_only=True)
+class PointsCancellation:
+    """The answer of ``cancel_points_accrual``: the ``POINTS_CANCELLATION`` transactions
+    written (one per accrual cancelled), the points those accruals brought, how many were
+    taken back (``cancelled``), and how many stay with the customer (``not_cancelled``:
+    spent, expired, or held by live sessions when the accrual was cancelled)."""
+
+    accrued: int
+    cancelled: int
+    not_cancelled: int
+    transactions: tuple[Transaction, ...]
+
+
+@attrs.frozen(kw_only=True)
+class PointsTransfer:
+    """The answer of ``transfer_points``: the ``POINTS_TRANSFER_OUT`` transaction on the
+    source card and the ``POINTS_TRANSFER_IN`` on the destination, each naming the other as
+    ``related_transaction_id``."""
+
+    points: int
+    source: Transaction
+    destination: Transaction
 
 
 @attrs.frozen(kw_only=True)

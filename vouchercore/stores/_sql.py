@@ -24,6 +24,8 @@ from vouchercore.domain.instants import to_us
 from vouchercore.domain.records import (
     Discount,
     Links,
+    LoyaltyRecord,
+    PointsBucket,
     SessionRecord,
     TransactionRecord,
     VoucherInfo,
@@ -39,7 +41,9 @@ from vouchercore.ports import SessionCounts
 
 __all__ = [
     "CODE_PAGE",
+    "COUNTERS_AT",
     "KEY_COLUMNS",
+    "MIGRATIONS",
     "REDEMPTION_COLUMNS",
     "ROLLBACK_COLUMNS",
     "SCHEMA_VERSION",
@@ -62,8 +66,9 @@ __all__ = [
     "voucher_row",
 ]
 
-#: The schema version this release writes; a store refuses a database with a newer one.
-SCHEMA_VERSION: Final = 1
+#: The schema version this release writes; a store refuses a database with a newer one and
+#: migrates an older one (:data:`MIGRATIONS`).
+SCHEMA_VERSION: Final = 2
 
 #: Why a session left the ledger; each has a counter column ``sessions_<reason>`` on the voucher.
 SESSION_REASONS: Final = ("redeemed", "released", "expired", "replaced", "dropped")
@@ -89,11 +94,16 @@ VOUCHER_COLUMNS: Final = (
     "opening_redeemed_amount",
     "created_at",
     "updated_at",
+    "expired_points",
+    "points_buckets",
+    "points_due_at",
     "sessions_opened",
     *(f"sessions_{reason}" for reason in SESSION_REASONS),
 )
 #: Positions in :data:`VOUCHER_COLUMNS` of instants (for stores that convert them).
-VOUCHER_INSTANTS: Final = (10, 11, 18, 19)
+VOUCHER_INSTANTS: Final = (10, 11, 18, 19, 22)
+#: Where the session counters start in :data:`VOUCHER_COLUMNS`.
+COUNTERS_AT: Final = 23
 #: The columns an operation may change, in the order :meth:`Changes.voucher` lists them.
 VOUCHER_MUTABLE_COLUMNS: Final = (
     "state",
@@ -102,9 +112,14 @@ VOUCHER_MUTABLE_COLUMNS: Final = (
     "total",
     "balance",
     "updated_at",
+    "expired_points",
+    "points_buckets",
+    "points_due_at",
     "sessions_opened",
     *(f"sessions_{reason}" for reason in SESSION_REASONS),
 )
+#: Positions in :data:`VOUCHER_MUTABLE_COLUMNS` of instants.
+VOUCHER_MUTABLE_INSTANTS: Final = (5, 8)
 SESSION_COLUMNS: Final = ("voucher_id", "key", "credits", "points", "created_at", "expires_at")
 SESSION_INSTANTS: Final = (4, 5)
 TRANSACTION_COLUMNS: Final = (
@@ -162,19 +177,34 @@ _STATES: Final = tuple(VoucherState)
 # --- the schema ------------------------------------------------------------------------------
 
 
+#: Schema migrations, by the version they start from: the columns each adds to ``vouchers``
+#: (name, SQLite type, PostgreSQL type), in order. Version 2: loyalty points buckets.
+MIGRATIONS: Final[dict[int, tuple[tuple[str, str, str], ...]]] = {
+    1: (
+        (
+            "expired_points",
+            "INTEGER NOT NULL DEFAULT 0 CHECK (expired_points >= 0)",
+            "bigint NOT NULL DEFAULT 0 CHECK (expired_points >= 0)",
+        ),
+        ("points_buckets", "TEXT", "text"),
+        ("points_due_at", "INTEGER", "timestamptz"),
+    ),
+}
+
+
 def schema_problem(tables: Sequence[str], version: object) -> str | None:
     """Why this release cannot use a database holding *tables* whose ``vouchercore_meta`` says
-    schema *version* (``None`` when it has no meta table) — or None: it is ours, or empty.
+    schema *version* (``None`` when it has no meta table) — or None: it is ours (at this
+    version or one :data:`MIGRATIONS` upgrades), or empty.
 
     One decision for every SQL store: a database with other tables and no vouchercore schema
-    is someone else's; a version other than :data:`SCHEMA_VERSION` is refused (a newer one
-    needs a newer vouchercore; a later release migrates older ones).
+    is someone else's; a newer version needs a newer vouchercore; an older one is migrated.
     """
     if "vouchercore_meta" not in tables:
         if tables:
             return f"holds other tables ({', '.join(sorted(tables)[:5])}) and no vouchercore schema"
         return None
-    if version == SCHEMA_VERSION:
+    if version == SCHEMA_VERSION or (isinstance(version, int) and version in MIGRATIONS):
         return None
     newer = isinstance(version, int) and version > SCHEMA_VERSION
     return f"schema version {version}, this vouchercore reads version {SCHEMA_VERSION}" + (
@@ -263,6 +293,7 @@ def voucher_row(record: VoucherRecord) -> tuple[Any, ...]:
         info.opening_redeemed_amount,
         record.created_at,
         record.updated_at,
+        *_points_state(record),
         0,
         *(0 for _ in SESSION_REASONS),
     )
@@ -285,8 +316,14 @@ def record_from_row(row: Sequence[Any], sessions: Iterable[Sequence[Any]] = ()) 
         else None
     )
     kind = _VOUCHER_TYPES[row[2]]
+    points: dict[str, Any] = {}
+    if kind is VoucherType.LOYALTY_CARD:
+        points["expired_points"] = row[20]
+        if row[21] is not None:
+            points["buckets"] = [PointsBucket(*b) for b in json.loads(row[21])]
     record = VoucherRecord.new(
         kind,
+        **points,
         discount=_discount_from_json(row[9]),
         total=row[7],
         balance=row[8],
@@ -311,6 +348,18 @@ def record_from_row(row: Sequence[Any], sessions: Iterable[Sequence[Any]] = ()) 
     return record
 
 
+def _points_state(record: VoucherRecord) -> tuple[int, str | None, int | None]:
+    """``expired_points``, ``points_buckets`` (JSON) and ``points_due_at`` of a record."""
+    if not isinstance(record, LoyaltyRecord):
+        return (0, None, None)
+    buckets = record.buckets
+    return (
+        record.expired_points,
+        None if not buckets else _json([b.as_list() for b in buckets]),
+        record.points_due_at,
+    )
+
+
 def _mutable_state(record: VoucherRecord, counters: Sequence[int]) -> tuple[Any, ...]:
     return (
         int(record.state),
@@ -319,6 +368,7 @@ def _mutable_state(record: VoucherRecord, counters: Sequence[int]) -> tuple[Any,
         record.total,
         record.balance,
         record.updated_at,
+        *_points_state(record),
         *counters,
     )
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, overload
 
-from sortedcontainers import SortedKeyList
+from sortedcontainers import SortedKeyList, SortedList
 
 from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.records import (
@@ -34,7 +34,7 @@ from vouchercore.domain.records import (
     transaction_id,
 )
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
-from vouchercore.domain.values import TransactionType
+from vouchercore.domain.values import TransactionType, VoucherType
 from vouchercore.errors import DuplicateFound
 from vouchercore.ports import SessionCounts, Store
 
@@ -111,6 +111,7 @@ class _TransactionLog(Sequence[TransactionRecord]):
         return _transaction_from_row(self._rows[index])
 
 
+_LOYALTY = VoucherType.LOYALTY_CARD
 _ACTIVE = VoucherState.ACTIVE
 _DISABLED = VoucherState.DISABLED
 _DELETED = VoucherState.DELETED
@@ -211,6 +212,11 @@ class MemoryStore:
         self._key_expiry: SortedKeyList = SortedKeyList(key=attrgetter("expires_at"))
         self._claims: dict[str, threading.Event] = {}
         self._keys_lock = threading.Lock()
+        #: loyalty cards with points that will expire: ``(points_due_at, voucher id)``, and
+        #: each indexed card's entry, guarded by one lock
+        self._points_due: SortedList = SortedList()
+        self._points_indexed: dict[str, int] = {}
+        self._points_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._by_id)} vouchers)"
@@ -261,7 +267,45 @@ class MemoryStore:
             return None
         return unit, Redemption.from_row(row)
 
+    def begin_pair(self, first: str, second: str) -> tuple[_Unit, _Unit] | None:
+        """Two vouchers' units, locked in id order (two pairs crossing — A→B and B→A — queue
+        rather than deadlock). The same unit twice when both name one voucher; None when
+        either is missing or deleted."""
+        one, two = self._find(first), self._find(second)
+        if one is None or two is None:
+            return None
+        if one is two:
+            unit = self._open(one, include_deleted=False)
+            return None if unit is None else (unit, unit)
+        low, high = (one, two) if one.id < two.id else (two, one)
+        held = self._open(low, include_deleted=False)
+        if held is None:
+            return None
+        other = self._open(high, include_deleted=False)
+        if other is None:
+            self.abort(held)
+            return None
+        return (held, other) if low is one else (other, held)
+
+    def commit_pair(self, first: _Unit, second: _Unit) -> None:
+        """Release both units (their changes are in place already)."""
+        if second is not first:
+            self.commit(second)
+        self.commit(first)
+
+    def abort_pair(self, first: _Unit, second: _Unit) -> None:
+        """Release both units."""
+        if second is not first:
+            self.abort(second)
+        self.abort(first)
+
+    def _find(self, code_or_id: str) -> VoucherRecord | None:
+        record = self._by_code.get(code_or_id)
+        return record if record is not None else self._by_id.get(code_or_id)
+
     def commit(self, unit: _Unit) -> None:
+        if unit.record.type is _LOYALTY:
+            self._index_points(unit.record)
         if unit.purged:
             unit.purged = False
             self._forget(unit.record)
@@ -270,10 +314,35 @@ class MemoryStore:
         unit.lock.release()
 
     def abort(self, unit: _Unit) -> None:
+        # what the domain applied in place stays applied (it applies nothing it has not
+        # decided): the index follows the record either way
+        if unit.record.type is _LOYALTY:
+            self._index_points(unit.record)
         if unit.claims is not None:
             unit.kept = None
             self._settle_keys(unit)
         unit.lock.release()
+
+    def _index_points(self, record: VoucherRecord) -> None:
+        """Keep the card's entry in the points expiry index equal to its ``points_due_at``."""
+        due = record.points_due_at
+        indexed = self._points_indexed.get(record.id)
+        if due == indexed:
+            return
+        with self._points_lock:
+            if indexed is not None:
+                self._points_due.remove((indexed, record.id))
+                del self._points_indexed[record.id]
+            if due is not None:
+                self._points_due.add((due, record.id))
+                self._points_indexed[record.id] = due
+
+    def points_due(self, now: int, limit: int | None = None) -> list[str]:
+        """Ids of loyalty cards with points due at *now*, soonest first: O(k + log n)."""
+        with self._points_lock:
+            found = self._points_due.irange(maximum=(now, "\U0010ffff"))
+            taken = found if limit is None else itertools.islice(found, limit)
+            return [voucher_id for _, voucher_id in taken]
 
     # --- idempotency keys -----------------------------------------------------------------
 

@@ -121,7 +121,7 @@ _INTRANS: Final = TransactionStatus.INTRANS
 #: Sent before the ``COMMIT`` of a unit that wrote nothing: its row lock need not be flushed.
 _NO_FLUSH: Final = "SET LOCAL synchronous_commit TO OFF"
 _JSON_COLUMNS: Final = frozenset({"discount", "metadata", "details"})
-_UPDATED_AT: Final = (VOUCHER_MUTABLE_COLUMNS.index("updated_at"),)
+_MUTABLE_INSTANTS: Final = _sql.VOUCHER_MUTABLE_INSTANTS
 _COUNTERS_AT: Final = VOUCHER_COLUMNS.index("sessions_opened")
 
 #: Pools a forked child inherited: kept referenced (never closed, never collected) so that the
@@ -149,6 +149,22 @@ def _select_list(columns: Sequence[str], prefix: str = "") -> str:
 def _insert(table: str, columns: Sequence[str]) -> str:
     values = ", ".join("%s::json" if c in _JSON_COLUMNS else "%s" for c in columns)
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
+
+
+def _points_index(s: str) -> str:
+    return (
+        f"CREATE INDEX vouchers_by_points_due ON {s}.vouchers (points_due_at, id) "
+        "WHERE points_due_at IS NOT NULL"
+    )
+
+
+def _migration_ddl(s: str, version: int) -> tuple[str, ...]:
+    """The statements upgrading schema *s* from *version* to the next."""
+    columns = tuple(
+        f"ALTER TABLE {s}.vouchers ADD COLUMN {name} {pg_type}"
+        for name, _, pg_type in _sql.MIGRATIONS[version]
+    )
+    return (*columns, _points_index(s)) if version == 1 else columns
 
 
 def _schema_ddl(s: str) -> tuple[str, ...]:
@@ -185,12 +201,16 @@ def _schema_ddl(s: str) -> tuple[str, ...]:
     {count("opening_redeemed_amount")},
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
+    expired_points bigint NOT NULL DEFAULT 0 CHECK (expired_points >= 0),
+    points_buckets text,
+    points_due_at timestamptz,
     {count("sessions_opened")},
     {counters},
     CONSTRAINT vouchers_pkey PRIMARY KEY (id),
     CONSTRAINT vouchers_code_key UNIQUE (code),
     CHECK (quantity IS NULL OR redeemed_quantity <= quantity)
 )""",
+        _points_index(s),
         f"""CREATE TABLE {s}.sessions (
     voucher_id text COLLATE "C" NOT NULL,
     key text COLLATE "C" NOT NULL,
@@ -282,6 +302,15 @@ class _Statements:
             f"SELECT v.id, {sessions} FROM (SELECT id FROM {s}.vouchers "
             "WHERE code = %s OR id = %s ORDER BY code = %s DESC LIMIT 1) AS v "
             f"LEFT JOIN {s}.sessions AS s ON s.voucher_id = v.id ORDER BY s.key"
+        )
+        self.resolve_voucher = (
+            f"SELECT id FROM {s}.vouchers WHERE code = %s OR id = %s "
+            "ORDER BY code = %s DESC LIMIT 1"
+        )
+        self.lock_voucher_by_id = f"SELECT {v} FROM {s}.vouchers WHERE id = %s FOR UPDATE"
+        self.points_due = (
+            f"SELECT id FROM {s}.vouchers WHERE points_due_at IS NOT NULL "
+            "AND points_due_at <= %s ORDER BY points_due_at, id LIMIT %s"
         )
         self.sessions_by_id = (
             f"SELECT {', '.join(SESSION_COLUMNS)} FROM {s}.sessions WHERE voucher_id = %s "
@@ -617,6 +646,16 @@ class PostgresStore:
             if not tables:
                 for statement in self._sql.ddl:
                     conn.execute(statement)
+            elif isinstance(version, int) and version < SCHEMA_VERSION:
+                schema = _quote_ident(self.schema)
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in _migration_ddl(schema, step):
+                        conn.execute(statement)
+                conn.execute(
+                    f"UPDATE {schema}.vouchercore_meta SET value = %s "
+                    "WHERE name = 'schema_version'",
+                    (SCHEMA_VERSION,),
+                )
             conn.execute("COMMIT")
         except psycopg.Error as error:
             self._rollback(conn)
@@ -893,6 +932,43 @@ class PostgresStore:
         lease, opened = self._attempt("begin", load)
         return self._opened(lease, opened)
 
+    def begin_pair(self, first: str, second: str) -> tuple[SqlUnit, SqlUnit] | None:
+        """One transaction holding two vouchers, their rows locked in id order (so two pairs
+        crossing — A→B and B→A — queue rather than deadlock). The same unit twice when both
+        name one voucher; None when either is missing or deleted."""
+
+        def load(lease: _Lease) -> tuple[SqlUnit, SqlUnit] | None:
+            conn = lease.conn
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                found = [
+                    conn.execute(self._sql.resolve_voucher, (name, name, name))
+                    for name in (first, second)
+                ]
+            ids = [cursor.fetchone() for cursor in found]
+            if ids[0] is None or ids[1] is None:
+                return None
+            first_id, second_id = ids[0][0], ids[1][0]
+            units: dict[str, SqlUnit] = {}
+            for voucher_id in sorted({first_id, second_id}):
+                row = conn.execute(self._sql.lock_voucher_by_id, (voucher_id,)).fetchone()
+                if row is None or row[3] == _DELETED:
+                    return None
+                sessions = conn.execute(self._sql.sessions_by_id, (voucher_id,)).fetchall()
+                units[voucher_id] = self._unit(lease, row, sessions)
+            return units[first_id], units[second_id]
+
+        lease, pair = self._attempt("begin", load)
+        return self._opened(lease, pair)
+
+    def commit_pair(self, first: SqlUnit, second: SqlUnit) -> None:
+        """Write what both units changed and ``COMMIT``, in one round trip (all or nothing)."""
+        self._commit(first, second)
+
+    def abort_pair(self, first: SqlUnit, second: SqlUnit) -> None:
+        """End both units' transaction; nothing of either is stored."""
+        self.abort(first)
+
     def _write(self, conn: Conn, changes: Changes) -> None:
         """Queue the unit's writes (in a pipeline: sent with the ``COMMIT``)."""
         voucher_id = changes.voucher_id
@@ -906,7 +982,7 @@ class PostgresStore:
             return
         if changes.voucher is not None:
             conn.execute(
-                self._sql.update_voucher, (*_to_db(changes.voucher, _UPDATED_AT), voucher_id)
+                self._sql.update_voucher, (*_to_db(changes.voucher, _MUTABLE_INSTANTS), voucher_id)
             )
         batches: tuple[tuple[str, Sequence[Sequence[Any]]], ...] = (
             (self._sql.delete_session, [(voucher_id, key) for key in changes.session_deletes]),
@@ -938,17 +1014,23 @@ class PostgresStore:
             StorageError: the database refused or the connection failed; rolled back, nothing
                 of the unit is stored (the caller may retry the operation).
         """
+        self._commit(unit)
+
+    def _commit(self, unit: SqlUnit, other: SqlUnit | None = None) -> None:
         lease: _Lease = unit.handle
         if lease.done:
             raise StorageError(f"PostgreSQL store {self.address}: {unit!r} has ended already")
-        changes = unit.changes()
+        every = [unit.changes()]
+        if other is not None and other is not unit:
+            every.append(other.changes())
         conn = lease.conn
         try:
             with conn.pipeline():
-                if changes.empty:
+                if all(changes.empty for changes in every):
                     conn.execute(_NO_FLUSH)
                 else:
-                    self._write(conn, changes)
+                    for changes in every:
+                        self._write(conn, changes)
                 conn.execute("COMMIT")
         except psycopg.Error as error:
             self._release(lease, rollback=True)
@@ -1023,6 +1105,11 @@ class PostgresStore:
         straight from the expiry index."""
         rows = self._read(self._sql.expiring, (from_us(now), limit))
         return [_sql.detached_session(_from_db(row, SESSION_INSTANTS)) for row in rows]
+
+    def points_due(self, now: int, limit: int | None = None) -> list[str]:
+        """Ids of loyalty cards with points due to expire at *now*, soonest first (through the
+        partial index on ``points_due_at``: cost grows with what is due)."""
+        return [row[0] for row in self._read(self._sql.points_due, (from_us(now), limit))]
 
     def voucher_codes(self) -> Iterator[str]:
         """Every live voucher's code, in code order (byte-wise; read in pages of 1000: no

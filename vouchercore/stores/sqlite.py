@@ -94,10 +94,15 @@ CREATE TABLE vouchers (
     opening_redeemed_amount INTEGER NOT NULL CHECK (opening_redeemed_amount >= 0),
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
+    expired_points INTEGER NOT NULL DEFAULT 0 CHECK (expired_points >= 0),
+    points_buckets TEXT,
+    points_due_at INTEGER,
     sessions_opened INTEGER NOT NULL CHECK (sessions_opened >= 0),
     {_COUNTER_COLUMNS},
     CHECK (quantity IS NULL OR redeemed_quantity <= quantity)
 );
+CREATE INDEX vouchers_by_points_due ON vouchers (points_due_at)
+    WHERE points_due_at IS NOT NULL;
 CREATE TABLE sessions (
     voucher_id TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -164,6 +169,10 @@ INSERT INTO vouchercore_meta (name, value) VALUES
     ('schema_version', {SCHEMA_VERSION}), ('transaction_seq', 0);
 """
 
+_POINTS_INDEX: Final = (
+    "CREATE INDEX vouchers_by_points_due ON vouchers (points_due_at) "
+    "WHERE points_due_at IS NOT NULL"
+)
 _SELECT_BY_CODE: Final = f"SELECT {_V} FROM vouchers WHERE code = ?"
 _SELECT_BY_ID: Final = f"SELECT {_V} FROM vouchers WHERE id = ?"
 _SELECT_SESSIONS: Final = f"SELECT {_S} FROM sessions WHERE voucher_id = ?"
@@ -229,6 +238,18 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     if not path:
         raise InvalidPayload(f"a SQLite store URL needs a file path: {url!r}")
     return path, dict(parse_qsl(query))
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Upgrade the schema from *version* to :data:`SCHEMA_VERSION`, in the open transaction
+    (another process opening the file meanwhile waits, then finds it upgraded)."""
+    while version < SCHEMA_VERSION:
+        for name, sqlite_type, _ in _sql.MIGRATIONS[version]:
+            conn.execute(f"ALTER TABLE vouchers ADD COLUMN {name} {sqlite_type}")
+        if version == 1:
+            conn.execute(_POINTS_INDEX)
+        version += 1
+    conn.execute("UPDATE vouchercore_meta SET value = ? WHERE name = 'schema_version'", (version,))
 
 
 class SQLiteStore:
@@ -344,6 +365,8 @@ class SQLiteStore:
             problem = _sql.schema_problem(sorted(tables), version)
             if problem is not None:
                 raise StorageError(f"SQLite store {self.path!r}: the database {problem}")
+            if isinstance(version, int) and version < SCHEMA_VERSION:
+                _migrate(conn, version)
             if not tables:
                 # statement by statement: executescript would commit the open transaction
                 # first, and two processes creating the file at once must not both create
@@ -438,7 +461,12 @@ class SQLiteStore:
             raise
 
     def _load(
-        self, conn: sqlite3.Connection, code_or_id: str, include_deleted: bool, by_id: bool = False
+        self,
+        conn: sqlite3.Connection,
+        code_or_id: str,
+        include_deleted: bool,
+        by_id: bool = False,
+        seqs: Callable[[], int] | None = None,
     ) -> SqlUnit | None:
         row = None if by_id else conn.execute(_SELECT_BY_CODE, (code_or_id,)).fetchone()
         if row is None:
@@ -447,7 +475,12 @@ class SQLiteStore:
             return None
         sessions = conn.execute(_SELECT_SESSIONS, (row[0],)).fetchall()
         record = _sql.record_from_row(row, sessions)
-        return SqlUnit(record, list(row[20:]), conn, self._transaction_seqs(conn))
+        return SqlUnit(
+            record,
+            list(row[_sql.COUNTERS_AT :]),
+            conn,
+            self._transaction_seqs(conn) if seqs is None else seqs,
+        )
 
     @staticmethod
     def _transaction_seqs(conn: sqlite3.Connection) -> Callable[[], int]:
@@ -495,39 +528,77 @@ class SQLiteStore:
             return None
         return unit, _sql.redemption_from_row(row)
 
+    def begin_pair(self, first: str, second: str) -> tuple[SqlUnit, SqlUnit] | None:
+        """One ``BEGIN IMMEDIATE`` holding two vouchers (the file's write lock orders every
+        writer: two pairs can never wait for each other). The same unit twice when both name
+        one voucher; None when either is missing or deleted."""
+        conn = self._conn()
+        try:
+            self._begin(conn)
+            seqs = self._transaction_seqs(conn)  # one counter: the units share a transaction
+            one = self._load(conn, first, False, seqs=seqs)
+            two: SqlUnit | None = None
+            if one is not None:
+                same = second in (one.record.code, one.record.id)
+                two = one if same else self._load(conn, second, False, seqs=seqs)
+        except sqlite3.Error as error:
+            self._rollback(conn)
+            raise self._fail("begin", error) from error
+        if one is None or two is None:
+            self._rollback(conn)
+            return None
+        return one, two
+
+    def commit_pair(self, first: SqlUnit, second: SqlUnit) -> None:
+        """Write what both units changed and ``COMMIT`` (all or nothing)."""
+        self._commit(first, second)
+
+    def abort_pair(self, first: SqlUnit, second: SqlUnit) -> None:
+        """``ROLLBACK`` both units' transaction."""
+        self._rollback(first.handle)
+
     def commit(self, unit: SqlUnit) -> None:
         """Write what the unit changed and ``COMMIT`` (all or nothing)."""
+        self._commit(unit)
+
+    def _commit(self, unit: SqlUnit, other: SqlUnit | None = None) -> None:
         conn: sqlite3.Connection = unit.handle
-        changes = unit.changes()
         try:
-            if changes.keys:
-                conn.executemany(_UPSERT_KEY, changes.keys)
-            if changes.purged:
-                conn.execute(_KEEP_HIGH_WATER)
-                for sql in _PURGE:
-                    conn.execute(sql, (changes.voucher_id,))
-            elif not changes.empty:
-                voucher_id = changes.voucher_id
-                if changes.voucher is not None:
-                    conn.execute(_UPDATE_VOUCHER, (*changes.voucher, voucher_id))
-                if changes.session_deletes:
-                    conn.executemany(
-                        _DELETE_SESSION, [(voucher_id, key) for key in changes.session_deletes]
-                    )
-                if changes.session_inserts:
-                    conn.executemany(_INSERT_SESSION, changes.session_inserts)
-                if changes.transactions:
-                    conn.executemany(_INSERT_TX, changes.transactions)
-                if changes.redemptions:
-                    conn.executemany(_INSERT_REDEMPTION, changes.redemptions)
-                if changes.redemption_updates:
-                    conn.executemany(_UPDATE_REDEMPTION, changes.redemption_updates)
-                if changes.rollbacks:
-                    conn.executemany(_INSERT_ROLLBACK, changes.rollbacks)
+            self._write_changes(conn, unit.changes())
+            if other is not None and other is not unit:
+                self._write_changes(conn, other.changes())
             conn.execute("COMMIT")
         except sqlite3.Error as error:
             self._rollback(conn)
             raise self._fail("commit", error) from error
+
+    @staticmethod
+    def _write_changes(conn: sqlite3.Connection, changes: _sql.Changes) -> None:
+        """Run one unit's writes (inside its open transaction)."""
+        if changes.keys:
+            conn.executemany(_UPSERT_KEY, changes.keys)
+        if changes.purged:
+            conn.execute(_KEEP_HIGH_WATER)
+            for sql in _PURGE:
+                conn.execute(sql, (changes.voucher_id,))
+        elif not changes.empty:
+            voucher_id = changes.voucher_id
+            if changes.voucher is not None:
+                conn.execute(_UPDATE_VOUCHER, (*changes.voucher, voucher_id))
+            if changes.session_deletes:
+                conn.executemany(
+                    _DELETE_SESSION, [(voucher_id, key) for key in changes.session_deletes]
+                )
+            if changes.session_inserts:
+                conn.executemany(_INSERT_SESSION, changes.session_inserts)
+            if changes.transactions:
+                conn.executemany(_INSERT_TX, changes.transactions)
+            if changes.redemptions:
+                conn.executemany(_INSERT_REDEMPTION, changes.redemptions)
+            if changes.redemption_updates:
+                conn.executemany(_UPDATE_REDEMPTION, changes.redemption_updates)
+            if changes.rollbacks:
+                conn.executemany(_INSERT_ROLLBACK, changes.rollbacks)
 
     def abort(self, unit: SqlUnit) -> None:
         """``ROLLBACK``: nothing of the unit is stored."""
@@ -587,6 +658,16 @@ class SQLiteStore:
             (now, -1 if limit is None else limit),
         )
         return [_sql.detached_session(row) for row in rows]
+
+    def points_due(self, now: int, limit: int | None = None) -> list[str]:
+        """Ids of loyalty cards with points due to expire at *now*, soonest first (through the
+        partial index on ``points_due_at``: cost grows with what is due)."""
+        rows = self._read(
+            "SELECT id FROM vouchers WHERE points_due_at IS NOT NULL AND points_due_at <= ? "
+            "ORDER BY points_due_at, id LIMIT ?",
+            (now, -1 if limit is None else limit),
+        )
+        return [row[0] for row in rows]
 
     def voucher_codes(self) -> Iterator[str]:
         """Every live voucher's code, in code order (read in pages: no long-held cursor)."""
