@@ -186,7 +186,8 @@ def test_check_constraints_back_the_domain(db: Path) -> None:
                 "redeemed_quantity, redeemed_amount, total, balance, discount, start_date, "
                 "expiration_date, category, additional_info, metadata, campaign_id, "
                 "opening_redeemed_quantity, opening_redeemed_amount, created_at, updated_at, "
-                "expired_points, points_buckets, points_due_at, sessions_opened, sessions_redeemed, sessions_released, sessions_expired, "
+                "expired_points, points_buckets, points_due_at, "
+                "sessions_opened, sessions_redeemed, sessions_released, sessions_expired, "
                 "sessions_replaced, sessions_dropped FROM vouchers"
             )
 
