@@ -167,6 +167,49 @@ def test_two_stores_opening_a_new_schema_at_once_both_succeed(schema: str) -> No
     assert len(stores) == 4
 
 
+def test_a_version_1_schema_is_migrated_by_every_store_opening_it_at_once(
+    schema: str, open_stores: Callable[..., PostgresStore]
+) -> None:
+    engine = _engine(open_stores(schema))
+    engine.create_voucher("LOY", type="LOYALTY_CARD", loyalty_card={"points": 500})
+    engine.redeem_voucher("LOY", points=100)
+    engine.store.close()
+    with _admin() as conn:  # back to what schema version 1 was: no points buckets
+        conn.execute(f'DROP INDEX "{schema}".vouchers_by_points_due')
+        for name in ("expired_points", "points_buckets", "points_due_at"):
+            conn.execute(f'ALTER TABLE "{schema}".vouchers DROP COLUMN {name}')
+        conn.execute(
+            f"UPDATE \"{schema}\".vouchercore_meta SET value = 1 WHERE name = 'schema_version'"
+        )
+    stores: list[PostgresStore] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            stores.append(open_stores(schema))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    engine = _engine(stores[0])
+    assert engine.get_voucher("LOY").loyalty_card.balance == 400  # type: ignore[union-attr]
+    engine.accrue_points("LOY", 50, expires_at=START + timedelta(days=1))
+    assert engine.get_voucher("LOY").loyalty_card.next_expiration_points == 50  # type: ignore[union-attr]
+    assert engine.audit().ok
+    with _admin() as conn:
+        version = conn.execute(
+            f'SELECT value FROM "{schema}".vouchercore_meta WHERE name = %s', ("schema_version",)
+        ).fetchone()[0]
+    assert version == SCHEMA_VERSION
+
+
 def test_a_newer_schema_version_is_refused(
     schema: str, open_stores: Callable[..., PostgresStore]
 ) -> None:
