@@ -472,13 +472,11 @@ class Engine:
         """
         redemption_id = require_code(redemption_id, "redemption_id")
         reason = require_optional_text(reason, "reason")
-        key = _idempotency_key(idempotency_key)
-        fingerprint = (
-            None
-            if key is None
-            else idempotency.fingerprint(
-                "rollback_redemption", redemption_id=redemption_id, reason=reason
-            )
+        key, fingerprint = _keyed_request(
+            idempotency_key,
+            "rollback_redemption",
+            redemption_id=redemption_id,
+            reason=reason,
         )
         now = self._clock.now_us()
         opened = self._store.begin_redemption(redemption_id)
@@ -533,18 +531,14 @@ class Engine:
         source_id = require_optional_text(source_id, "source_id")
         reason = require_optional_text(reason, "reason")
         expires_us = to_us_or_none(expires_at, "expires_at")
-        key = _idempotency_key(idempotency_key)
-        fingerprint = (
-            None
-            if key is None
-            else idempotency.fingerprint(
-                "update_voucher_balance",
-                code=code,
-                amount=amount,
-                source_id=source_id,
-                reason=reason,
-                **({} if expires_us is None else {"expires_at": expires_us}),
-            )
+        key, fingerprint = _keyed_request(
+            idempotency_key,
+            "update_voucher_balance",
+            code=code,
+            amount=amount,
+            source_id=source_id,
+            reason=reason,
+            **({} if expires_us is None else {"expires_at": expires_us}),
         )
         return self._keyed(
             code,
@@ -595,19 +589,15 @@ class Engine:
         source_id = require_optional_text(source_id, "source_id")
         reason = require_optional_text(reason, "reason")
         expires_us = to_us_or_none(expires_at, "expires_at")
-        key = _idempotency_key(idempotency_key)
-        fingerprint = (
-            None
-            if key is None
-            else idempotency.fingerprint(
-                "accrue_points",
-                code=code,
-                points=points,
-                order_id=order_id,
-                source_id=source_id,
-                expires_at=expires_us,
-                reason=reason,
-            )
+        key, fingerprint = _keyed_request(
+            idempotency_key,
+            "accrue_points",
+            code=code,
+            points=points,
+            order_id=order_id,
+            source_id=source_id,
+            expires_at=expires_us,
+            reason=reason,
         )
 
         def step(unit: Any, now: int) -> tuple[Transaction, None]:
@@ -662,17 +652,13 @@ class Engine:
             transaction_id = require_code(transaction_id, "transaction_id")
         order_id = require_optional_text(order_id, "order_id")
         reason = require_optional_text(reason, "reason")
-        key = _idempotency_key(idempotency_key)
-        fingerprint = (
-            None
-            if key is None
-            else idempotency.fingerprint(
-                "cancel_points_accrual",
-                code=code,
-                transaction_id=transaction_id,
-                order_id=order_id,
-                reason=reason,
-            )
+        key, fingerprint = _keyed_request(
+            idempotency_key,
+            "cancel_points_accrual",
+            code=code,
+            transaction_id=transaction_id,
+            order_id=order_id,
+            reason=reason,
         )
 
         def step(unit: Any, now: int) -> tuple[PointsCancellation, None]:
@@ -736,18 +722,14 @@ class Engine:
         source_id = require_optional_text(source_id, "source_id")
         if source_code == destination_code:
             raise InvalidPayload(f"cannot transfer points from {source_code!r} to itself")
-        key = _idempotency_key(idempotency_key)
-        fingerprint = (
-            None
-            if key is None
-            else idempotency.fingerprint(
-                "transfer_points",
-                source_code=source_code,
-                destination_code=destination_code,
-                points=points,
-                reason=reason,
-                source_id=source_id,
-            )
+        key, fingerprint = _keyed_request(
+            idempotency_key,
+            "transfer_points",
+            source_code=source_code,
+            destination_code=destination_code,
+            points=points,
+            reason=reason,
+            source_id=source_id,
         )
         store = self._store
         now = self._clock.now_us()
@@ -1276,6 +1258,15 @@ def _parse_info(
 
 
 _EMPTY_INFO = VoucherInfo()
+
+
+def _keyed_request(
+    idempotency_key: object, operation: str, **request: Any
+) -> tuple[str | None, str | None]:
+    """The checked idempotency key and, when there is one, the fingerprint of *operation* with
+    its checked *request* arguments (``(None, None)`` without a key)."""
+    key = _idempotency_key(idempotency_key)
+    return key, None if key is None else idempotency.fingerprint(operation, **request)
 
 
 def _idempotency_key(value: object) -> str | None:
