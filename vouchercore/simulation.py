@@ -4,7 +4,13 @@ Several terminals share one voucher book and one simulated clock. Each terminal 
 traffic from its own seeded generator: validations that lock a voucher and then redeem with the
 session key, carts abandoned with their lock still held (they expire), plain redemptions, manual
 releases, rollbacks of earlier redemptions, gift-card top-ups and removals, and the occasional
-disable/enable. With one terminal (thread) the same seed gives the same report, call for call.
+disable/enable. Loyalty cards also earn points for orders (accruals, about half of them expiring
+within the simulated day), some accruals are cancelled (by transaction or order id; some twice),
+points move between cards (about a third of the transfers on one hot pair of cards, in both
+directions, so terminals cross), and every terminal sweeps expired points
+(``engine.expire_points()``) every :data:`SWEEP_EVERY` steps. Redemptions, balance updates,
+accruals, cancellations and transfers carry idempotency keys, and a quarter of them are sent
+twice. With one terminal (thread) the same seed gives the same report, call for call.
 
 Two ways to run the terminals:
 
@@ -43,7 +49,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,7 +57,12 @@ import attrs
 
 from vouchercore.clock import Clock, FakeClock
 from vouchercore.domain.instants import from_us, to_us
-from vouchercore.domain.snapshots import AuditReport
+from vouchercore.domain.snapshots import (
+    AuditReport,
+    PointsCancellation,
+    PointsTransfer,
+    Transaction,
+)
 from vouchercore.engine import Engine
 from vouchercore.errors import VoucherError
 
@@ -61,6 +72,15 @@ SIMULATION_START = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 
 #: How long the parent waits for a terminal process to open its engine (seconds).
 PROCESS_START_TIMEOUT = 120.0
+
+#: The share of steps that are loyalty traffic (accruals, cancellations, transfers).
+LOYALTY_SHARE = 0.12
+
+#: Every terminal sweeps expired loyalty points (``engine.expire_points()``) every so many steps.
+SWEEP_EVERY = 250
+
+#: The points tallies of a report, in the order printed.
+POINTS_TALLIES = ("accrued", "cancelled", "transferred", "expired", "swept")
 
 
 class SimulationError(RuntimeError):
@@ -118,6 +138,9 @@ class SimulationReport:
     audit: AuditReport
     store: str = ""  # the store's URL (password hidden); "" for the in-memory default
     processes: bool = False  # terminals ran as OS processes
+    #: loyalty points: accrued, cancelled (taken back), transferred, expired (in all, on the
+    #: cards at the end) and swept (of those, by ``expire_points()`` sweeps; the rest lazily)
+    points: dict[str, int] = attrs.field(factory=dict)
 
     @property
     def retries_double_applied(self) -> int:
@@ -138,14 +161,23 @@ class SimulationReport:
             f"vouchercore simulate: seed {self.seed}, {self.terminals} {kind}, "
             f"{self.vouchers} vouchers, {self.operations} operations{where}",
             f"simulated time: {self.simulated_seconds / 3600:.2f} h",
-            "",
-            f"{'operation':<22} {'outcome':<30} {'count':>8}",
         ]
+        width = max([22, *(len(operation) for operation, _ in self.outcomes)])
+        out.append("")
+        out.append(f"{'operation':<{width}} {'outcome':<30} {'count':>8}")
         for (operation, outcome), count in sorted(self.outcomes.items()):
-            out.append(f"{operation:<22} {outcome:<30} {count:>8}")
+            out.append(f"{operation:<{width}} {outcome:<30} {count:>8}")
         out.append("")
         out.append("sessions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.sessions.items())))
         out.append(f"sessions purged by the final sweep: {self.swept_sessions}")
+        if self.points:
+            expired, swept = self.points.get("expired", 0), self.points.get("swept", 0)
+            out.append(
+                "loyalty points: "
+                + ", ".join(f"{k} {self.points.get(k, 0)}" for k in POINTS_TALLIES[:3])
+                + f", expired {expired} ({swept} by expire_points sweeps, "
+                f"{expired - swept} lazily)"
+            )
         out.append("")
         out.extend(str(self.audit).splitlines())
         if self.retries_double_applied:
@@ -180,12 +212,18 @@ class _Terminal:
         self.codes = codes  # code → type
         self.code_list = sorted(codes)
         self.cards = sorted(c for c, kind in codes.items() if kind != "DISCOUNT_VOUCHER")
+        self.loyalty = sorted(c for c, kind in codes.items() if kind == "LOYALTY_CARD")
+        self.hot_pair = tuple(self.loyalty[:2])  # every terminal's crossing transfers
         self.max_step_us = max_step_us
         self.disabled: list[str] = []
         self.carts: list[tuple[str, str, _Ask]] = []  # (code, session key, what was locked)
         self.redemptions: list[str] = []
+        self.accruals: list[tuple[str, str, str | None]] = []  # (code, transaction id, order)
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.points: Counter[str] = Counter()  # loyalty points tallies (POINTS_TALLIES)
         self.keys = 0  # idempotency keys this till has used
+        self.steps = 0
+        self.orders = 0
 
     def once(self, operation: str, call: Callable[[str | None], object]) -> object | None:
         """Make *call* with a fresh idempotency key; a quarter of the time the answer is "lost"
@@ -229,11 +267,22 @@ class _Terminal:
         return _Ask(order_amount=order)
 
     def step(self) -> None:
-        """One customer interaction, then the simulated clock moves on a random step."""
+        """One customer interaction (every :data:`SWEEP_EVERY` steps, a sweep of expired
+        points instead), then the simulated clock moves on a random step."""
         rng, engine = self.rng, self.engine
+        self.steps += 1
         roll = rng.random()
         code = rng.choice(self.code_list)
-        if roll < 0.30:
+        loyalty = bool(self.loyalty) and roll >= 1 - LOYALTY_SHARE
+        if self.loyalty:
+            roll /= 1 - LOYALTY_SHARE  # the rest of the traffic keeps its proportions
+        if self.steps % SWEEP_EVERY == 0:
+            swept = engine.expire_points()
+            self.record("expire_points sweep", "expired points" if swept else "nothing due")
+            self.points["swept"] += swept
+        elif loyalty:
+            self._loyalty()
+        elif roll < 0.30:
             ask = self._ask(code)
             ttl = rng.choice((30, 120, 600, 900))
             result = engine.validate_voucher(
@@ -313,6 +362,72 @@ class _Terminal:
             code = self.disabled.pop(rng.randrange(len(self.disabled)))
             self.attempt("enable", lambda: engine.enable_voucher(code))
         self.clock.advance(microseconds=rng.randrange(0, self.max_step_us))
+
+    def _loyalty(self) -> None:
+        """A loyalty card earns points for an order, an accrual is cancelled, or points move
+        between two cards (a third of the time on the hot pair, either way: transfers cross)."""
+        rng, engine = self.rng, self.engine
+        roll = rng.random()
+        if roll < 0.15 and self.accruals:
+            index = rng.randrange(len(self.accruals))
+            # most are forgotten once cancelled; the rest may be cancelled again later
+            code, transaction_id, order_id = (
+                self.accruals[index] if rng.random() < 0.2 else self.accruals.pop(index)
+            )
+            by_order = order_id is not None and rng.random() < 0.5
+            cancelled = self.once(
+                "accrual cancellation",
+                lambda key: engine.cancel_points_accrual(
+                    code,
+                    transaction_id=None if by_order else transaction_id,
+                    order_id=order_id if by_order else None,
+                    reason="order returned",
+                    idempotency_key=key,
+                ),
+            )
+            if isinstance(cancelled, PointsCancellation):
+                self.points["cancelled"] += cancelled.cancelled
+        elif roll < 0.55 or len(self.loyalty) < 2:
+            code = rng.choice(self.loyalty)
+            points = rng.randrange(10, 500)
+            self.orders += 1
+            order_id = f"order-{self.seed}-{self.orders}" if rng.random() < 0.6 else None
+            expires_at = None
+            if rng.random() < 0.5:  # expires within the simulated day (a day is ~operations
+                # steps of max_step_us / 2): from a few steps to 12 h ahead
+                ahead = 5 * self.max_step_us + rng.randrange(0, 12 * 3_600_000_000)
+                expires_at = engine.clock.now() + timedelta(microseconds=ahead)
+            accrued = self.once(
+                "accrual" if expires_at is None else "accrual (expiring)",
+                lambda key: engine.accrue_points(
+                    code,
+                    points,
+                    order_id=order_id,
+                    expires_at=expires_at,
+                    reason="purchase",
+                    idempotency_key=key,
+                ),
+            )
+            if isinstance(accrued, Transaction):
+                self.accruals.append((code, accrued.id, order_id))
+                self.points["accrued"] += points
+        else:
+            hot = rng.random() < 0.35
+            if hot:
+                source, destination = self.hot_pair
+                if rng.random() < 0.5:
+                    source, destination = destination, source
+            else:
+                source, destination = rng.sample(self.loyalty, 2)
+            points = rng.randrange(10, 600)
+            moved = self.once(
+                "points transfer (hot pair)" if hot else "points transfer",
+                lambda key: engine.transfer_points(
+                    source, destination, points, reason="gift to a friend", idempotency_key=key
+                ),
+            )
+            if isinstance(moved, PointsTransfer):
+                self.points["transferred"] += moved.points
 
 
 _NO = VoucherError("no error")
@@ -414,14 +529,22 @@ def simulate(
         shares = [operations // terminals + (i < operations % terminals) for i in range(terminals)]
         started = time.perf_counter()
         if isinstance(clock, SharedClock):
-            outcomes, started = _run_processes(
+            outcomes, points, started = _run_processes(
                 context, store, clock, seed, codes, max_step_us, shares, progress
             )
         else:
-            outcomes = _run_threads(engine, clock, seed, codes, max_step_us, shares, progress)
+            outcomes, points = _run_threads(
+                engine, clock, seed, codes, max_step_us, shares, progress
+            )
         elapsed = time.perf_counter() - started
 
         swept = engine.expire_sessions()
+        points["swept"] += engine.expire_points()
+        points["expired"] = 0
+        for code, kind in codes.items():
+            if kind == "LOYALTY_CARD":
+                card = engine.get_voucher(code).loyalty_card
+                points["expired"] += 0 if card is None else card.expired_points
         counts = engine.store.session_counts()
         sessions = {"opened": counts.opened, **counts.resolved}
         return SimulationReport(
@@ -437,6 +560,7 @@ def simulate(
             audit=engine.audit(),
             store="" if in_memory else _public_url(store),
             processes=processes,
+            points={name: points[name] for name in POINTS_TALLIES},
         )
     finally:
         engine.close()
@@ -450,8 +574,8 @@ def _run_threads(
     max_step_us: int,
     shares: Sequence[int],
     progress: Callable[[int], None] | None,
-) -> Counter[tuple[str, str]]:
-    """One thread per terminal on one engine; their outcome counts."""
+) -> tuple[Counter[tuple[str, str]], Counter[str]]:
+    """One thread per terminal on one engine; their outcome counts and points tallies."""
     terminals = len(shares)
     tills = [
         _Terminal(engine, clock, seed * 1_000 + i, codes, max_step_us) for i in range(terminals)
@@ -477,9 +601,11 @@ def _run_threads(
     if progress is not None:
         progress(sum(done))
     outcomes: Counter[tuple[str, str]] = Counter()
+    points: Counter[str] = Counter()
     for till in tills:
         outcomes.update(till.outcomes)
-    return outcomes
+        points.update(till.points)
+    return outcomes, points
 
 
 def _run_processes(
@@ -491,9 +617,9 @@ def _run_processes(
     max_step_us: int,
     shares: Sequence[int],
     progress: Callable[[int], None] | None,
-) -> tuple[Counter[tuple[str, str]], float]:
-    """One process per terminal, each with its own engine on *store*; their outcome counts
-    and the instant (``perf_counter``) they were all ready and told to go."""
+) -> tuple[Counter[tuple[str, str]], Counter[str], float]:
+    """One process per terminal, each with its own engine on *store*; their outcome counts,
+    points tallies and the instant (``perf_counter``) they were all ready and told to go."""
     terminals = len(shares)
     done = context.Array("q", terminals, lock=False)  # each slot written by one process only
     go = context.Event()
@@ -510,6 +636,7 @@ def _run_processes(
     for worker in workers:
         worker.start()
     outcomes: Counter[tuple[str, str]] = Counter()
+    points: Counter[str] = Counter()
     try:
         ready = 0
         deadline = time.monotonic() + PROCESS_START_TIMEOUT
@@ -523,7 +650,9 @@ def _run_processes(
         while finished < terminals:
             message = _next_message(messages, workers, None, lambda: _report(progress, done))
             _raise_if_failed(message)
-            outcomes.update({(op, outcome): n for op, outcome, n in message[2]})
+            counts, tallies = message[2]
+            outcomes.update({(op, outcome): n for op, outcome, n in counts})
+            points.update(dict(tallies))
             finished += 1
         for worker in workers:
             worker.join()
@@ -533,7 +662,7 @@ def _run_processes(
             if worker.is_alive():
                 worker.terminate()
                 worker.join()
-    return outcomes, started
+    return outcomes, points, started
 
 
 def _report(progress: Callable[[int], None] | None, done: Sequence[int]) -> None:
@@ -596,6 +725,6 @@ def _terminal_process(
                     done[index] = n + 1
             done[index] = share
         counts = [(op, outcome, n) for (op, outcome), n in till.outcomes.items()]
-        messages.put(("done", index, counts))
+        messages.put(("done", index, (counts, sorted(till.points.items()))))
     except BaseException as error:  # reported to the parent, which stops the run
         messages.put(("failed", index, f"{type(error).__name__}: {error}"))
