@@ -9,6 +9,11 @@ asserts nothing. Everything is measured in this one run, on this machine:
   and move the balance and counter, append a transaction tuple, store a redemption tuple);
 * the ratio of each engine figure to the floor;
 * ``expire_sessions`` purging k = 1, 1,000, 100,000 expired sessions among 1,000,000 live;
+* ``transfer_points`` between random pairs of 1,000 loyalty cards, and back and forth on one
+  hot pair;
+* ``expire_points`` sweeping k = 10, 1,000, 100,000 expiring buckets (one per card) among
+  1,000,000 loyalty cards, and a sweep that finds nothing due: the cost follows k, not the
+  number of cards;
 * bytes per voucher and per live session (tracemalloc).
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import random
 import statistics
 import time
 import tracemalloc
@@ -124,6 +130,75 @@ def bench_purge(live: int, ks: tuple[int, ...]) -> list[tuple[int, float]]:
     return [(k, statistics.median(timings[k])) for k in ks]
 
 
+def bench_transfers(n: int, cards: int) -> tuple[float, float]:
+    """Transfers per second: 1 point between random pairs of *cards* loyalty cards, and 1 point
+    back and forth on one hot pair (A→B, B→A, …). The pairs are drawn before timing."""
+    engine = Engine()
+    codes = [f"L{i:05d}" for i in range(cards)]
+    for code in codes:
+        engine.create_voucher(code, type="LOYALTY_CARD", loyalty_card={"points": 10**12})
+    rng = random.Random(1)
+    pairs = [tuple(rng.sample(codes, 2)) for _ in range(n)]
+    hot = [(codes[0], codes[1]) if i % 2 == 0 else (codes[1], codes[0]) for i in range(n)]
+    transfer = engine.transfer_points
+
+    def run_over(chosen: list[tuple[str, ...]]) -> Callable[[int], None]:
+        def run(count: int) -> None:
+            for source, destination in itertools.islice(chosen, count):
+                transfer(source, destination, 1)
+
+        return run
+
+    random_pairs = per_second(run_over(pairs), n, repeats=3)
+    hot_pair = per_second(run_over(hot), n, repeats=3)
+    return random_pairs, hot_pair
+
+
+def bench_expire_points(
+    cards: int, ks: tuple[int, ...]
+) -> tuple[list[tuple[int, float]], float, float]:
+    """Median time of ``expire_points`` expiring k buckets among *cards* loyalty cards, the
+    median time of a sweep that finds nothing due, and the seconds it took to make the cards.
+
+    For each k, a few batches: k cards (the first k) each get one bucket of 5 points expiring
+    at the batch's instant; the clock moves to each instant in turn, so every sweep expires
+    exactly k buckets, while every other card keeps points that never expire.
+    """
+    clock = FakeClock()
+    engine = Engine(clock=clock, seed=11)
+    began = time.perf_counter()
+    create = engine.create_voucher
+    for i in range(cards):
+        create(f"L{i:07d}", type="LOYALTY_CARD", loyalty_card={"points": 100})
+    made = time.perf_counter() - began
+    add = engine.update_voucher_balance
+    start = clock.now()
+    repeats = {k: max(3, min(15, 100_000 // (k * 4) or 3)) for k in ks}
+    batches: list[tuple[int, int]] = []  # (k, seconds after start)
+    at = 60
+    for k in ks:
+        for _ in range(repeats[k]):
+            expires = start + timedelta(seconds=at)
+            for i in range(k):
+                add(f"L{i:07d}", 5, expires_at=expires)
+            batches.append((k, at))
+            at += 60
+    timings: dict[int, list[float]] = {k: [] for k in ks}
+    idle: list[float] = []
+    for k, after in batches:
+        clock.set(start + timedelta(seconds=after))
+        gc.collect()
+        began = time.perf_counter()
+        expired = engine.expire_points()
+        timings[k].append(time.perf_counter() - began)
+        assert expired == 5 * k, (expired, k)
+        began = time.perf_counter()
+        nothing = engine.expire_points()  # right after: nothing is due
+        idle.append(time.perf_counter() - began)
+        assert nothing == 0
+    return [(k, statistics.median(timings[k])) for k in ks], statistics.median(idle), made
+
+
 def memory_per_voucher(n: int) -> tuple[float, float]:
     """Bytes the engine holds per gift card: (excluding, including) the caller's code string."""
     codes = [f"GIFT-{i:08d}" for i in range(n)]
@@ -195,6 +270,23 @@ def main() -> None:
     print(f"== expire_sessions: k expired among {live:,}+ live sessions (median of repeats)")
     for k, seconds in bench_purge(live, ks):
         print(f"k = {k:>7,}: {seconds * 1e3:10.3f} ms  ({seconds / k * 1e6:8.2f} µs per session)")
+
+    t = n // 4
+    random_pairs, hot_pair = bench_transfers(t, 1_000)
+    print(f"== transfer_points (1 point, {t:,} transfers, best of 3)")
+    print(f"random pairs of 1,000 cards : {random_pairs:>10,.0f} /s  {1e6 / random_pairs:6.2f} µs")
+    print(f"one hot pair, back and forth: {hot_pair:>10,.0f} /s  {1e6 / hot_pair:6.2f} µs")
+
+    cards = 10_000 if args.quick else 1_000_000
+    point_ks = (10, 1_000) if args.quick else (10, 1_000, 100_000)
+    swept, idle, made = bench_expire_points(cards, point_ks)
+    print(
+        f"== expire_points: k expiring buckets among {cards:,} loyalty cards "
+        f"(median of repeats; cards made in {made:.0f} s)"
+    )
+    for k, seconds in swept:
+        print(f"k = {k:>7,}: {seconds * 1e3:10.3f} ms  ({seconds / k * 1e6:8.2f} µs per bucket)")
+    print(f"nothing due : {idle * 1e6:10.2f} µs")
 
     m = 20_000 if args.quick else 200_000
     sizes = (20_000,) if args.quick else (100_000, 200_000, 1_000_000)

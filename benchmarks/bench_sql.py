@@ -14,7 +14,12 @@ fresh files and schemas that are removed afterwards. For each store configuratio
 * ``validate_voucher(session=LOCK)`` + ``redeem_voucher(session_key=…)`` pairs;
 * throughput of 1, 2, 4 and 8 concurrent terminals — OS processes, each with its own engine
   (threads would measure the GIL) — redeeming on one hot card, and on spread cards (each
-  terminal its own), as total redemptions per second over a fixed duration.
+  terminal its own), as total redemptions per second over a fixed duration;
+* ``transfer_points`` (1 point) between random pairs of 100 loyalty cards and back and forth on
+  one hot pair (single terminal), and 1, 2, 4 terminal processes crossing transfers on the hot
+  pair (half A→B, half B→A: the pair is locked in id order, so they queue, never deadlock).
+
+``--part redeem`` or ``--part transfers`` runs one half only.
 
 Single-terminal figures are the best of a few rounds, raw and engine interleaved so that a
 burst of load from elsewhere hits both. Engines use the system clock and secure session keys,
@@ -28,9 +33,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import multiprocessing
 import os
 import queue
+import random
 import shutil
 import sqlite3
 import sys
@@ -51,6 +58,8 @@ from vouchercore.stores._sql import (
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 TERMINALS = (1, 2, 4, 8)
+TRANSFER_TERMINALS = (1, 2, 4)
+TRANSFER_CARDS = 100
 AMPLE = 10**15  # a gift card that never runs dry
 
 # --- timing ----------------------------------------------------------------------------------
@@ -255,16 +264,47 @@ def engine_lock_redeem(url: str) -> tuple[Engine, Callable[[float], float]]:
     return engine, lambda seconds: rate(pair, seconds)
 
 
+def engine_transfers(url: str, hot: bool) -> tuple[Engine, Callable[[float], float]]:
+    """1-point transfers: between random pairs of TRANSFER_CARDS loyalty cards (drawn before
+    timing), or back and forth on one hot pair."""
+    engine = Engine(url)
+    codes = [f"LOYAL-{i:03d}" for i in range(TRANSFER_CARDS)]
+    for code in codes:
+        engine.create_voucher(code, type="LOYALTY_CARD", loyalty_card={"points": AMPLE})
+    rng = random.Random(7)
+    pairs = (
+        [(codes[0], codes[1]), (codes[1], codes[0])]
+        if hot
+        else [(a, b) for a, b in (rng.sample(codes, 2) for _ in range(4_096))]
+    )
+    cycle = itertools.cycle(pairs)
+    transfer = engine.transfer_points
+
+    def step() -> None:
+        source, destination = next(cycle)
+        transfer(source, destination, 1)
+
+    return engine, lambda seconds: rate(step, seconds)
+
+
 # --- concurrent terminals (processes) --------------------------------------------------------
 
 
-def _terminal(url: str, code: str, start: Any, seconds: float, ready: Any, results: Any) -> None:
+def _terminal(
+    url: str,
+    code: str,
+    start: Any,
+    seconds: float,
+    ready: Any,
+    results: Any,
+    destination: str | None = None,
+) -> None:
     """One terminal process: open an engine, say ready, wait for the parent's start instant
-    (wall clock, in *start*), redeem 1 credit on *code* for *seconds*; report (redemptions,
-    error)."""
+    (wall clock, in *start*), redeem 1 credit on *code* for *seconds* (or, with *destination*,
+    transfer 1 point from *code* to it); report (calls, error)."""
     try:
         with Engine(url) as engine:
-            redeem = engine.redeem_voucher
+            redeem, transfer = engine.redeem_voucher, engine.transfer_points
             engine.get_voucher(code)  # connect before the start
             ready.put(None)
             while start.value == 0.0:
@@ -273,7 +313,10 @@ def _terminal(url: str, code: str, start: Any, seconds: float, ready: Any, resul
             deadline = start.value + seconds
             done = 0
             while time.time() < deadline:
-                redeem(code, credits=1)
+                if destination is None:
+                    redeem(code, credits=1)
+                else:
+                    transfer(code, destination, 1)
                 done += 1
         results.put((done, None))
     except BaseException as error:  # reported to the parent
@@ -292,6 +335,54 @@ def _next(messages: Any, procs: list[Any]) -> Any:
                 raise SystemExit(f"a terminal process died (exit code {dead[0]})") from None
 
 
+def run_terminals(url: str, calls: list[tuple[str, str | None]], seconds: float) -> int:
+    """One terminal process per ``(code, destination)`` of *calls* (see :func:`_terminal`),
+    all started at one instant once every one is ready; the calls they made in all."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, results = ctx.Queue(), ctx.Queue()
+    start = ctx.Value("d", 0.0)
+    procs = [
+        ctx.Process(
+            target=_terminal,
+            args=(url, code, start, seconds, ready, results, destination),
+            daemon=True,
+        )
+        for code, destination in calls
+    ]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        _next(ready, procs)
+    start.value = time.time() + 0.1
+    total = 0
+    for _ in procs:
+        done, error = _next(results, procs)
+        if error is not None:
+            print(f"   terminal failed: {error}", file=sys.stderr)
+        total += done
+    for proc in procs:
+        proc.join()
+    return total
+
+
+def concurrent_transfer_rates(url: str, seconds: float) -> dict[int, float]:
+    """Total transfers/s of 1, 2, 4 terminal processes crossing 1-point transfers on one hot
+    pair: terminal i sends A→B when i is even, B→A when odd."""
+    with Engine(url) as engine:
+        for code in ("HOT-A", "HOT-B"):
+            engine.create_voucher(code, type="LOYALTY_CARD", loyalty_card={"points": AMPLE})
+    out: dict[int, float] = {}
+    for n in TRANSFER_TERMINALS:
+        calls: list[tuple[str, str | None]] = [
+            ("HOT-A", "HOT-B") if i % 2 == 0 else ("HOT-B", "HOT-A") for i in range(n)
+        ]
+        out[n] = run_terminals(url, calls, seconds) / seconds
+        print(
+            f"   crossing on the hot pair, {n} terminal(s): {out[n]:>9,.0f} transfers/s", flush=True
+        )
+    return out
+
+
 def concurrent_rates(url: str, seconds: float) -> dict[tuple[str, int], float]:
     """Total redemptions/s of 1, 2, 4, 8 terminal processes on one hot card and on spread
     cards (terminal i on card i), all started at one instant once every one is ready."""
@@ -299,40 +390,13 @@ def concurrent_rates(url: str, seconds: float) -> dict[tuple[str, int], float]:
         engine.create_voucher("HOT", type="GIFT_VOUCHER", gift={"amount": AMPLE})
         for i in range(max(TERMINALS)):
             engine.create_voucher(f"CARD-{i}", type="GIFT_VOUCHER", gift={"amount": AMPLE})
-    ctx = multiprocessing.get_context("spawn")
     out: dict[tuple[str, int], float] = {}
     for layout in ("hot", "spread"):
         for n in TERMINALS:
-            ready, results = ctx.Queue(), ctx.Queue()
-            start = ctx.Value("d", 0.0)
-            procs = [
-                ctx.Process(
-                    target=_terminal,
-                    args=(
-                        url,
-                        "HOT" if layout == "hot" else f"CARD-{i}",
-                        start,
-                        seconds,
-                        ready,
-                        results,
-                    ),
-                    daemon=True,
-                )
-                for i in range(n)
+            calls: list[tuple[str, str | None]] = [
+                ("HOT" if layout == "hot" else f"CARD-{i}", None) for i in range(n)
             ]
-            for proc in procs:
-                proc.start()
-            for _ in procs:
-                _next(ready, procs)
-            start.value = time.time() + 0.1
-            total = 0
-            for _ in procs:
-                done, error = _next(results, procs)
-                if error is not None:
-                    print(f"   terminal failed: {error}", file=sys.stderr)
-                total += done
-            for proc in procs:
-                proc.join()
+            total = run_terminals(url, calls, seconds)
             out[layout, n] = total / seconds
             print(
                 f"   {layout:<6} {n} terminal(s): {total / seconds:>9,.0f} redemptions/s",
@@ -455,6 +519,49 @@ def bench(config: Any, seconds: float, rounds: int, concurrency_seconds: float) 
         config.cleanup()
 
 
+TransferFigures = tuple[dict[str, float], dict[int, float]]
+
+
+def bench_transfers(
+    config: Any, seconds: float, rounds: int, concurrency_seconds: float
+) -> TransferFigures:
+    print(f"== {config.name}: transfer_points", flush=True)
+    engines: list[Engine] = []
+    try:
+        benches: dict[str, Callable[[float], float]] = {}
+        engine, benches["random"] = engine_transfers(config.url("xfer"), hot=False)
+        engines.append(engine)
+        engine, benches["hot"] = engine_transfers(config.url("xferhot"), hot=True)
+        engines.append(engine)
+        for bench_ in benches.values():
+            bench_(min(0.2, seconds))  # warm up
+        best = best_of(rounds, seconds, benches)
+        for name, value in best.items():
+            print(f"   {name:<6} {value:>9,.0f} /s  {1e6 / value:8.1f} µs", flush=True)
+        for engine in engines:
+            engine.close()
+        engines.clear()
+        return best, concurrent_transfer_rates(config.url("xferconc"), concurrency_seconds)
+    finally:
+        for engine in engines:
+            engine.close()
+        config.cleanup()
+
+
+def transfer_table(config: Any, results: TransferFigures) -> list[str]:
+    figures, conc = results
+    lines = [f"{config.name}: transfer_points(1 point)"]
+    for name, label in (
+        ("random", f"random pairs of {TRANSFER_CARDS} loyalty cards, one terminal"),
+        ("hot", "one hot pair, back and forth, one terminal"),
+    ):
+        value = figures[name]
+        lines.append(f"  {label:<62} {value:>9,.0f} /s {1e6 / value:7.1f} µs")
+    cells = "  ".join(f"{n}: {conc[n]:>7,.0f}" for n in TRANSFER_TERMINALS)
+    lines.append(f"  {'terminals (processes) crossing on the hot pair':<44} {cells}  transfers/s")
+    return lines
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -509,6 +616,12 @@ def main() -> None:
     )
     parser.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: env, then local)")
     parser.add_argument(
+        "--part",
+        choices=("redeem", "transfers", "all"),
+        default="all",
+        help="redemptions, points transfers, or both (default all)",
+    )
+    parser.add_argument(
         "--pg-async-commit",
         action="store_true",
         help="diagnostic: synchronous_commit=off on every PostgreSQL connection (raw and "
@@ -528,6 +641,7 @@ def main() -> None:
         flush=True,
     )
     results: list[tuple[Any, Figures]] = []
+    transfers: list[tuple[Any, TransferFigures]] = []
     with tempfile_folder() as folder:
         configs: list[Any] = []
         if args.store in ("sqlite", "all"):
@@ -539,7 +653,11 @@ def main() -> None:
             else:
                 print(f"== PostgreSQL skipped: {problem}", flush=True)
         for config in configs:
-            results.append((config, bench(config, seconds, rounds, concurrency_seconds)))
+            if args.part in ("redeem", "all"):
+                results.append((config, bench(config, seconds, rounds, concurrency_seconds)))
+            if args.part in ("transfers", "all"):
+                figures = bench_transfers(config, seconds, rounds, concurrency_seconds)
+                transfers.append((config, figures))
     print()
     print(
         "== summary (single terminal: best of rounds; terminals: total over "
@@ -547,6 +665,9 @@ def main() -> None:
     )
     for config, figures in results:
         for line in table(config, figures):
+            print(line)
+    for config, transfer_figures in transfers:
+        for line in transfer_table(config, transfer_figures):
             print(line)
 
 
