@@ -30,10 +30,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -41,35 +40,19 @@ from vouchercore import (
     Engine,
     FakeClock,
     LoyaltyCardPointsExceeded,
-    Transaction,
     TransactionType,
     VoucherError,
 )
-from vouchercore.testing.stores import store_factory, unavailable_reason
+from vouchercore.testing import all_transactions
 
 pytestmark = pytest.mark.slow
 
-STORES = ("memory", "sqlite", "postgres")
 CARDS = ("A", "B", "C")
 OPENING = 1_000
 #: each worker's edge: two pairs of threads crossing A⇄B, and the ring A→B→C→A
 EDGES = (("A", "B"), ("B", "A"), ("A", "B"), ("B", "A"), ("A", "B"), ("B", "C"), ("C", "A"))
 TRANSFERS = {"memory": 300, "sqlite": 120, "postgres": 120}  # per worker thread
 DEADLINE = 120.0  # seconds for the whole race: a deadlock fails the test, it does not hang it
-
-
-@pytest.fixture(params=STORES)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    spec: str = request.param
-    reason = unavailable_reason(spec)
-    if reason is not None:
-        pytest.skip(f"store {spec!r}: {reason}")
-    with store_factory(spec)(tmp_path) as store:
-        engine = Engine(store, clock=FakeClock(), seed=4_004)
-        try:
-            yield engine
-        finally:
-            engine.close()
 
 
 @dataclass
@@ -108,20 +91,6 @@ def run_threads(targets: list[Callable[[], None]], deadline: float) -> None:
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         pytest.fail(f"deadlock? {len(hung)} thread(s) still running after {deadline:g} s: {hung}")
     assert not crashes, crashes
-
-
-def all_transactions(engine: Engine, code: str) -> list[Transaction]:
-    """The card's whole log, oldest first."""
-    found: list[Transaction] = []
-    after = None
-    while True:
-        page = engine.list_voucher_transactions(
-            code, limit=100, order="id", starting_after_id=after
-        )
-        found.extend(page.data)
-        if not page.has_more:
-            return found
-        after = page.more_starting_after
 
 
 def crossing_race(engine: Engine, transfers: int, *, expiry: bool, seed: int) -> Acks:

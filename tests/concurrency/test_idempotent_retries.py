@@ -17,41 +17,23 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from vouchercore import (
     Engine,
-    FakeClock,
     IdempotencyKeyReused,
     RedemptionStatus,
     TransactionType,
     VoucherError,
 )
-from vouchercore.testing.stores import store_factory, unavailable_reason
 
 pytestmark = pytest.mark.slow
 
 THREADS = 8
 ROUNDS = 5
-STORES = ("memory", "sqlite", "postgres")
-
-
-@pytest.fixture(params=STORES)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    spec: str = request.param
-    reason = unavailable_reason(spec)
-    if reason is not None:
-        pytest.skip(f"store {spec!r}: {reason}")
-    with store_factory(spec)(tmp_path) as store:
-        engine = Engine(store, clock=FakeClock(), seed=77)
-        try:
-            yield engine
-        finally:
-            engine.close()
 
 
 def _race(calls: list[Callable[[], Any]]) -> list[tuple[str, Any]]:

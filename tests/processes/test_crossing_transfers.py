@@ -33,7 +33,8 @@ import pytest
 
 from tests.processes.transfer_workers import CARDS, crossing_worker, shared_request
 from tests.processes.workers import StoreSpec, open_engine, read_acks, run_to_the_end
-from vouchercore import Engine, Transaction, TransactionType
+from vouchercore import TransactionType
+from vouchercore.testing import all_transactions
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
@@ -42,19 +43,6 @@ OPENING = 400
 CALLS = 150  # keyed calls per process (retries come on top)
 SEEDS = (None, None, 8_001, 8_002)
 DEADLINE = 180.0
-
-
-def all_transactions(engine: Engine, code: str) -> list[Transaction]:
-    found: list[Transaction] = []
-    after = None
-    while True:
-        page = engine.list_voucher_transactions(
-            code, limit=100, order="id", starting_after_id=after
-        )
-        found.extend(page.data)
-        if not page.has_more:
-            return found
-        after = page.more_starting_after
 
 
 def run_crossing(spec: StoreSpec, tmp_path: Path) -> list[dict[str, Any]]:

@@ -40,7 +40,8 @@ from tests.processes.workers import (
     read_acks,
     run_to_the_end,
 )
-from vouchercore import Engine, RedemptionStatus, Transaction
+from vouchercore import RedemptionStatus
+from vouchercore.testing import all_transactions
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
@@ -49,20 +50,6 @@ HOT_QUANTITY = 100
 CARD_OPENING = 30_000
 CALLS = 150  # main-phase calls per process
 SEEDS = (None, None, 7_001, 7_002)  # each process: no seed, or a seed of its own
-
-
-def all_transactions(engine: Engine, code: str) -> list[Transaction]:
-    """The voucher's whole transaction log, oldest first, read page by page."""
-    found: list[Transaction] = []
-    after = None
-    while True:
-        page = engine.list_voucher_transactions(
-            code, limit=100, order="id", starting_after_id=after
-        )
-        found.extend(page.data)
-        if not page.has_more:
-            return found
-        after = page.more_starting_after
 
 
 def run_race(spec: StoreSpec, tmp_path: Path) -> dict[str, list[dict[str, Any]]]:

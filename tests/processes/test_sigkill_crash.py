@@ -38,7 +38,6 @@ from typing import Any
 
 import pytest
 
-from tests.processes.test_process_race import all_transactions
 from tests.processes.workers import (
     CARD,
     DISCOUNT,
@@ -51,6 +50,7 @@ from tests.processes.workers import (
     to_us,
 )
 from vouchercore import RedemptionStatus, TransactionType
+from vouchercore.testing import all_transactions
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 

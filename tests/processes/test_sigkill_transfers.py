@@ -32,6 +32,7 @@ import pytest
 from tests.processes.crash_transfer_worker import CARDS, OPENING, transfer_crash_worker
 from tests.processes.workers import StoreSpec, open_engine, read_acks
 from vouchercore import TransactionType
+from vouchercore.testing import all_transactions
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
@@ -140,7 +141,7 @@ def test_killed_and_retried_transfers_apply_exactly_once_and_whole(
     with open_engine(crash_store_spec) as engine:
         report = engine.audit()
         cards = {code: engine.get_voucher(code) for code in CARDS}
-        log = [t for code in CARDS for page in _pages(engine, code) for t in page]
+        log = [t for code in CARDS for t in all_transactions(engine, code)]
     assert report.ok, str(report)
 
     # points neither made nor lost
@@ -188,17 +189,3 @@ def test_killed_and_retried_transfers_apply_exactly_once_and_whole(
         f"refused), {retried} retried by a successor, "
         f"{time.monotonic() - started:.1f} s"
     )
-
-
-def _pages(engine: Any, code: str) -> list[list[Any]]:
-    """Every page of the card's transactions, oldest first."""
-    pages: list[list[Any]] = []
-    cursor = None
-    while True:
-        page = engine.list_voucher_transactions(
-            code, limit=100, order="id", starting_after_id=cursor
-        )
-        pages.append(list(page.data))
-        if not page.has_more:
-            return pages
-        cursor = page.more_starting_after

@@ -2,7 +2,8 @@
 
 * :class:`~vouchercore.clock.FakeClock` — a clock that moves only when told to;
 * :func:`state_snapshot` — everything observable about an engine's voucher book, as plain
-  data, to compare before and after a call (a failed call must change nothing: SPEC I5).
+  data, to compare before and after a call (a failed call must change nothing: SPEC I5);
+* :func:`all_transactions` — a voucher's whole transaction log, oldest first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,21 @@ from vouchercore.domain.snapshots import Transaction
 from vouchercore.domain.values import RedemptionStatus
 from vouchercore.engine import Engine
 
-__all__ = ["FakeClock", "state_snapshot"]
+__all__ = ["FakeClock", "all_transactions", "state_snapshot"]
+
+
+def all_transactions(engine: Engine, code: str) -> list[Transaction]:
+    """The voucher's whole transaction log, oldest first, read page by page."""
+    found: list[Transaction] = []
+    after = None
+    while True:
+        page = engine.list_voucher_transactions(
+            code, limit=100, order="id", starting_after_id=after
+        )
+        found.extend(page.data)
+        if not page.has_more:
+            return found
+        after = page.more_starting_after
 
 
 def state_snapshot(engine: Engine, *, include_failed: bool = False) -> dict[str, Any]:
@@ -32,16 +47,7 @@ def state_snapshot(engine: Engine, *, include_failed: bool = False) -> dict[str,
             for r in engine.list_redemptions(code)
             if include_failed or r.status is not RedemptionStatus.FAILED
         ]
-        transactions: list[Transaction] = []
-        cursor = None
-        while True:
-            page = engine.list_voucher_transactions(
-                code, limit=100, order="id", starting_after_id=cursor
-            )
-            transactions.extend(page.data)
-            if not page.has_more:
-                break
-            cursor = page.more_starting_after
+        transactions = all_transactions(engine, code)
         out[code] = {
             "voucher": voucher,
             "sessions": engine.list_sessions(code),
