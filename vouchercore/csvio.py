@@ -380,7 +380,7 @@ class _Layout:
 
 
 def parse_voucher_rows(
-    lines: Iterable[str],
+    lines: Iterable[str], *, remember_codes: bool = True
 ) -> Iterator[tuple[int, dict[str, Any] | ImportFailure]]:
     """Parse a voucher CSV (SPEC §10), one row at a time.
 
@@ -419,6 +419,10 @@ def parse_voucher_rows(
         lines: the file, as an iterable of text lines (a file opened in text mode with
             ``newline=""``, or any iterable of str). A single ``str`` is read as the whole
             file's text.
+        remember_codes: keep the set of codes seen, to report a code of an earlier good row
+            (default). ``False`` keeps memory flat for any file: the caller then catches
+            repeated codes itself (the engine's import: per batch, and through the store's
+            uniqueness).
 
     Returns:
         An iterator of ``(row, parsed)``: *row* 1-based with the header excluded, *parsed*
@@ -444,7 +448,7 @@ def parse_voucher_rows(
         csv.field_size_limit(FIELD_SIZE_LIMIT)
     reader = csv.reader(source, strict=True)
     layout = _read_header(reader)
-    return _rows(reader, layout)
+    return _rows(reader, layout, remember_codes)
 
 
 def _read_header(reader: Iterator[list[str]]) -> _Layout:
@@ -513,7 +517,7 @@ def _read_header(reader: Iterator[list[str]]) -> _Layout:
 
 
 def _rows(
-    reader: Iterator[list[str]], layout: _Layout
+    reader: Iterator[list[str]], layout: _Layout, remember_codes: bool
 ) -> Iterator[tuple[int, dict[str, Any] | ImportFailure]]:
     seen: set[str] = set()
     code_at = layout.code_at
@@ -540,7 +544,8 @@ def _rows(
         except _BadRow as bad:
             yield row, ImportFailure(shown_code, row, bad.reason)
             continue
-        seen.add(parsed["code"])
+        if remember_codes:
+            seen.add(parsed["code"])
         yield row, parsed
 
 

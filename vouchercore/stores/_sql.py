@@ -51,6 +51,7 @@ __all__ = [
     "Changes",
     "SqlUnit",
     "detached_session",
+    "first_seq_above",
     "paged_codes",
     "record_from_row",
     "redemption_from_row",
@@ -59,6 +60,7 @@ __all__ = [
     "session_row",
     "transaction_from_row",
     "transaction_row",
+    "transactions_page_query",
     "voucher_row",
 ]
 
@@ -207,6 +209,48 @@ def paged_codes(read_page: Callable[[str], Sequence[Sequence[Any]]]) -> Iterator
         if len(rows) < CODE_PAGE:
             return
         after = rows[-1][0]
+
+
+#: The largest transaction seq a SQL store can hold (a signed 64-bit integer column).
+_MAX_SEQ: Final = 2**63 - 1
+
+
+def first_seq_above(after: str, *, strictly: bool = True) -> int:
+    """The smallest transaction seq whose id sorts after *after* (``>``, or ``>=`` when not
+    *strictly*): the keyset bound of a transaction cursor, for any string *after* (ids are
+    fixed-width and sort as their seqs, so the bound is found by bisection over the seqs).
+
+    A cursor above every id gives a bound above every seq (clamped to a signed 64-bit value).
+    """
+    low, high = 0, 16**18  # transaction ids have 18 hex digits
+    while low < high:
+        middle = (low + high) // 2
+        tx_id = transaction_id(middle)
+        if tx_id > after or (not strictly and tx_id == after):
+            high = middle
+        else:
+            low = middle + 1
+    return min(low, _MAX_SEQ)
+
+
+def transactions_page_query(
+    select: str, mark: str, *, after: str | None, descending: bool, offset: int, limit: int
+) -> tuple[str, tuple[int, ...]]:
+    """The keyset query of ``Store.transactions_page``: *select* (the columns of one voucher's
+    transactions, ending in ``WHERE voucher_id = <placeholder>``) completed with the bound,
+    order, limit and offset in the dialect's placeholder *mark* (``?`` or ``%s``), and the
+    parameters that follow the voucher id. Served by the ``(voucher_id, seq)`` index."""
+    if descending:
+        bound = _MAX_SEQ if after is None else first_seq_above(after, strictly=False)
+        return (
+            f"{select} AND seq < {mark} ORDER BY seq DESC LIMIT {mark} OFFSET {mark}",
+            (bound, limit, offset),
+        )
+    bound = 0 if after is None else first_seq_above(after)
+    return (
+        f"{select} AND seq >= {mark} ORDER BY seq LIMIT {mark} OFFSET {mark}",
+        (bound, limit, offset),
+    )
 
 
 # --- values ----------------------------------------------------------------------------------

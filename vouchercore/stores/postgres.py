@@ -356,6 +356,32 @@ class _Statements:
         self.expire_keys = f"DELETE FROM {keys} WHERE expires_at <= %s"
 
 
+class _BulkStatements:
+    """The statements of bulk work (batch inserts, transaction pages), qualified with the
+    schema."""
+
+    #: vouchers per multi-row ``INSERT`` (PostgreSQL takes at most 65,535 parameters)
+    ROWS_PER_INSERT: Final = 1000
+
+    def __init__(self, schema: str) -> None:
+        s = _quote_ident(schema)
+        one = "(" + ", ".join("%s::json" if c in _JSON_COLUMNS else "%s" for c in VOUCHER_COLUMNS)
+        self._row = one + ")"
+        self._head = f"INSERT INTO {s}.vouchers ({', '.join(VOUCHER_COLUMNS)}) VALUES "
+        self._tail = " ON CONFLICT DO NOTHING RETURNING id, code"
+        self.ids_stored = f"SELECT id, code FROM {s}.vouchers WHERE id = ANY(%s)"
+        self.select_transactions = (
+            f"SELECT {_select_list(TRANSACTION_COLUMNS)} FROM {s}.transactions "
+            "WHERE voucher_id = %s"
+        )
+        self.count_transactions = f"SELECT COUNT(*) FROM {s}.transactions WHERE voucher_id = %s"
+
+    @functools.cache  # noqa: B019 — a few sizes per store, kept for the store's life
+    def insert_vouchers(self, rows: int) -> str:
+        """A multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING id, code`` of *rows* rows."""
+        return self._head + ", ".join([self._row] * rows) + self._tail
+
+
 # --- values at the boundary ------------------------------------------------------------------
 
 
@@ -819,6 +845,46 @@ class PostgresStore:
         lease, _ = self._attempt("insert voucher", insert)
         self._release(lease)
 
+    @functools.cached_property
+    def _bulk(self) -> _BulkStatements:
+        return _BulkStatements(self.schema)
+
+    def insert_vouchers(self, records: Sequence[VoucherRecord]) -> list[int]:
+        """Store the records whose code and id are free in one transaction (multi-row
+        ``INSERT … ON CONFLICT DO NOTHING``, 1,000 rows per statement); the positions of the
+        others. Retried whole on a serialization failure, a deadlock or a dead connection."""
+        rows = [_to_db(_sql.voucher_row(record), VOUCHER_INSTANTS) for record in records]
+        keys = [(record.id, record.code) for record in records]
+        step = self._bulk.ROWS_PER_INSERT
+        tries = 0
+
+        def insert(lease: _Lease) -> set[tuple[str, str]]:
+            nonlocal tries
+            tries += 1
+            conn = lease.conn
+            stored: set[tuple[str, str]] = set()
+            conn.execute("BEGIN")
+            if tries > 1:  # a lost answer to our own COMMIT: what is stored already is ours
+                found = conn.execute(self._bulk.ids_stored, ([k[0] for k in keys],)).fetchall()
+                stored.update((row[0], row[1]) for row in found)
+            for start in range(0, len(rows), step):
+                chunk = rows[start : start + step]
+                params = [value for row in chunk for value in row]
+                cursor = conn.execute(self._bulk.insert_vouchers(len(chunk)), params)
+                stored.update((row[0], row[1]) for row in cursor.fetchall())
+            conn.execute("COMMIT")
+            return stored
+
+        lease, stored = self._attempt("insert vouchers", insert)
+        self._release(lease)
+        taken: list[int] = []
+        for position, key in enumerate(keys):
+            if key in stored:
+                stored.discard(key)  # a second record with the same code and id was skipped
+            else:
+                taken.append(position)
+        return taken
+
     def _unit(
         self, lease: _Lease, row: tuple[Any, ...], sessions: Sequence[Sequence[Any]]
     ) -> SqlUnit:
@@ -1012,6 +1078,32 @@ class PostgresStore:
         """The voucher's transactions, oldest first (one statement: one snapshot)."""
         rows = self._read(self._sql.transactions, (voucher_id,))
         return [_sql.transaction_from_row(_from_db(row, TRANSACTION_INSTANTS)) for row in rows]
+
+    def transactions_page(
+        self,
+        voucher_id: str,
+        *,
+        after: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int,
+    ) -> list[TransactionRecord]:
+        """A keyset read through the ``(voucher_id, seq)`` index (one statement)."""
+        sql, params = _sql.transactions_page_query(
+            self._bulk.select_transactions,
+            "%s",
+            after=after,
+            descending=descending,
+            offset=offset,
+            limit=limit,
+        )
+        rows = self._read(sql, (voucher_id, *params))
+        return [_sql.transaction_from_row(_from_db(row, TRANSACTION_INSTANTS)) for row in rows]
+
+    def transaction_count(self, voucher_id: str) -> int:
+        """How many transactions the voucher has (counted on the index)."""
+        count: int = self._read(self._bulk.count_transactions, (voucher_id,))[0][0]
+        return count
 
     def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
         """The voucher's redemption log, oldest first (one statement: one snapshot)."""

@@ -166,11 +166,13 @@ INSERT INTO vouchercore_meta (name, value) VALUES
 
 _SELECT_BY_CODE: Final = f"SELECT {_V} FROM vouchers WHERE code = ?"
 _SELECT_BY_ID: Final = f"SELECT {_V} FROM vouchers WHERE id = ?"
+_SELECT_TXS: Final = f"SELECT {_T} FROM transactions WHERE voucher_id = ?"
 _SELECT_SESSIONS: Final = f"SELECT {_S} FROM sessions WHERE voucher_id = ?"
 _UPDATE_VOUCHER: Final = (
     f"UPDATE vouchers SET {', '.join(f'{c} = ?' for c in VOUCHER_MUTABLE_COLUMNS)} WHERE id = ?"
 )
 _INSERT_VOUCHER: Final = f"INSERT INTO vouchers ({_V}) VALUES ({_marks(len(VOUCHER_COLUMNS))})"
+_INSERT_NEW_VOUCHER: Final = f"{_INSERT_VOUCHER} ON CONFLICT DO NOTHING"
 _INSERT_SESSION: Final = f"INSERT INTO sessions ({_S}) VALUES ({_marks(len(SESSION_COLUMNS))})"
 _DELETE_SESSION: Final = "DELETE FROM sessions WHERE voucher_id = ? AND key = ?"
 _INSERT_TX: Final = f"INSERT INTO transactions ({_T}) VALUES ({_marks(len(TRANSACTION_COLUMNS))})"
@@ -437,6 +439,27 @@ class SQLiteStore:
                 raise DuplicateFound.voucher(what, value) from None
             raise
 
+    def insert_vouchers(self, records: Sequence[Any]) -> list[int]:
+        """Store the records whose code and id are free in one ``BEGIN IMMEDIATE``
+        transaction (one ``executemany``; row by row only when the batch holds a taken code
+        or id); the positions of the others."""
+        rows = [_sql.voucher_row(record) for record in records]
+        taken: list[int] = []
+        with self._write("insert vouchers") as conn:
+            before = conn.total_changes
+            conn.execute("SAVEPOINT batch")
+            conn.executemany(_INSERT_NEW_VOUCHER, rows)
+            if conn.total_changes - before == len(rows):
+                conn.execute("RELEASE batch")
+                return taken
+            # some code or id was taken: find which, one statement per row
+            conn.execute("ROLLBACK TO batch")
+            conn.execute("RELEASE batch")
+            for position, row in enumerate(rows):
+                if not conn.execute(_INSERT_NEW_VOUCHER, row).rowcount:
+                    taken.append(position)
+        return taken
+
     def _load(
         self, conn: sqlite3.Connection, code_or_id: str, include_deleted: bool, by_id: bool = False
     ) -> SqlUnit | None:
@@ -570,6 +593,33 @@ class SQLiteStore:
             f"SELECT {_T} FROM transactions WHERE voucher_id = ? ORDER BY seq", (voucher_id,)
         )
         return [_sql.transaction_from_row(row) for row in rows]
+
+    def transactions_page(
+        self,
+        voucher_id: str,
+        *,
+        after: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int,
+    ) -> list[TransactionRecord]:
+        """A keyset read through the ``(voucher_id, seq)`` index: O(log n + offset + limit)."""
+        sql, params = _sql.transactions_page_query(
+            _SELECT_TXS,
+            "?",
+            after=after,
+            descending=descending,
+            offset=offset,
+            limit=limit,
+        )
+        return [_sql.transaction_from_row(row) for row in self._read(sql, (voucher_id, *params))]
+
+    def transaction_count(self, voucher_id: str) -> int:
+        """How many transactions the voucher has (counted on the index)."""
+        count: int = self._read(
+            "SELECT COUNT(*) FROM transactions WHERE voucher_id = ?", (voucher_id,)
+        )[0][0]
+        return count
 
     def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
         """The voucher's redemption log, oldest first."""
