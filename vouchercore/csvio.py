@@ -25,7 +25,7 @@ import io
 import json
 import operator
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -520,6 +520,7 @@ def _rows(
     reader: Iterator[list[str]], layout: _Layout, remember_codes: bool
 ) -> Iterator[tuple[int, dict[str, Any] | ImportFailure]]:
     seen: set[str] = set()
+    shapes: dict[tuple[str, ...], dict[str, Any]] = {}  # row cells (code blanked) → fields
     code_at = layout.code_at
     row = 0
     while True:
@@ -539,14 +540,46 @@ def _rows(
         if not code_cell.strip() and not any(cell.strip() for cell in cells):
             continue  # a blank row (or a row of empty cells): nothing to import
         shown_code = code_cell if 0 < len(code_cell) <= MAX_CODE_LENGTH else None
+        # rows of a bulk file mostly repeat every cell but the code: a repeated row's fields
+        # are parsed once (the code is still checked for every row)
+        cells[code_at] = ""
+        shape = tuple(cells)
+        cells[code_at] = code_cell
+        known = shapes.get(shape) if "\x00" not in code_cell else None
         try:
-            parsed = _parse_row(cells, layout, seen)
+            if known is not None:
+                parsed = _with_code(known, _code(code_cell), seen)
+            else:
+                parsed = _parse_row(cells, layout, seen)
+                if len(shapes) >= _SHAPES_KEPT:
+                    shapes.clear()
+                shapes[shape] = parsed
         except _BadRow as bad:
             yield row, ImportFailure(shown_code, row, bad.reason)
             continue
+        if known is None:
+            parsed = _with_code(parsed, parsed["code"], ())
         if remember_codes:
             seen.add(parsed["code"])
         yield row, parsed
+
+
+#: How many distinct rows (all cells but the code) the parser keeps parsed at a time.
+_SHAPES_KEPT: Final = 256
+_NESTED: Final = ("discount", "gift", "loyalty_card", "metadata")
+
+
+def _with_code(fields: dict[str, Any], code: str, seen: Container[str]) -> dict[str, Any]:
+    """A copy of a parsed row's *fields* (nested dicts copied too) with *code*."""
+    if code in seen:
+        raise _BadRow(f"Code {_show(code)} appears earlier in the file")
+    parsed = fields.copy()
+    parsed["code"] = code
+    for name in _NESTED:
+        value = parsed[name]
+        if value is not None:
+            parsed[name] = value.copy()
+    return parsed
 
 
 def _csv_error_reason(error: csv.Error) -> str:
