@@ -664,7 +664,7 @@ class Engine:
         columns = csvio.check_export_fields(fields)
         if order not in ("-created_at", "created_at"):
             raise InvalidPayload(f"order must be '-created_at' or 'created_at', got {order!r}")
-        writers = {"csv": csvio.write_transactions_csv, "jsonl": csvio.write_transactions_jsonl}
+        writers = {"csv": csvio.write_records_csv, "jsonl": csvio.write_records_jsonl}
         write = writers.get(format)
         if write is None:
             raise InvalidPayload(f"format must be 'csv' or 'jsonl', got {format!r}")
@@ -676,13 +676,11 @@ class Engine:
         log = bulk.iter_transactions(
             self._store, voucher_id, newest, descending=order == "-created_at"
         )
-        rows = _counted(
-            (Transaction.from_record(tx, campaign_id) for tx in log), progress, bulk.EXPORT_CHUNK
-        )
+        rows = _counted(log, progress, bulk.EXPORT_CHUNK)
         if isinstance(out, str | os.PathLike):
             with open(out, "w", encoding="utf-8", newline="") as stream:
-                return write(rows, stream, columns)
-        return write(rows, out, columns)
+                return write(rows, stream, columns, campaign_id=campaign_id)
+        return write(rows, out, columns, campaign_id=campaign_id)
 
     def _newest_transaction(self, unit: Any, now: int) -> tuple[str, str | None, str | None, int]:
         """The voucher's id, campaign id, newest transaction id and transaction count (read
