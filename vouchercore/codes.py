@@ -137,8 +137,10 @@ def check_code_space(config: CodeConfig, count: int) -> None:
     """
     space = config.space
     if count * SPACE_MARGIN > space:
-        shape = f"pattern {config.pattern!r}" if config.pattern is not None else (
-            f"length {config.length}"
+        shape = (
+            f"pattern {config.pattern!r}"
+            if config.pattern is not None
+            else (f"length {config.length}")
         )
         raise InvalidPayload(
             f"cannot generate {count:,} unique codes: {shape} with a charset of "

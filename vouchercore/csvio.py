@@ -55,6 +55,7 @@ __all__ = [
     "check_export_fields",
     "format_instant",
     "format_instant_us",
+    "parse_instant",
     "parse_voucher_rows",
     "write_records_csv",
     "write_records_jsonl",
@@ -969,6 +970,21 @@ def _instant(cell: str, column: str, *, end_of_day: bool) -> datetime | None:
         )
     except ValueError:
         raise _BadRow(f"{column} {_show(text)} is not a valid date") from None
+
+
+def parse_instant(text: str, name: str, *, end_of_day: bool) -> datetime | None:
+    """An instant in one of the six forms of the CSV import (a date alone is the start of the
+    day, or with *end_of_day* its last microsecond; no zone means UTC); ``None`` for blank
+    text. For other front ends (the ``vouchercore`` command).
+
+    Raises:
+        InvalidPayload: not one of the forms, or not a date (``2026-02-30``); the message
+            names *name*.
+    """
+    try:
+        return _instant(text, name, end_of_day=end_of_day)
+    except _BadRow as bad:
+        raise InvalidPayload(bad.reason) from None
 
 
 def _active(cell: str) -> bool:

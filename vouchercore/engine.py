@@ -1035,9 +1035,7 @@ def _voucher_id_of(session: Any) -> str:
     return voucher_id
 
 
-def _counted(
-    items: Iterable[T], progress: Callable[[int], None] | None, every: int
-) -> Iterator[T]:
+def _counted(items: Iterable[T], progress: Callable[[int], None] | None, every: int) -> Iterator[T]:
     """*items*, calling ``progress(n)`` after every *every* items and at the end."""
     if progress is None:
         yield from items
