@@ -64,7 +64,7 @@ def import_rows(
     make_record: Callable[[dict[str, Any], int], VoucherRecord],
     now: Callable[[], int],
     progress: Callable[[int], None] | None,
-    batch: int = BATCH,
+    batch: int | None = None,
 ) -> ImportReport:
     """Import parsed CSV rows in batches of *batch* rows (SPEC §10).
 
@@ -77,7 +77,7 @@ def import_rows(
         now: the clock, read once per batch (a batch is one operation).
         progress: called with the number of rows read so far, every
             :data:`PROGRESS_EVERY` rows and at the end.
-        batch: rows per batch (rows read: good and bad).
+        batch: rows per batch (rows read: good and bad; default :data:`BATCH`).
 
     Raises:
         StorageError: a batch could not be written; the message says which rows were imported
@@ -85,6 +85,7 @@ def import_rows(
         InvalidPayload: the file turned out not to be text further down (rows before it that
             made full batches are imported; the message says how many).
     """
+    batch = BATCH if batch is None else batch
     done = 0
     handled = 0
     failed: list[ImportFailure] = []
@@ -163,7 +164,7 @@ def generate(
     progress: Callable[[int], None] | None = None,
     on_codes: Callable[[Sequence[str]], None] | None = None,
     keep_codes: int = 100,
-    batch: int = BATCH,
+    batch: int | None = None,
 ) -> GenerationReport:
     """Create *count* vouchers with fresh random codes, *batch* per store transaction.
 
@@ -180,12 +181,13 @@ def generate(
         progress: called with the number created after each batch.
         on_codes: called with each batch's stored codes, in creation order.
         keep_codes: how many of the first codes the report keeps.
-        batch: vouchers per store transaction.
+        batch: vouchers per store transaction (default :data:`BATCH`).
 
     Raises:
         InvalidPayload: the code space ran full (the message says how many were created).
         StorageError: a batch could not be written (the message says how many were created).
     """
+    batch = BATCH if batch is None else batch
     made = 0
     redrawn = 0
     crowded = 0
@@ -229,7 +231,7 @@ def iter_transactions(
     newest: str | None,
     *,
     descending: bool,
-    chunk: int = EXPORT_CHUNK,
+    chunk: int | None = None,
 ) -> Iterator[TransactionRecord]:
     """The voucher's transactions up to *newest* (the newest when the export began: later
     ones are left out, so the export is the log as of one instant), read *chunk* at a time by
@@ -238,7 +240,9 @@ def iter_transactions(
     Args:
         newest: the id of the newest transaction to include (``None``: the log was empty).
         descending: newest first.
+        chunk: transactions per read (default :data:`EXPORT_CHUNK`).
     """
+    chunk = EXPORT_CHUNK if chunk is None else chunk
     if newest is None:
         return
     if descending:
