@@ -240,14 +240,20 @@ def _write_csv_rows(rows: Iterable[Sequence[str]], out: TextIO, fields: tuple[st
     # in two when read back. The rare row with a CR in a cell is written with every cell quoted.
     quoting_writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(fields)
-    writerow = writer.writerow
     count = 0
-    for cells in rows:
-        if "\r" in "".join(cells):
-            quoting_writer.writerow(cells)
-        else:
-            writerow(cells)
-        count += 1
+
+    def plain_rows() -> Iterator[Sequence[str]]:
+        # handed to writerows, which writes each row as it is yielded: a row written here
+        # with the quoting writer lands in its place
+        nonlocal count
+        for cells in rows:
+            count += 1
+            if "\r" in "".join(cells):
+                quoting_writer.writerow(cells)
+            else:
+                yield cells
+
+    writer.writerows(plain_rows())
     return count
 
 
