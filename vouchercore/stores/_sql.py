@@ -53,6 +53,7 @@ __all__ = [
     "detached_session",
     "first_seq_above",
     "paged_codes",
+    "read_transactions_page",
     "record_from_row",
     "redemption_from_row",
     "schema_problem",
@@ -60,7 +61,6 @@ __all__ = [
     "session_row",
     "transaction_from_row",
     "transaction_row",
-    "transactions_page_query",
     "voucher_row",
 ]
 
@@ -233,24 +233,38 @@ def first_seq_above(after: str, *, strictly: bool = True) -> int:
     return min(low, _MAX_SEQ)
 
 
-def transactions_page_query(
-    select: str, mark: str, *, after: str | None, descending: bool, offset: int, limit: int
-) -> tuple[str, tuple[int, ...]]:
-    """The keyset query of ``Store.transactions_page``: *select* (the columns of one voucher's
-    transactions, ending in ``WHERE voucher_id = <placeholder>``) completed with the bound,
-    order, limit and offset in the dialect's placeholder *mark* (``?`` or ``%s``), and the
-    parameters that follow the voucher id. Served by the ``(voucher_id, seq)`` index."""
+def read_transactions_page(
+    read: Callable[[str, Sequence[Any]], Sequence[Sequence[Any]]],
+    select: str,
+    mark: str,
+    voucher_id: str,
+    *,
+    after: str | None,
+    descending: bool,
+    offset: int,
+    limit: int,
+    convert: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
+) -> list[TransactionRecord]:
+    """``Store.transactions_page`` for a SQL store: one keyset query, served by the
+    ``(voucher_id, seq)`` index.
+
+    Args:
+        read: runs a statement with parameters and returns its rows.
+        select: the columns of :data:`TRANSACTION_COLUMNS` of one voucher's transactions,
+            ending in ``WHERE voucher_id = <placeholder>``.
+        mark: the dialect's placeholder (``?`` or ``%s``).
+        convert: what the store does to a row before :func:`transaction_from_row` (instants).
+    """
     if descending:
         bound = _MAX_SEQ if after is None else first_seq_above(after, strictly=False)
-        return (
-            f"{select} AND seq < {mark} ORDER BY seq DESC LIMIT {mark} OFFSET {mark}",
-            (bound, limit, offset),
-        )
-    bound = 0 if after is None else first_seq_above(after)
-    return (
-        f"{select} AND seq >= {mark} ORDER BY seq LIMIT {mark} OFFSET {mark}",
-        (bound, limit, offset),
-    )
+        sql = f"{select} AND seq < {mark} ORDER BY seq DESC LIMIT {mark} OFFSET {mark}"
+    else:
+        bound = 0 if after is None else first_seq_above(after)
+        sql = f"{select} AND seq >= {mark} ORDER BY seq LIMIT {mark} OFFSET {mark}"
+    rows = read(sql, (voucher_id, bound, limit, offset))
+    if convert is not None:
+        rows = [convert(row) for row in rows]
+    return [transaction_from_row(row) for row in rows]
 
 
 # --- values ----------------------------------------------------------------------------------

@@ -1089,16 +1089,17 @@ class PostgresStore:
         limit: int,
     ) -> list[TransactionRecord]:
         """A keyset read through the ``(voucher_id, seq)`` index (one statement)."""
-        sql, params = _sql.transactions_page_query(
+        return _sql.read_transactions_page(
+            self._read,
             self._bulk.select_transactions,
             "%s",
+            voucher_id,
             after=after,
             descending=descending,
             offset=offset,
             limit=limit,
+            convert=functools.partial(_from_db, instants=TRANSACTION_INSTANTS),
         )
-        rows = self._read(sql, (voucher_id, *params))
-        return [_sql.transaction_from_row(_from_db(row, TRANSACTION_INSTANTS)) for row in rows]
 
     def transaction_count(self, voucher_id: str) -> int:
         """How many transactions the voucher has (counted on the index)."""

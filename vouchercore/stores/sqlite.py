@@ -616,15 +616,16 @@ class SQLiteStore:
         limit: int,
     ) -> list[TransactionRecord]:
         """A keyset read through the ``(voucher_id, seq)`` index: O(log n + offset + limit)."""
-        sql, params = _sql.transactions_page_query(
+        return _sql.read_transactions_page(
+            self._read,
             _SELECT_TXS,
             "?",
+            voucher_id,
             after=after,
             descending=descending,
             offset=offset,
             limit=limit,
         )
-        return [_sql.transaction_from_row(row) for row in self._read(sql, (voucher_id, *params))]
 
     def transaction_count(self, voucher_id: str) -> int:
         """How many transactions the voucher has (counted on the index)."""
