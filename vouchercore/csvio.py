@@ -307,14 +307,18 @@ def _day_text(day: int) -> str:
     return (_EPOCH_DATE + timedelta(days=day)).isoformat()
 
 
+@functools.lru_cache(maxsize=4096)
+def _minute_text(minute: int) -> str:
+    """``YYYY-MM-DDTHH:MM:`` of the *minute*-th minute after the epoch."""
+    day, minutes = divmod(minute, 1440)
+    return f"{_day_text(day)}T{minutes // 60:02d}:{minutes % 60:02d}:"
+
+
 def format_instant_us(us: int) -> str:
     """:func:`format_instant` of an instant in integer microseconds UTC (the stores' unit),
     without making a datetime: ``2022-03-09T09:16:32.521Z``."""
-    day, rest = divmod(us, _DAY_US)
-    seconds, micro = divmod(rest, 1_000_000)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    return f"{_day_text(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{micro // 1000:03d}Z"
+    minute, micro = divmod(us, 60_000_000)
+    return f"{_minute_text(minute)}{micro // 1_000_000:02d}.{micro // 1000 % 1000:03d}Z"
 
 
 def _text_cell(value: str | None) -> str:
@@ -326,6 +330,12 @@ def _text_cell(value: str | None) -> str:
 def _links_json(links: tuple[str, ...]) -> str:
     """The JSON of ``Transaction.details`` for stored links (same text as
     ``_details_json(details)``: keys sorted, compact, ASCII)."""
+    if len(links) == 4 and links[0] != links[2]:  # the common case: two kinds
+        first, second = (0, 2) if links[0] < links[2] else (2, 0)
+        return (
+            f'{{{_json_text(links[first])}:{{"id":{_json_text(links[first + 1])}}},'
+            f'{_json_text(links[second])}:{{"id":{_json_text(links[second + 1])}}}}}'
+        )
     pairs = dict(zip(links[::2], links[1::2], strict=True))
     text = ",".join([f'{_json_text(k)}:{{"id":{_json_text(pairs[k])}}}' for k in sorted(pairs)])
     return "{" + text + "}"
@@ -335,19 +345,25 @@ def _record_csv_cells(tx: TransactionRecord, campaign: str) -> tuple[str, ...]:
     """Every export column of a stored transaction as CSV text, in :data:`EXPORT_FIELDS`
     order (*campaign*: the campaign cell, the same for every row)."""
     details = tx.details
+    source_id, reason, source, related = (
+        tx.source_id,
+        tx.reason,
+        tx.source,
+        tx.related_transaction_id,
+    )
     return (
         tx.id,
         tx.type.value,
-        _text_cell(tx.source_id),
-        _text_cell(tx.reason),
+        "" if source_id is None else _text_cell(source_id),
+        "" if reason is None else _text_cell(reason),
         str(tx.balance),
         str(tx.amount),
         format_instant_us(tx.created_at),
         _text_cell(tx.voucher_id),
         campaign,
-        _text_cell(tx.source),
+        "" if source is None else _text_cell(source),
         "" if details is None else _text_cell(_links_json(details)),
-        _text_cell(tx.related_transaction_id),
+        "" if related is None else _text_cell(related),
     )
 
 
