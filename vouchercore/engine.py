@@ -668,8 +668,9 @@ class Engine:
         write = writers.get(format)
         if write is None:
             raise InvalidPayload(f"format must be 'csv' or 'jsonl', got {format!r}")
-        if progress is not None and not callable(progress):
-            raise InvalidPayload(f"progress must be callable, got {progress!r}")
+        for name, hook in (("progress", progress), ("total_out", total_out)):
+            if hook is not None and not callable(hook):
+                raise InvalidPayload(f"{name} must be callable, got {hook!r}")
         voucher_id, campaign_id, newest, total = self._run(code, self._newest_transaction)
         if total_out is not None:
             total_out(total)
@@ -709,7 +710,7 @@ class Engine:
         number (header excluded) and a reason — a code already in the store or on an earlier
         row of the file included.
 
-        Streams, in batches: 10,000 rows are parsed, their vouchers made (one clock read per
+        Streams, in batches: 50,000 rows are parsed, their vouchers made (one clock read per
         batch), and stored in one store transaction (``Store.insert_vouchers``); each voucher
         is stored whole or not at all. Memory stays flat however long the file is: only the
         current batch and the failed rows are kept (a code repeated in a later batch is
@@ -718,7 +719,7 @@ class Engine:
         Args:
             file: a path, a text stream, or any iterable of lines.
             progress: called with the number of rows read so far, every 1,000 rows and at
-                the end (rows are stored 10,000 at a time: up to one batch behind).
+                the end (rows are stored 50,000 at a time: up to one batch behind).
 
         Raises:
             InvalidArgument: the file as a whole cannot be read (not text, no header, no
@@ -810,7 +811,7 @@ class Engine:
         Codes are *length* characters from *charset*, or *pattern* with each ``#`` replaced
         by one (``"SPRING-####"``; *length* is then ignored), between *prefix* and *postfix*.
         They come from the OS CSPRNG, or from the engine's seeded generator when it has a seed
-        (reproducible, not secret). Vouchers are stored 10,000 per store transaction, never one
+        (reproducible, not secret). Vouchers are stored 50,000 per store transaction, never one
         round trip per code; a code that is taken already is replaced by a fresh one.
 
         The voucher fields are those of :meth:`create_voucher` (checked once, before anything
