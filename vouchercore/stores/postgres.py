@@ -358,28 +358,34 @@ class _Statements:
 
 class _BulkStatements:
     """The statements of bulk work (batch inserts, transaction pages), qualified with the
-    schema."""
+    schema.
 
-    #: vouchers per multi-row ``INSERT`` (PostgreSQL takes at most 65,535 parameters)
-    ROWS_PER_INSERT: Final = 1000
+    A batch of vouchers is ``COPY``-ed into a temporary staging table (one per connection, its
+    rows gone at commit), then moved with one ``INSERT … SELECT … ON CONFLICT DO NOTHING
+    RETURNING``: no statement grows with the batch (psycopg parses a query's text on every
+    execution once it is over 4 KiB), and COPY is PostgreSQL's fastest way in.
+    """
 
     def __init__(self, schema: str) -> None:
         s = _quote_ident(schema)
-        one = "(" + ", ".join("%s::json" if c in _JSON_COLUMNS else "%s" for c in VOUCHER_COLUMNS)
-        self._row = one + ")"
-        self._head = f"INSERT INTO {s}.vouchers ({', '.join(VOUCHER_COLUMNS)}) VALUES "
-        self._tail = " ON CONFLICT DO NOTHING RETURNING id, code"
+        columns = ", ".join(VOUCHER_COLUMNS)
+        digest = hashlib.blake2b(schema.encode(), digest_size=6).hexdigest()
+        staged = f"vouchercore_staged_vouchers_{digest}"  # per schema: a connection may serve two
+        self.create_staging = (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staged} "
+            f"(LIKE {s}.vouchers) ON COMMIT DELETE ROWS"
+        )
+        self.copy_staging = f"COPY {staged} ({columns}) FROM STDIN"
+        self.insert_staged = (
+            f"INSERT INTO {s}.vouchers ({columns}) SELECT {columns} FROM {staged} "
+            "ON CONFLICT DO NOTHING RETURNING id, code"
+        )
         self.ids_stored = f"SELECT id, code FROM {s}.vouchers WHERE id = ANY(%s)"
         self.select_transactions = (
             f"SELECT {_select_list(TRANSACTION_COLUMNS)} FROM {s}.transactions "
             "WHERE voucher_id = %s"
         )
         self.count_transactions = f"SELECT COUNT(*) FROM {s}.transactions WHERE voucher_id = %s"
-
-    @functools.cache  # noqa: B019 — a few sizes per store, kept for the store's life
-    def insert_vouchers(self, rows: int) -> str:
-        """A multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING id, code`` of *rows* rows."""
-        return self._head + ", ".join([self._row] * rows) + self._tail
 
 
 # --- values at the boundary ------------------------------------------------------------------
@@ -850,12 +856,12 @@ class PostgresStore:
         return _BulkStatements(self.schema)
 
     def insert_vouchers(self, records: Sequence[VoucherRecord]) -> list[int]:
-        """Store the records whose code and id are free in one transaction (multi-row
-        ``INSERT … ON CONFLICT DO NOTHING``, 1,000 rows per statement); the positions of the
-        others. Retried whole on a serialization failure, a deadlock or a dead connection."""
+        """Store the records whose code and id are free in one transaction (``COPY`` into a
+        staging table, then one ``INSERT … SELECT … ON CONFLICT DO NOTHING``); the positions
+        of the others. Retried whole on a serialization failure, a deadlock or a dead
+        connection."""
         rows = [_to_db(_sql.voucher_row(record), VOUCHER_INSTANTS) for record in records]
         keys = [(record.id, record.code) for record in records]
-        step = self._bulk.ROWS_PER_INSERT
         tries = 0
 
         def insert(lease: _Lease) -> set[tuple[str, str]]:
@@ -867,11 +873,12 @@ class PostgresStore:
             if tries > 1:  # a lost answer to our own COMMIT: what is stored already is ours
                 found = conn.execute(self._bulk.ids_stored, ([k[0] for k in keys],)).fetchall()
                 stored.update((row[0], row[1]) for row in found)
-            for start in range(0, len(rows), step):
-                chunk = rows[start : start + step]
-                params = [value for row in chunk for value in row]
-                cursor = conn.execute(self._bulk.insert_vouchers(len(chunk)), params)
-                stored.update((row[0], row[1]) for row in cursor.fetchall())
+            conn.execute(self._bulk.create_staging)
+            with conn.cursor().copy(self._bulk.copy_staging) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor = conn.execute(self._bulk.insert_staged)
+            stored.update((row[0], row[1]) for row in cursor.fetchall())
             conn.execute("COMMIT")
             return stored
 

@@ -15,7 +15,18 @@ from typing import Any
 
 import pytest
 
-from vouchercore import Engine, ImportReport, InvalidArgument, NotFound, StorageError, bulk
+from vouchercore import (
+    Engine,
+    IdGenerator,
+    ImportReport,
+    InvalidArgument,
+    NotFound,
+    StorageError,
+    VoucherType,
+    bulk,
+)
+from vouchercore.domain import operations
+from vouchercore.domain.records import VoucherRecord
 from vouchercore.testing import state_snapshot
 
 HEADER = "Code,Voucher Type,Value,Discount Type,Category"
@@ -278,3 +289,54 @@ def test_an_undecodable_line_further_down_keeps_the_earlier_batches_whole(
     assert 0 < len(codes) < 1_000
     assert len(codes) % 100 == 0
     assert f"{len(codes):,} vouchers" in caught.value.message
+
+
+# --- the port: Store.insert_vouchers ---------------------------------------------------------
+
+
+def _records(*codes: str) -> list[VoucherRecord]:
+    ids = IdGenerator(99)
+    return [
+        operations.new_voucher(
+            ids,
+            1_000,
+            code=code,
+            type=VoucherType.GIFT_VOUCHER,
+            discount=None,
+            total=100,
+            quantity=None,
+            active=True,
+            start_date=None,
+            expiration_date=None,
+            info=None,
+        )
+        for code in codes
+    ]
+
+
+def test_insert_vouchers_stores_the_free_and_names_the_taken(engine: Engine) -> None:
+    engine.create_voucher("LIVE", gift={"amount": 1})
+    engine.create_voucher("SOFT", gift={"amount": 1})
+    engine.delete_voucher("SOFT")
+    batch = _records("N1", "LIVE", "N2", "N1", "SOFT", "N3")
+    taken = engine.store.insert_vouchers(batch)
+    assert taken == [1, 3, 4]
+    assert _codes(engine) == ["LIVE", "N1", "N2", "N3"]
+    assert engine.get_voucher("N1").id == batch[0].id  # the first of the two N1s
+    live = engine.get_voucher("LIVE").gift
+    assert live is not None
+    assert live.amount == 1  # untouched
+
+
+def test_insert_vouchers_refuses_a_taken_id(engine: Engine) -> None:
+    [first] = _records("A")
+    assert engine.store.insert_vouchers([first]) == []
+    [again] = _records("B")  # the same seed: the same id as A's
+    assert again.id == first.id
+    assert engine.store.insert_vouchers([again]) == [0]
+    with pytest.raises(NotFound):
+        engine.get_voucher("B")
+
+
+def test_an_empty_batch_stores_nothing(engine: Engine) -> None:
+    assert engine.store.insert_vouchers([]) == []
