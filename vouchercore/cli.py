@@ -371,17 +371,14 @@ def _status_of(error: VoucherError) -> int:
     return EXIT_REFUSED
 
 
-def _progress_bar(total: int, label: str) -> ProgressBar:
-    return ProgressBar(total, label)
-
-
 @contextlib.contextmanager
 def _bar(total: int, label: str) -> Iterator[ProgressBar]:
-    bar = _progress_bar(total, label)
+    """A progress bar on stderr (drawn only on a terminal), its line ended if it drew."""
+    bar = ProgressBar(total, label)
     try:
         yield bar
     finally:
-        if bar._last:  # drew something: end its line
+        if bar._last:  # it drew something
             bar.close()
 
 
