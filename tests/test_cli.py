@@ -1,16 +1,29 @@
-"""The ``vouchercore simulate`` command: report, determinism, exit codes, plain output."""
+"""The ``vouchercore`` command: ``simulate`` (report, determinism, exit codes, plain output) and
+the store commands (import, generate, voucher, transactions, export, release, balance, audit)."""
 
 from __future__ import annotations
 
 import io
+import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vouchercore import Engine
-from vouchercore.cli import ProgressBar, main
+from vouchercore.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_STORAGE,
+    ProgressBar,
+    main,
+)
 from vouchercore.simulation import simulate
 
 
@@ -102,3 +115,256 @@ def test_a_retry_applied_twice_fails_the_simulation(monkeypatch: pytest.MonkeyPa
     assert report.retries_double_applied > 0
     assert not report.ok
     assert any("RETRIES APPLIED TWICE" in line for line in report.lines())
+
+
+# --- the store commands -----------------------------------------------------------------------
+
+CSV = (
+    "Code,Voucher Type,Value,Discount Type\nG1,GIFT_VOUCHER,5000,\nD1,DISCOUNT_VOUCHER,500,AMOUNT\n"
+)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'book.db'}"
+
+
+@pytest.fixture
+def loaded(tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]) -> str:
+    path = tmp_path / "codes.csv"
+    path.write_text(CSV, encoding="utf-8")
+    assert main(["import", str(path), "--store", store]) == EXIT_OK
+    capsys.readouterr()
+    return store
+
+
+def test_import_then_show_a_voucher(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "codes.csv"
+    path.write_text(CSV, encoding="utf-8")
+    status, out, _ = _run(capsys, "import", str(path), "--store", store)
+    assert status == EXIT_OK
+    assert "imported 2 vouchers, 0 rows failed" in out
+    status, out, _ = _run(capsys, "voucher", "G1", "--store", store, "--json")
+    assert status == EXIT_OK
+    shown = json.loads(out)
+    assert (shown["code"], shown["type"], shown["gift"]) == (
+        "G1",
+        "GIFT_VOUCHER",
+        {"amount": 5000, "balance": 5000},
+    )
+
+
+def test_an_import_with_bad_rows_exits_1_and_lists_them(
+    tmp_path: Path, loaded: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "more.csv"
+    path.write_text("Code,Voucher Type,Value\nG1,GIFT,1\nG2,GIFT,x\nG3,GIFT,1\n", "utf-8")
+    status, out, _ = _run(capsys, "import", str(path), "--store", loaded, "--json")
+    assert status == EXIT_REFUSED
+    report = json.loads(out)
+    assert report["done_count"] == 1
+    assert [(f["code"], f["row"]) for f in report["failed"]] == [("G1", 1), ("G2", 2)]
+
+
+def test_a_file_that_cannot_be_imported_exits_2_with_one_line(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"Code,Voucher Type\n\xff\xfe,GIFT\n")
+    status, _out, err = _run(capsys, "import", str(path), "--store", store)
+    assert status == EXIT_BAD_INPUT
+    assert err.startswith("vouchercore: error: invalid_payload: the CSV file is not UTF-8")
+    assert err.count("\n") == 1
+    status, _, err = _run(capsys, "import", str(tmp_path / "missing.csv"), "--store", store)
+    assert status == EXIT_BAD_INPUT
+    assert "missing.csv" in err
+
+
+def test_generate_writes_every_code_to_a_file(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes = tmp_path / "codes.txt"
+    status, out, _ = _run(
+        capsys,
+        "generate", "25", "--type", "gift", "--amount", "1000", "--pattern", "GC-####",
+        "--charset", "0123456789", "--store", store, "-o", str(codes), "--json",
+    )  # fmt: skip
+    assert status == EXIT_OK
+    report = json.loads(out)
+    written = codes.read_text(encoding="utf-8").split()
+    assert report["count"] == len(written) == len(set(written)) == 25
+    assert all(re.fullmatch(r"GC-\d{4}", code) for code in written)
+    status, out, _ = _run(capsys, "voucher", written[-1], "--store", store, "--json")
+    assert json.loads(out)["gift"] == {"amount": 1000, "balance": 1000}
+
+
+def test_generate_a_percent_discount_with_dates_and_metadata(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = _run(
+        capsys,
+        "generate", "3", "--type", "DISCOUNT", "--discount-type", "percent", "--percent", "12.5",
+        "--amount-limit", "900", "--expiration-date", "2027-01-31", "--metadata", "batch=7",
+        "--quantity", "2", "--store", store, "--json",
+    )  # fmt: skip
+    assert status == EXIT_OK
+    code = json.loads(out)["codes"][0]
+    _, out, _ = _run(capsys, "voucher", code, "--store", store, "--json")
+    shown = json.loads(out)
+    assert shown["expiration_date"] == "2027-01-31T23:59:59.999Z"
+    assert shown["metadata"] == {"batch": "7"}
+    assert shown["quantity"] == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("generate", "100", "--type", "gift", "--pattern", "#", "--charset", "0123456789"),
+        ("generate", "3", "--type", "gift", "--expiration-date", "2026-02-30"),
+        ("generate", "3", "--type", "discount"),  # no --amount
+        ("generate", "3", "--type", "gift", "--metadata", "novalue"),
+        ("transactions", "G1", "--limit", "101"),
+        ("export", "G1", "--fields", "id,colour"),
+        ("balance", "G1", "0"),
+    ],
+)
+def test_bad_input_exits_2(
+    loaded: str, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    status, _, err = _run(capsys, *args, "--store", loaded)
+    assert status == EXIT_BAD_INPUT
+    assert err.startswith("vouchercore: error: ")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("voucher", "NOPE"), ("transactions", "NOPE"), ("export", "NOPE"), ("release", "G1", "k1")],
+)
+def test_not_found_exits_3(
+    loaded: str, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    status, out, err = _run(capsys, *args, "--store", loaded, "--json")
+    assert status == EXIT_NOT_FOUND
+    assert json.loads(out)["error"]["key"] == "not_found"
+    assert err.startswith("vouchercore: error: not_found:")
+
+
+def test_a_store_that_cannot_be_opened_exits_4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "not-a-db").write_bytes(b"this is not a database" * 100)
+    status, _, err = _run(capsys, "audit", "--store", f"sqlite:///{tmp_path / 'not-a-db'}")
+    assert status == EXIT_STORAGE
+    assert err.startswith("vouchercore: error: storage_error:")
+
+
+def test_an_unknown_store_scheme_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _run(capsys, "audit", "--store", "redis://localhost")
+    assert status == EXIT_BAD_INPUT
+    assert "unknown store" in err
+
+
+def test_a_command_on_a_store_needs_store(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["audit"])
+    assert exited.value.code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("vouchercore: error: the following arguments are required: --store")
+    assert err.count("\n") == 1
+
+
+def test_balance_transactions_and_export(
+    tmp_path: Path, loaded: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(capsys, "balance", "G1", "500", "--reason", "top-up", "--store", loaded)[0] == 0
+    status, out, _ = _run(capsys, "balance", "G1", "-200", "--source-id", "=x", "--store", loaded)
+    assert status == EXIT_OK
+    assert "balance 5300 of 5500" in out
+    status, out, err = _run(capsys, "balance", "G1", "-99999", "--store", loaded)
+    assert status == EXIT_REFUSED
+    assert "invalid_add_balance_params" in err
+    status, out, _ = _run(capsys, "transactions", "G1", "--limit", "1", "--store", loaded, "--json")
+    page = json.loads(out)
+    assert [t["amount"] for t in page["data"]] == [-200]
+    assert page["has_more"] is True
+    cursor = page["more_starting_after"]
+    status, out, _ = _run(
+        capsys, "transactions", "G1", "--starting-after", cursor, "--store", loaded
+    )
+    assert "CREDITS_ADDITION" in out and "1 of 2 transactions" in out
+    target = tmp_path / "log.csv"
+    status, out, _ = _run(
+        capsys, "export", "G1", "-o", str(target), "--fields", "amount", "--fields", "source_id",
+        "--order", "created_at", "--store", loaded,
+    )  # fmt: skip
+    assert status == EXIT_OK
+    assert "exported 2 transactions" in out
+    assert target.read_text(encoding="utf-8").splitlines() == [
+        "amount,source_id",
+        "500,",
+        "-200,'=x",
+    ]
+    status, out, _ = _run(capsys, "export", "G1", "--format", "jsonl", "--store", loaded)
+    assert [json.loads(line)["amount"] for line in out.splitlines()] == [-200, 500]
+
+
+def test_audit_reports_ok_and_exits_0(loaded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = _run(capsys, "audit", "--store", loaded, "--json")
+    assert status == EXIT_OK
+    report = json.loads(out)
+    assert (report["ok"], report["vouchers"], report["violations"]) == (True, 2, [])
+
+
+def test_the_console_script_runs_the_store_commands_in_a_subprocess(
+    tmp_path: Path, store: str
+) -> None:
+    script = Path(sys.executable).with_name("vouchercore")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "vouchercore.cli"]
+    path = tmp_path / "codes.csv"
+    path.write_text(CSV, encoding="utf-8")
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args, "--store", store],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+        )
+
+    done = run("import", str(path))
+    assert done.returncode == EXIT_OK, done.stderr
+    assert "\r" not in done.stdout + done.stderr  # no progress bar when piped
+    shown = run("voucher", "D1", "--json")
+    assert json.loads(shown.stdout)["discount"]["amount_off"] == 500
+    missing = run("voucher", "NOPE")
+    assert missing.returncode == EXIT_NOT_FOUND
+    assert missing.stderr.strip() == "vouchercore: error: not_found: voucher 'NOPE' not found"
+    assert "Traceback" not in missing.stderr
+
+
+def test_progress_bars_draw_only_on_a_terminal(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True  # type: ignore[method-assign]
+    monkeypatch.setattr(sys, "stderr", terminal)
+    path = tmp_path / "codes.csv"
+    path.write_text(CSV, encoding="utf-8")
+    assert main(["import", str(path), "--store", store]) == EXIT_OK
+    assert main(["generate", "50", "--type", "gift", "--store", store]) == EXIT_OK
+    drawn = terminal.getvalue()
+    assert "\rimporting [" in drawn
+    assert "\rgenerating [" in drawn
+    assert "50/50" in drawn

@@ -124,7 +124,7 @@ def test_version_is_a_string() -> None:
 
 def test_testing_helpers_are_public() -> None:
     testing = importlib.import_module("vouchercore.testing")
-    assert set(testing.__all__) == {"FakeClock", "state_snapshot"}
+    assert set(testing.__all__) == {"FakeClock", "all_transactions", "state_snapshot"}
     assert testing.FakeClock is vouchercore.FakeClock
 
 

@@ -4,22 +4,67 @@
 (in-memory by default), or as OS processes on a shared SQLite file or PostgreSQL database — and
 audits it. Exit status: 0 audit OK, 1 the audit found a broken invariant (or the run failed),
 2 bad arguments.
+
+The other commands work on a store given by ``--store URL`` (required): ``import FILE``,
+``generate COUNT``, ``voucher CODE``, ``transactions CODE``, ``export CODE``,
+``release CODE KEY``, ``balance CODE AMOUNT`` and ``audit``. Each prints text for people, or
+one JSON document with ``--json``; import, generate and export draw a progress bar on stderr
+when it is a terminal. Errors are one line on stderr (``vouchercore: error: …``; with
+``--json`` also ``{"error": {...}}`` on stdout), never a traceback. Exit status:
+
+* 0 — done;
+* 1 — done in part, or refused by a voucher rule: an import with bad rows, an audit that found
+  a broken invariant, a balance removal beyond what is free, a code that is taken …;
+* 2 — bad input: arguments, a file that cannot be read or imported at all, malformed values;
+* 3 — not found: the voucher (or session) does not exist;
+* 4 — storage failure: the store cannot be opened, reached or written;
+* 130 — interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import TextIO
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any, NoReturn, TextIO
 
-from vouchercore import __version__
-from vouchercore.errors import VoucherError
+import attrs
+
+from vouchercore import __version__, csvio
+from vouchercore.codes import ALPHANUMERIC
+from vouchercore.engine import Engine
+from vouchercore.errors import (
+    InvalidArgument,
+    InvalidPayload,
+    NotFound,
+    StorageError,
+    VoucherError,
+)
 from vouchercore.simulation import SimulationError, simulate
 
-__all__ = ["ProgressBar", "main"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_STORAGE",
+    "ProgressBar",
+    "main",
+]
+
+#: Exit statuses of the store commands (see the module docstring).
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_FOUND = 3
+EXIT_STORAGE = 4
 
 
 class ProgressBar:
@@ -56,6 +101,23 @@ class ProgressBar:
             self.stream.flush()
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``vouchercore: error: …``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            EXIT_BAD_INPUT,
+            f"vouchercore: error: {message} (see: {self.prog} --help)\n",
+        )
+
+
+def _voucher_type(text: str) -> str:
+    name = text.strip().upper()
+    return {"DISCOUNT": "DISCOUNT_VOUCHER", "GIFT": "GIFT_VOUCHER", "LOYALTY": "LOYALTY_CARD"}.get(
+        name, name
+    )
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -64,7 +126,7 @@ def _positive(text: str) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vouchercore",
         description="Vouchers with Voucherify's semantics, in-process.",
     )
@@ -104,11 +166,135 @@ def _build_parser() -> argparse.ArgumentParser:
             "postgresql://user@host/db?schema=NAME; must hold no voucher yet"
         ),
     )
+    _add_store_commands(commands)
     return parser
 
 
+def _add_store_commands(commands: Any) -> None:
+    """The commands that work on a store: import, generate, voucher, transactions, export,
+    release, balance, audit."""
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--store",
+        required=True,
+        help=(
+            "store URL: sqlite:///path.db[?synchronous=NORMAL], "
+            "postgresql://user@host/db[?schema=NAME] (memory:// holds nothing between runs)"
+        ),
+    )
+    common.add_argument("--json", action="store_true", help="print one JSON document")
+
+    imp = commands.add_parser(
+        "import",
+        parents=[common],
+        help="import vouchers from a CSV file (Voucherify's headers)",
+        description=(
+            "Import standalone vouchers from a CSV file with Voucherify's headers (Code, "
+            "Voucher Type, Value, Discount Type, Category, Start Date, Expiration Date, "
+            "Redemption Limit, Redeemed Quantity, Redeemed Amount, Active, Additional Info; "
+            "other headers become metadata). Good rows are imported, bad rows reported. "
+            "Exit 0 when every row was imported, 1 when some were not."
+        ),
+    )
+    imp.add_argument("file", help="the CSV file (UTF-8; '-' for stdin)")
+
+    gen = commands.add_parser(
+        "generate",
+        parents=[common],
+        help="create COUNT vouchers with unique random codes",
+        description=(
+            "Create COUNT vouchers with unique random codes: LENGTH characters from CHARSET, "
+            "or PATTERN with each '#' replaced by one, between PREFIX and POSTFIX. The code "
+            "space must hold at least twice COUNT codes."
+        ),
+    )
+    gen.add_argument("count", type=_positive, help="how many vouchers")
+    gen.add_argument("--length", type=_positive, default=8, help="random characters (8)")
+    gen.add_argument("--charset", default=ALPHANUMERIC, help="characters to draw (0-9A-Za-z)")
+    gen.add_argument("--prefix", default="", help="text before the random part")
+    gen.add_argument("--postfix", default="", help="text after the random part")
+    gen.add_argument("--pattern", help="e.g. 'SPRING-####': each # is a random character")
+    gen.add_argument(
+        "--type",
+        required=True,
+        type=_voucher_type,
+        choices=("DISCOUNT_VOUCHER", "GIFT_VOUCHER", "LOYALTY_CARD"),
+        help="voucher type (also DISCOUNT, GIFT, LOYALTY; any case)",
+    )
+    gen.add_argument(
+        "--amount",
+        type=int,
+        help="gift credits or loyalty points (minor units), or amount_off / fixed_amount",
+    )
+    gen.add_argument(
+        "--discount-type",
+        type=str.upper,
+        choices=("AMOUNT", "PERCENT", "FIXED"),
+        help="DISCOUNT_VOUCHER: AMOUNT (default, --amount), PERCENT (--percent), FIXED (--amount)",
+    )
+    gen.add_argument("--percent", help="PERCENT discount: 0 < p ≤ 100, up to 2 decimals")
+    gen.add_argument("--amount-limit", type=int, help="PERCENT discount: the largest discount")
+    gen.add_argument("--quantity", type=_positive, help="redemption limit (default unlimited)")
+    gen.add_argument("--start-date", help="YYYY-MM-DD[THH[:mm[:ss[.SSS]Z]]] (UTC)")
+    gen.add_argument("--expiration-date", help="as --start-date; a date alone ends at 23:59:59")
+    gen.add_argument("--category")
+    gen.add_argument("--campaign-id")
+    gen.add_argument(
+        "--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    gen.add_argument("--inactive", action="store_true", help="create them disabled")
+    gen.add_argument("-o", "--output", help="write every generated code to this file, one per line")
+
+    show = commands.add_parser("voucher", parents=[common], help="show a voucher")
+    show.add_argument("code", help="the voucher's code or id")
+
+    txs = commands.add_parser(
+        "transactions", parents=[common], help="list a voucher's credit/point transactions"
+    )
+    txs.add_argument("code")
+    txs.add_argument("--limit", type=int, default=10, help="1–100 (10)")
+    txs.add_argument("--page", type=int, help="1-based page number")
+    txs.add_argument("--starting-after", help="cursor: the last id of the previous page")
+    txs.add_argument(
+        "--order", default="-id", choices=("-id", "id"), help="-id newest first (default)"
+    )
+
+    exp = commands.add_parser(
+        "export", parents=[common], help="export a voucher's transactions as CSV or JSON Lines"
+    )
+    exp.add_argument("code")
+    exp.add_argument("-o", "--output", default="-", help="file to write ('-': stdout)")
+    exp.add_argument(
+        "--fields",
+        action="append",
+        help=f"columns, comma-separated or repeated (default: {','.join(csvio.EXPORT_FIELDS)})",
+    )
+    exp.add_argument("--format", default="csv", choices=("csv", "jsonl"))
+    exp.add_argument("--order", default="-created_at", choices=("-created_at", "created_at"))
+
+    rel = commands.add_parser(
+        "release", parents=[common], help="release the LOCK session KEY holds on a voucher"
+    )
+    rel.add_argument("code")
+    rel.add_argument("key")
+
+    bal = commands.add_parser(
+        "balance",
+        parents=[common],
+        help="add (AMOUNT > 0) or remove (AMOUNT < 0) gift credits or loyalty points",
+    )
+    bal.add_argument("code")
+    bal.add_argument("amount", type=int)
+    bal.add_argument("--reason")
+    bal.add_argument("--source-id")
+
+    commands.add_parser(
+        "audit", parents=[common], help="replay every voucher's log and check the invariants"
+    )
+
+
 def _error(message: str, status: int) -> int:
-    print(f"vouchercore: error: {message}", file=sys.stderr)
+    print(f"vouchercore: error: {' '.join(message.split())}", file=sys.stderr)
     return status
 
 
@@ -145,7 +331,320 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if report.ok else 1
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {"simulate": _simulate}
+# --- the store commands ----------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """*value* as JSON data: attrs objects as dicts, enums as values, instants as UTC ISO 8601
+    with milliseconds (as in the export), decimals as numbers."""
+    if attrs.has(type(value)):
+        return {
+            field.name: _plain(getattr(value, field.name))
+            for field in attrs.fields(type(value))
+            if not field.name.startswith("_")
+        }
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return csvio.format_instant(value)
+    if isinstance(value, Decimal):
+        return float(value) if value != value.to_integral_value() else int(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _print_json(data: Any, out: TextIO) -> None:
+    json.dump(data, out, ensure_ascii=False, indent=2)
+    out.write("\n")
+
+
+def _status_of(error: VoucherError) -> int:
+    if isinstance(error, StorageError):
+        return EXIT_STORAGE
+    if isinstance(error, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(error, InvalidArgument):
+        return EXIT_BAD_INPUT
+    return EXIT_REFUSED
+
+
+@contextlib.contextmanager
+def _bar(total: int, label: str) -> Iterator[ProgressBar]:
+    """A progress bar on stderr (drawn only on a terminal), its line ended if it drew."""
+    bar = ProgressBar(total, label)
+    try:
+        yield bar
+    finally:
+        if bar._last:  # it drew something
+            bar.close()
+
+
+def _count_lines(path: str) -> int:
+    """Lines in a file (for the import's progress bar): a fast binary scan."""
+    count = 0
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
+
+
+def _import(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
+    if args.file == "-":
+        report = engine.import_vouchers_using_csv(sys.stdin)
+    else:
+        try:
+            lines = _count_lines(args.file) if sys.stderr.isatty() else 0
+        except OSError as error:
+            raise InvalidPayload(f"cannot read {args.file!r}: {error.strerror}") from None
+        with _bar(max(lines - 1, 1), "importing") as bar:
+            report = engine.import_vouchers_using_csv(args.file, progress=bar)
+    if args.json:
+        _print_json(_plain(report), out)
+    else:
+        print(
+            f"imported {report.done_count:,} vouchers, {report.failed_count:,} rows failed",
+            file=out,
+        )
+        for failure in report.failed:
+            print(f"  row {failure.row} ({failure.code or '-'}): {failure.reason}", file=out)
+    return EXIT_OK if not report.failed_count else EXIT_REFUSED
+
+
+def _metadata(pairs: list[str]) -> dict[str, str] | None:
+    metadata: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidPayload(f"--metadata must be KEY=VALUE, got {pair!r}")
+        metadata[key] = value
+    return metadata or None
+
+
+def _template(args: argparse.Namespace) -> dict[str, Any]:
+    """The voucher fields of ``generate``'s options, as ``generate_vouchers`` takes them."""
+    fields: dict[str, Any] = {"type": args.type}
+    amount = args.amount
+    if args.type == "DISCOUNT_VOUCHER":
+        kind = args.discount_type or "AMOUNT"
+        if kind == "PERCENT":
+            if args.percent is None:
+                raise InvalidPayload("a PERCENT discount needs --percent")
+            try:
+                percent = Decimal(args.percent)
+            except InvalidOperation:
+                raise InvalidPayload(f"--percent must be a number, got {args.percent!r}") from None
+            discount: dict[str, Any] = {"type": "PERCENT", "percent_off": percent}
+            if args.amount_limit is not None:
+                discount["amount_limit"] = args.amount_limit
+        elif amount is None:
+            raise InvalidPayload(f"an {kind} discount needs --amount")
+        elif kind == "AMOUNT":
+            discount = {"type": "AMOUNT", "amount_off": amount}
+        else:
+            discount = {"type": "FIXED", "fixed_amount": amount}
+        fields["discount"] = discount
+    elif args.discount_type or args.percent is not None:
+        raise InvalidPayload("--discount-type and --percent apply to DISCOUNT_VOUCHER only")
+    elif args.type == "GIFT_VOUCHER":
+        fields["gift"] = {"amount": amount or 0}
+    else:
+        fields["loyalty_card"] = {"points": amount or 0}
+    fields["quantity"] = args.quantity
+    fields["active"] = not args.inactive
+    fields["start_date"] = csvio.parse_instant(
+        args.start_date or "", "--start-date", end_of_day=False
+    )
+    fields["expiration_date"] = csvio.parse_instant(
+        args.expiration_date or "", "--expiration-date", end_of_day=True
+    )
+    fields["category"] = args.category
+    fields["campaign_id"] = args.campaign_id
+    fields["metadata"] = _metadata(args.metadata)
+    return fields
+
+
+def _generate(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
+    fields = _template(args)
+    with contextlib.ExitStack() as stack:
+        on_codes = None
+        if args.output is not None:
+            try:
+                codes_file = stack.enter_context(open(args.output, "w", encoding="utf-8"))
+            except OSError as error:
+                raise InvalidPayload(f"cannot write {args.output!r}: {error.strerror}") from None
+
+            def on_codes(codes: Sequence[str]) -> None:
+                codes_file.write("\n".join(codes) + "\n")
+
+        bar = stack.enter_context(_bar(args.count, "generating"))
+        report = engine.generate_vouchers(
+            args.count,
+            length=args.length,
+            charset=args.charset,
+            prefix=args.prefix,
+            postfix=args.postfix,
+            pattern=args.pattern,
+            progress=bar,
+            on_codes=on_codes,
+            **fields,
+        )
+    if args.json:
+        _print_json(_plain(report), out)
+    else:
+        print(
+            f"generated {report.count:,} vouchers ({report.redrawn:,} codes drawn again)", file=out
+        )
+        shown = report.codes[:10]
+        print(
+            "first codes: " + ", ".join(shown) + (" …" if report.count > len(shown) else ""),
+            file=out,
+        )
+        if args.output is not None:
+            print(f"every code written to {args.output}", file=out)
+    return EXIT_OK
+
+
+def _voucher(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
+    data = _plain(engine.get_voucher(args.code))
+    if args.json:
+        _print_json(data, out)
+    else:
+        for name, value in data.items():
+            if value is not None:
+                shown = (
+                    json.dumps(value, ensure_ascii=False)
+                    if isinstance(value, dict | list)
+                    else value
+                )
+                print(f"{name}: {shown}", file=out)
+    return EXIT_OK
+
+
+def _transactions(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
+    page = engine.list_voucher_transactions(
+        args.code,
+        limit=args.limit,
+        page=args.page,
+        starting_after_id=args.starting_after,
+        order=args.order,
+    )
+    if args.json:
+        _print_json(_plain(page), out)
+        return EXIT_OK
+    for tx in page.data:
+        print(
+            f"{tx.id}  {csvio.format_instant(tx.created_at)}  {tx.type.value:<20} "
+            f"{tx.amount:>12}  balance {tx.balance}",
+            file=out,
+        )
+    more = f"; next page: --starting-after {page.more_starting_after}" if page.has_more else ""
+    print(f"{len(page.data)} of {page.total} transactions{more}", file=out)
+    return EXIT_OK
+
+
+def _export(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
+    fields = None
+    if args.fields:
+        fields = [name.strip() for spec in args.fields for name in spec.split(",") if name.strip()]
+    to_stdout = args.output == "-"
+    with contextlib.ExitStack() as stack:
+        bars: list[ProgressBar] = []
+
+        def total(n: int) -> None:
+            if not to_stdout:
+                bars.append(stack.enter_context(_bar(n, "exporting")))
+
+        def progress(n: int) -> None:
+            if bars:
+                bars[0](n)
+
+        try:
+            written = engine.export_voucher_transactions(
+                args.code,
+                out if to_stdout else args.output,
+                fields=fields,
+                order=args.order,
+                format=args.format,
+                progress=progress,
+                total_out=total,
+            )
+        except OSError as error:
+            raise InvalidPayload(f"cannot write {args.output!r}: {error.strerror}") from None
+    if not to_stdout:
+        if args.json:
+            _print_json({"written": written, "output": args.output, "format": args.format}, out)
+        else:
+            print(f"exported {written:,} transactions to {args.output}", file=out)
+    return EXIT_OK
+
+
+def _release(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
+    engine.release_validation_session(args.code, args.key)
+    if args.json:
+        _print_json({"released": True, "code": args.code, "key": args.key}, out)
+    else:
+        print(f"released session {args.key!r} on {args.code!r}", file=out)
+    return EXIT_OK
+
+
+def _balance(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
+    update = engine.update_voucher_balance(
+        args.code, args.amount, reason=args.reason, source_id=args.source_id
+    )
+    if args.json:
+        _print_json(_plain(update), out)
+    else:
+        print(
+            f"{'added' if update.amount > 0 else 'removed'} {abs(update.amount)}: "
+            f"balance {update.balance} of {update.total} ({update.transaction_id})",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def _audit(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
+    report = engine.audit()
+    if args.json:
+        _print_json({**_plain(report), "ok": report.ok}, out)
+    else:
+        print(str(report), file=out)
+    return EXIT_OK if report.ok else EXIT_REFUSED
+
+
+_STORE_COMMANDS: dict[str, Callable[[Engine, argparse.Namespace, TextIO], int]] = {
+    "import": _import,
+    "generate": _generate,
+    "voucher": _voucher,
+    "transactions": _transactions,
+    "export": _export,
+    "release": _release,
+    "balance": _balance,
+    "audit": _audit,
+}
+
+
+def _on_store(args: argparse.Namespace, out: TextIO) -> int:
+    """Open the store, run the command, map what went wrong to one line and an exit status."""
+    try:
+        with Engine(args.store) as engine:
+            return _STORE_COMMANDS[args.command](engine, args, out)
+    except VoucherError as error:
+        if args.json:
+            _print_json({"error": error.as_dict()}, out)
+        return _error(str(error), _status_of(error))
+    except ImportError as error:  # the store's optional driver is not installed
+        return _error(f"{error} (is the store's extra installed?)", EXIT_BAD_INPUT)
+    except OSError as error:
+        return _error(str(error), EXIT_BAD_INPUT)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
+    "simulate": _simulate,
+    **dict.fromkeys(_STORE_COMMANDS, _on_store),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,18 +21,20 @@ Import::
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import operator
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Final, TextIO
 
 import attrs
 
+from vouchercore.domain.records import TransactionRecord
 from vouchercore.domain.snapshots import Transaction
 from vouchercore.domain.values import (
     INT64_MAX,
@@ -52,7 +54,11 @@ __all__ = [
     "InvalidExportFields",
     "check_export_fields",
     "format_instant",
+    "format_instant_us",
+    "parse_instant",
     "parse_voucher_rows",
+    "write_records_csv",
+    "write_records_jsonl",
     "write_transactions_csv",
     "write_transactions_jsonl",
 ]
@@ -222,6 +228,12 @@ def write_transactions_csv(
     fields = check_export_fields(fields)
     formatters = tuple(_csv_cell_formatter(name) for name in fields)
     get = _getter(fields)
+    rows = ([fmt(v) for fmt, v in zip(formatters, get(tx), strict=True)] for tx in transactions)
+    return _write_csv_rows(rows, out, fields)
+
+
+def _write_csv_rows(rows: Iterable[Sequence[str]], out: TextIO, fields: tuple[str, ...]) -> int:
+    """Write the header *fields*, then each row of cells; how many rows."""
     writer = csv.writer(out, lineterminator="\n")
     # Older Pythons' csv.writer (3.11 among them) quotes a cell holding a character of the
     # line terminator but not a bare CR when the terminator is "\n": such a row would split
@@ -229,13 +241,19 @@ def write_transactions_csv(
     quoting_writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(fields)
     count = 0
-    for tx in transactions:
-        cells = [fmt(v) for fmt, v in zip(formatters, get(tx), strict=True)]
-        if any("\r" in cell for cell in cells):
-            quoting_writer.writerow(cells)
-        else:
-            writer.writerow(cells)
-        count += 1
+
+    def plain_rows() -> Iterator[Sequence[str]]:
+        # handed to writerows, which writes each row as it is yielded: a row written here
+        # with the quoting writer lands in its place
+        nonlocal count
+        for cells in rows:
+            count += 1
+            if "\r" in "".join(cells):
+                quoting_writer.writerow(cells)
+            else:
+                yield cells
+
+    writer.writerows(plain_rows())
     return count
 
 
@@ -274,6 +292,168 @@ def write_transactions_jsonl(
 
 def _json_scalar(value: Any) -> str:
     return json.dumps(_plain(value))
+
+
+# --- export straight from stored records (the engine's fast path) ------------------------------
+
+_DAY_US: Final = 86_400 * 1_000_000
+_EPOCH_DATE: Final = date(1970, 1, 1)
+_json_text: Final[Callable[[str], str]] = json.encoder.encode_basestring_ascii
+
+
+@functools.lru_cache(maxsize=1024)
+def _day_text(day: int) -> str:
+    """``YYYY-MM-DD`` of the *day*-th day after 1970-01-01."""
+    return (_EPOCH_DATE + timedelta(days=day)).isoformat()
+
+
+@functools.lru_cache(maxsize=4096)
+def _minute_text(minute: int) -> str:
+    """``YYYY-MM-DDTHH:MM:`` of the *minute*-th minute after the epoch."""
+    day, minutes = divmod(minute, 1440)
+    return f"{_day_text(day)}T{minutes // 60:02d}:{minutes % 60:02d}:"
+
+
+def format_instant_us(us: int) -> str:
+    """:func:`format_instant` of an instant in integer microseconds UTC (the stores' unit),
+    without making a datetime: ``2022-03-09T09:16:32.521Z``."""
+    minute, micro = divmod(us, 60_000_000)
+    return f"{_minute_text(minute)}{micro // 1_000_000:02d}.{micro // 1000 % 1000:03d}Z"
+
+
+def _text_cell(value: str | None) -> str:
+    if value is None:
+        return ""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def _links_json(links: tuple[str, ...]) -> str:
+    """The JSON of ``Transaction.details`` for stored links (same text as
+    ``_details_json(details)``: keys sorted, compact, ASCII)."""
+    if len(links) == 4 and links[0] != links[2]:  # the common case: two kinds
+        first, second = (0, 2) if links[0] < links[2] else (2, 0)
+        return (
+            f'{{{_json_text(links[first])}:{{"id":{_json_text(links[first + 1])}}},'
+            f'{_json_text(links[second])}:{{"id":{_json_text(links[second + 1])}}}}}'
+        )
+    pairs = dict(zip(links[::2], links[1::2], strict=True))
+    text = ",".join([f'{_json_text(k)}:{{"id":{_json_text(pairs[k])}}}' for k in sorted(pairs)])
+    return "{" + text + "}"
+
+
+def _record_csv_cells(tx: TransactionRecord, campaign: str) -> tuple[str, ...]:
+    """Every export column of a stored transaction as CSV text, in :data:`EXPORT_FIELDS`
+    order (*campaign*: the campaign cell, the same for every row)."""
+    details = tx.details
+    source_id, reason, source, related = (
+        tx.source_id,
+        tx.reason,
+        tx.source,
+        tx.related_transaction_id,
+    )
+    return (
+        tx.id,
+        tx.type.value,
+        "" if source_id is None else _text_cell(source_id),
+        "" if reason is None else _text_cell(reason),
+        str(tx.balance),
+        str(tx.amount),
+        format_instant_us(tx.created_at),
+        _text_cell(tx.voucher_id),
+        campaign,
+        "" if source is None else _text_cell(source),
+        "" if details is None else _text_cell(_links_json(details)),
+        "" if related is None else _text_cell(related),
+    )
+
+
+def _json_or_null(value: str | None) -> str:
+    return "null" if value is None else _json_text(value)
+
+
+def _record_json_values(tx: TransactionRecord, campaign: str) -> tuple[str, ...]:
+    """Every export field of a stored transaction as JSON text, in :data:`EXPORT_FIELDS`
+    order."""
+    details = tx.details
+    return (
+        _json_text(tx.id),
+        _json_text(tx.type.value),
+        _json_or_null(tx.source_id),
+        _json_or_null(tx.reason),
+        str(tx.balance),
+        str(tx.amount),
+        '"' + format_instant_us(tx.created_at) + '"',
+        _json_text(tx.voucher_id),
+        campaign,
+        _json_or_null(tx.source),
+        "null" if details is None else _links_json(details),
+        _json_or_null(tx.related_transaction_id),
+    )
+
+
+def _pick(fields: tuple[str, ...]) -> Callable[[tuple[str, ...]], tuple[str, ...]] | None:
+    """Select *fields* from a tuple in :data:`EXPORT_FIELDS` order (None: all, as they are)."""
+    if fields == EXPORT_FIELDS:
+        return None
+    positions = [EXPORT_FIELDS.index(name) for name in fields]
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda values: (values[only],)
+    return operator.itemgetter(*positions)
+
+
+def write_records_csv(
+    records: Iterable[TransactionRecord],
+    out: TextIO,
+    fields: tuple[str, ...],
+    *,
+    campaign_id: str | None = None,
+) -> int:
+    """:func:`write_transactions_csv` of stored transaction records (the same text), without
+    making a :class:`Transaction` per row: what the engine's export streams.
+
+    Args:
+        records: the stored transactions, in the order to write them.
+        out: a text stream (open it with ``newline=""``); neither flushed nor closed.
+        fields: the columns, as returned by :func:`check_export_fields`.
+        campaign_id: the voucher's campaign (the ``campaign_id`` column).
+
+    Returns:
+        The number of data rows written.
+    """
+    fields = check_export_fields(fields)
+    campaign = _text_cell(campaign_id)
+    pick = _pick(fields)
+    cells = (_record_csv_cells(tx, campaign) for tx in records)
+    return _write_csv_rows(cells if pick is None else map(pick, cells), out, fields)
+
+
+def write_records_jsonl(
+    records: Iterable[TransactionRecord],
+    out: TextIO,
+    fields: tuple[str, ...],
+    *,
+    campaign_id: str | None = None,
+) -> int:
+    """:func:`write_transactions_jsonl` of stored transaction records (the same text),
+    without making a :class:`Transaction` per row.
+
+    Returns:
+        The number of lines written.
+    """
+    fields = check_export_fields(fields)
+    campaign = _json_or_null(campaign_id)
+    pick = _pick(fields)
+    keys = [json.dumps(name) + ":" for name in fields]
+    count = 0
+    write = out.write
+    for tx in records:
+        values = _record_json_values(tx, campaign)
+        if pick is not None:
+            values = pick(values)
+        write("{" + ",".join([k + v for k, v in zip(keys, values, strict=True)]) + "}\n")
+        count += 1
+    return count
 
 
 # --- import (SPEC §10) --------------------------------------------------------------------------
@@ -380,7 +560,7 @@ class _Layout:
 
 
 def parse_voucher_rows(
-    lines: Iterable[str],
+    lines: Iterable[str], *, remember_codes: bool = True
 ) -> Iterator[tuple[int, dict[str, Any] | ImportFailure]]:
     """Parse a voucher CSV (SPEC §10), one row at a time.
 
@@ -419,6 +599,10 @@ def parse_voucher_rows(
         lines: the file, as an iterable of text lines (a file opened in text mode with
             ``newline=""``, or any iterable of str). A single ``str`` is read as the whole
             file's text.
+        remember_codes: keep the set of codes seen, to report a code of an earlier good row
+            (default). ``False`` keeps memory flat for any file: the caller then catches
+            repeated codes itself (the engine's import: per batch, and through the store's
+            uniqueness).
 
     Returns:
         An iterator of ``(row, parsed)``: *row* 1-based with the header excluded, *parsed*
@@ -444,7 +628,7 @@ def parse_voucher_rows(
         csv.field_size_limit(FIELD_SIZE_LIMIT)
     reader = csv.reader(source, strict=True)
     layout = _read_header(reader)
-    return _rows(reader, layout)
+    return _rows(reader, layout, remember_codes)
 
 
 def _read_header(reader: Iterator[list[str]]) -> _Layout:
@@ -513,9 +697,10 @@ def _read_header(reader: Iterator[list[str]]) -> _Layout:
 
 
 def _rows(
-    reader: Iterator[list[str]], layout: _Layout
+    reader: Iterator[list[str]], layout: _Layout, remember_codes: bool
 ) -> Iterator[tuple[int, dict[str, Any] | ImportFailure]]:
     seen: set[str] = set()
+    shapes: dict[tuple[str, ...], dict[str, Any]] = {}  # row cells (code blanked) → fields
     code_at = layout.code_at
     row = 0
     while True:
@@ -535,13 +720,46 @@ def _rows(
         if not code_cell.strip() and not any(cell.strip() for cell in cells):
             continue  # a blank row (or a row of empty cells): nothing to import
         shown_code = code_cell if 0 < len(code_cell) <= MAX_CODE_LENGTH else None
+        # rows of a bulk file mostly repeat every cell but the code: a repeated row's fields
+        # are parsed once (the code is still checked for every row)
+        cells[code_at] = ""
+        shape = tuple(cells)
+        cells[code_at] = code_cell
+        known = shapes.get(shape) if "\x00" not in code_cell else None
         try:
-            parsed = _parse_row(cells, layout, seen)
+            if known is not None:
+                parsed = _with_code(known, _code(code_cell), seen)
+            else:
+                parsed = _parse_row(cells, layout, seen)
+                if len(shapes) >= _SHAPES_KEPT:
+                    shapes.clear()
+                shapes[shape] = parsed
         except _BadRow as bad:
             yield row, ImportFailure(shown_code, row, bad.reason)
             continue
-        seen.add(parsed["code"])
+        if known is None:
+            parsed = _with_code(parsed, parsed["code"], ())
+        if remember_codes:
+            seen.add(parsed["code"])
         yield row, parsed
+
+
+#: How many distinct rows (all cells but the code) the parser keeps parsed at a time.
+_SHAPES_KEPT: Final = 256
+_NESTED: Final = ("discount", "gift", "loyalty_card", "metadata")
+
+
+def _with_code(fields: dict[str, Any], code: str, seen: Container[str]) -> dict[str, Any]:
+    """A copy of a parsed row's *fields* (nested dicts copied too) with *code*."""
+    if code in seen:
+        raise _BadRow(f"Code {_show(code)} appears earlier in the file")
+    parsed = fields.copy()
+    parsed["code"] = code
+    for name in _NESTED:
+        value = parsed[name]
+        if value is not None:
+            parsed[name] = value.copy()
+    return parsed
 
 
 def _csv_error_reason(error: csv.Error) -> str:
@@ -774,6 +992,21 @@ def _instant(cell: str, column: str, *, end_of_day: bool) -> datetime | None:
         )
     except ValueError:
         raise _BadRow(f"{column} {_show(text)} is not a valid date") from None
+
+
+def parse_instant(text: str, name: str, *, end_of_day: bool) -> datetime | None:
+    """An instant in one of the six forms of the CSV import (a date alone is the start of the
+    day, or with *end_of_day* its last microsecond; no zone means UTC); ``None`` for blank
+    text. For other front ends (the ``vouchercore`` command).
+
+    Raises:
+        InvalidPayload: not one of the forms, or not a date (``2026-02-30``); the message
+            names *name*.
+    """
+    try:
+        return _instant(text, name, end_of_day=end_of_day)
+    except _BadRow as bad:
+        raise InvalidPayload(bad.reason) from None
 
 
 def _active(cell: str) -> bool:

@@ -9,21 +9,27 @@ independently.
 
 from __future__ import annotations
 
-import bisect
+import builtins
 import itertools
-import operator
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TextIO, TypeVar
 
-from vouchercore import csvio
+from vouchercore import bulk, csvio
 from vouchercore.clock import Clock, SystemClock
+from vouchercore.codes import (
+    ALPHANUMERIC,
+    CodeConfig,
+    CodeDrawer,
+    GenerationReport,
+    check_code_space,
+)
 from vouchercore.domain import idempotency, operations
 from vouchercore.domain.audit import audit_voucher
 from vouchercore.domain.instants import to_us_or_none
 from vouchercore.domain.operations import LockRequest, UseRequest
-from vouchercore.domain.records import Discount, TransactionRecord, VoucherInfo
+from vouchercore.domain.records import Discount, VoucherInfo, VoucherRecord
 from vouchercore.domain.snapshots import (
     AuditReport,
     BalanceUpdate,
@@ -53,7 +59,7 @@ from vouchercore.domain.values import (
     require_signed_amount,
     ttl_to_us,
 )
-from vouchercore.errors import DuplicateFound, InvalidPayload, NotFound, VoucherError
+from vouchercore.errors import InvalidPayload, NotFound, VoucherError
 from vouchercore.ids import IdGenerator
 from vouchercore.ports import AnyStore
 from vouchercore.stores import open_store
@@ -66,6 +72,8 @@ DEFAULT_TTL = 7
 #: How many expired sessions :meth:`Engine.expire_sessions` reads from the store at a time.
 SWEEP_BATCH = 1_000
 DEFAULT_TTL_UNIT = TtlUnit.DAYS
+#: How many distinct sets of voucher fields a CSV import keeps checked at a time.
+_TEMPLATES_KEPT = 256
 
 
 def _not_found(code: str) -> NotFound:
@@ -832,26 +840,30 @@ class Engine:
             starting_after_id = require_code(starting_after_id, "starting_after_id")
         if order not in ("-id", "id"):
             raise InvalidPayload(f"order must be '-id' or 'id', got {order!r}")
-        campaign_id, log = self._run(code, self._log_of)
         newest_first = order == "-id"
-        total = len(log)
-        if starting_after_id is not None:
-            # ids are fixed-width and increase along the log: bisect, then read one page
-            below = bisect.bisect_left(log, starting_after_id, key=_tx_id)
-            above = bisect.bisect_right(log, starting_after_id, key=_tx_id)
-            start = total - below if newest_first else above
-        else:
-            start = 0 if page is None else (page - 1) * limit
-        stop = min(start + limit, total)
-        positions = range(start, stop)
-        chunk = [log[total - 1 - i] if newest_first else log[i] for i in positions]
-        has_more = stop < total
-        return TransactionPage(
-            data=tuple(Transaction.from_record(tx, campaign_id) for tx in chunk),
-            has_more=has_more,
-            more_starting_after=chunk[-1].id if has_more and chunk else None,
-            total=total,
-        )
+        offset = 0 if page is None else (page - 1) * limit
+
+        def read(unit: Any, now: int) -> TransactionPage:
+            # inside the unit: the voucher's log cannot grow between the count and the page
+            record = unit.record
+            campaign_id = record.info.campaign_id if record.info else None
+            chunk = self._store.transactions_page(
+                record.id,
+                after=starting_after_id,
+                descending=newest_first,
+                offset=offset,
+                limit=limit + 1,  # one more: is there a next page?
+            )
+            has_more = len(chunk) > limit
+            del chunk[limit:]
+            return TransactionPage(
+                data=tuple(Transaction.from_record(tx, campaign_id) for tx in chunk),
+                has_more=has_more,
+                more_starting_after=chunk[-1].id if has_more else None,
+                total=self._store.transaction_count(record.id),
+            )
+
+        return self._run(code, read)
 
     def export_voucher_transactions(
         self,
@@ -861,6 +873,8 @@ class Engine:
         fields: Sequence[str] | None = None,
         order: str = "-created_at",
         format: str = "csv",
+        progress: Callable[[int], None] | None = None,
+        total_out: Callable[[int], None] | None = None,
     ) -> int:
         """Write the voucher's transactions as CSV (header row first) or JSON Lines.
 
@@ -872,10 +886,16 @@ class Engine:
                 all, in that order).
             order: ``"-created_at"`` (newest first, default) or ``"created_at"``.
             format: ``"csv"`` or ``"jsonl"``.
+            progress: called with the number of transactions written so far, every 5,000
+                and at the end.
+            total_out: called once, before anything is written, with how many transactions
+                the export will write (for a progress bar).
 
         Instants are UTC ISO 8601 with milliseconds and ``Z``; ``details`` is JSON; text cells
         starting with ``=``, ``+``, ``-``, ``@``, tab or CR get a leading ``'`` (spreadsheet
-        formula injection). Streams: one transaction in memory at a time.
+        formula injection). Streams in constant memory: the log is read 5,000 transactions at
+        a time by keyset (an index range per read, no long-held cursor or lock), and is the log
+        as of the call (transactions made meanwhile are left out).
 
         Returns:
             How many transactions were written (a discount voucher: 0, header only).
@@ -888,17 +908,36 @@ class Engine:
         columns = csvio.check_export_fields(fields)
         if order not in ("-created_at", "created_at"):
             raise InvalidPayload(f"order must be '-created_at' or 'created_at', got {order!r}")
-        writers = {"csv": csvio.write_transactions_csv, "jsonl": csvio.write_transactions_jsonl}
+        writers = {"csv": csvio.write_records_csv, "jsonl": csvio.write_records_jsonl}
         write = writers.get(format)
         if write is None:
             raise InvalidPayload(f"format must be 'csv' or 'jsonl', got {format!r}")
-        campaign_id, log = self._run(code, self._log_of)
-        positions = range(len(log) - 1, -1, -1) if order == "-created_at" else range(len(log))
-        rows = (Transaction.from_record(log[i], campaign_id) for i in positions)
+        for name, hook in (("progress", progress), ("total_out", total_out)):
+            if hook is not None and not callable(hook):
+                raise InvalidPayload(f"{name} must be callable, got {hook!r}")
+        voucher_id, campaign_id, newest, total = self._run(code, self._newest_transaction)
+        if total_out is not None:
+            total_out(total)
+        log = bulk.iter_transactions(
+            self._store, voucher_id, newest, descending=order == "-created_at"
+        )
+        rows = _counted(log, progress, bulk.EXPORT_CHUNK)
         if isinstance(out, str | os.PathLike):
             with open(out, "w", encoding="utf-8", newline="") as stream:
-                return write(rows, stream, columns)
-        return write(rows, out, columns)
+                return write(rows, stream, columns, campaign_id=campaign_id)
+        return write(rows, out, columns, campaign_id=campaign_id)
+
+    def _newest_transaction(self, unit: Any, now: int) -> tuple[str, str | None, str | None, int]:
+        """The voucher's id, campaign id, newest transaction id and transaction count (read
+        in its unit: one instant)."""
+        record = unit.record
+        newest = self._store.transactions_page(record.id, descending=True, limit=1)
+        return (
+            record.id,
+            record.info.campaign_id if record.info else None,
+            newest[0].id if newest else None,
+            self._store.transaction_count(record.id),
+        )
 
     def import_vouchers_using_csv(
         self,
@@ -912,48 +951,172 @@ class Engine:
         Start Date, Expiration Date, Redemption Limit, Redeemed Quantity, Redeemed Amount,
         Active, Additional Info``; any other header becomes a metadata key. Rows are
         independent: each good row is created, each bad one reported with its 1-based row
-        number (header excluded) and a reason. Streams: memory does not grow with the file
-        (beyond the set of codes seen).
+        number (header excluded) and a reason — a code already in the store or on an earlier
+        row of the file included.
+
+        Streams, in batches: 50,000 rows are parsed, their vouchers made (one clock read per
+        batch), and stored in one store transaction (``Store.insert_vouchers``); each voucher
+        is stored whole or not at all. Memory stays flat however long the file is: only the
+        current batch and the failed rows are kept (a code repeated in a later batch is
+        reported by the store's uniqueness; see :mod:`vouchercore.bulk`).
 
         Args:
             file: a path, a text stream, or any iterable of lines.
-            progress: called with the number of rows handled so far, every 1,000 rows and at
-                the end.
+            progress: called with the number of rows read so far, every 1,000 rows and at
+                the end (rows are stored 50,000 at a time: up to one batch behind).
 
         Raises:
             InvalidArgument: the file as a whole cannot be read (not text, no header, no
-                ``Code`` or ``Voucher Type`` column).
+                ``Code`` or ``Voucher Type`` column) — nothing is imported; or it stops being
+                UTF-8 text further down (the message says how many vouchers were imported).
+            StorageError: the store failed; the message says how many were imported (every
+                batch before the failing one), none after.
         """
+        if progress is not None and not callable(progress):
+            raise InvalidPayload(f"progress must be callable, got {progress!r}")
         if isinstance(file, str | os.PathLike):
-            with open(file, encoding="utf-8", newline="") as stream:
+            try:
+                stream = open(file, encoding="utf-8", newline="")  # noqa: SIM115 — closed below
+            except OSError as error:
+                raise InvalidPayload(f"cannot read the CSV file: {error}") from error
+            with stream:
                 return self._import_rows(stream, progress)
         return self._import_rows(file, progress)
 
     def _import_rows(
         self, lines: Iterable[str], progress: Callable[[int], None] | None
     ) -> csvio.ImportReport:
-        done = 0
-        failed: list[csvio.ImportFailure] = []
-        handled = 0
-        for row, parsed in csvio.parse_voucher_rows(lines):
-            handled += 1
-            if isinstance(parsed, csvio.ImportFailure):
-                failed.append(parsed)
-            else:
-                code = parsed.pop("code")
-                try:
-                    self.create_voucher(code, **parsed)
-                except DuplicateFound:
-                    failed.append(csvio.ImportFailure(code, row, f"code {code!r} exists already"))
-                except VoucherError as error:
-                    failed.append(csvio.ImportFailure(code, row, error.message))
-                else:
-                    done += 1
-            if progress is not None and handled % 1_000 == 0:
-                progress(handled)
-        if progress is not None:
-            progress(handled)
-        return csvio.ImportReport(done_count=done, failed_count=len(failed), failed=tuple(failed))
+        rows = csvio.parse_voucher_rows(lines, remember_codes=False)
+        # rows of a bulk file mostly differ only in their code: the checked fields of a row
+        # are kept (a few hundred at most) and reused by the rows that repeat them
+        templates: dict[tuple[Any, ...], _Template] = {}
+
+        def imported(parsed: dict[str, Any], now: int) -> VoucherRecord:
+            key = tuple(
+                tuple(value.items()) if builtins.type(value) is dict else value
+                for name, value in parsed.items()
+                if name != "code"
+            )
+            template = templates.get(key)
+            if template is None:
+                if len(templates) >= _TEMPLATES_KEPT:
+                    templates.clear()
+                template = templates[key] = _Template(
+                    self._ids,
+                    parsed["type"],
+                    parsed["discount"],
+                    parsed["gift"],
+                    parsed["loyalty_card"],
+                    parsed["quantity"],
+                    None,
+                    parsed["active"],
+                    parsed["start_date"],
+                    parsed["expiration_date"],
+                    parsed["category"],
+                    parsed["additional_info"],
+                    parsed["metadata"],
+                    None,
+                    parsed["redeemed_quantity"],
+                    parsed["redeemed_amount"],
+                )
+            return template.record(parsed["code"], now)
+
+        return bulk.import_rows(self._store, rows, imported, self._clock.now_us, progress)
+
+    def generate_vouchers(
+        self,
+        count: int,
+        *,
+        length: int = 8,
+        charset: str = ALPHANUMERIC,
+        prefix: str = "",
+        postfix: str = "",
+        pattern: str | None = None,
+        type: VoucherType | str | None = None,
+        discount: Discount | Mapping[str, Any] | None = None,
+        gift: Mapping[str, Any] | None = None,
+        loyalty_card: Mapping[str, Any] | None = None,
+        quantity: int | None = None,
+        redemption: Mapping[str, Any] | None = None,
+        active: bool = True,
+        start_date: datetime | None = None,
+        expiration_date: datetime | None = None,
+        category: str | None = None,
+        additional_info: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        campaign_id: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        on_codes: Callable[[Sequence[str]], None] | None = None,
+        keep_codes: int = 100,
+    ) -> GenerationReport:
+        """Create *count* vouchers with unique random codes, all alike but for the code
+        (Voucherify's ``code_config``; see :mod:`vouchercore.codes`).
+
+        Codes are *length* characters from *charset*, or *pattern* with each ``#`` replaced
+        by one (``"SPRING-####"``; *length* is then ignored), between *prefix* and *postfix*.
+        They come from the OS CSPRNG, or from the engine's seeded generator when it has a seed
+        (reproducible, not secret). Vouchers are stored 50,000 per store transaction, never one
+        round trip per code; a code that is taken already is replaced by a fresh one.
+
+        The voucher fields are those of :meth:`create_voucher` (checked once, before anything
+        is stored).
+
+        Args:
+            count: how many vouchers (≥ 1).
+            length, charset, prefix, postfix, pattern: the shape of the codes.
+            progress: called with the number created so far after each batch.
+            on_codes: called with each batch's codes, in creation order (to write them out:
+                the report keeps only the first *keep_codes*).
+            keep_codes: how many of the first codes the report returns (default 100).
+
+        Returns:
+            A :class:`~vouchercore.codes.GenerationReport`: the count, the first codes, and
+            how many drawn codes were taken and drawn again.
+
+        Raises:
+            InvalidArgument: a malformed field, or a code space that cannot hold *count*
+                codes with a margin of 2× (``charset ** placeholders < 2 × count``) — raised
+                before anything is stored; or the space ran full on the way because the store
+                holds many codes of this shape (the message says how many were created).
+            StorageError: the store failed (the message says how many were created).
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidPayload(f"count must be an int ≥ 1, got {count!r}")
+        if isinstance(keep_codes, bool) or not isinstance(keep_codes, int) or keep_codes < 0:
+            raise InvalidPayload(f"keep_codes must be an int ≥ 0, got {keep_codes!r}")
+        for name, hook in (("progress", progress), ("on_codes", on_codes)):
+            if hook is not None and not callable(hook):
+                raise InvalidPayload(f"{name} must be callable, got {hook!r}")
+        config = CodeConfig(
+            length=length, charset=charset, prefix=prefix, postfix=postfix, pattern=pattern
+        )
+        check_code_space(config, count)
+        template = _Template(
+            self._ids,
+            type,
+            discount,
+            gift,
+            loyalty_card,
+            quantity,
+            redemption,
+            active,
+            start_date,
+            expiration_date,
+            category,
+            additional_info,
+            metadata,
+            campaign_id,
+        )
+        return bulk.generate(
+            self._store,
+            CodeDrawer(config, self._ids.random_bytes),
+            template.record,
+            self._clock.now_us,
+            count,
+            progress=progress,
+            on_codes=on_codes,
+            keep_codes=keep_codes,
+        )
 
     # --- audit ----------------------------------------------------------------------------
 
@@ -1086,13 +1249,6 @@ class Engine:
             raise error
         return result
 
-    def _log_of(self, unit: Any, now: int) -> tuple[str | None, Sequence[TransactionRecord]]:
-        """The voucher's campaign id and its transaction log, as of now (a stable prefix)."""
-        record = unit.record
-        return (record.info.campaign_id if record.info else None), self._store.transactions(
-            record.id
-        )
-
     def _run(self, code_or_id: str, step: Callable[..., T], *args: Any) -> T:
         """One unit of work on a voucher: clock read, open, ``step(unit, now, *args)``,
         commit (abort if it raised)."""
@@ -1136,12 +1292,82 @@ def _sessions(unit: Any, now: int) -> tuple[Session, ...]:
     )
 
 
-_tx_id = operator.attrgetter("id")
-
-
 def _voucher_id_of(session: Any) -> str:
     voucher_id: str = session.voucher.id
     return voucher_id
+
+
+def _counted(items: Iterable[T], progress: Callable[[int], None] | None, every: int) -> Iterator[T]:
+    """*items*, calling ``progress(n)`` after every *every* items and at the end."""
+    if progress is None:
+        yield from items
+        return
+    n = 0
+    for item in items:
+        yield item
+        n += 1
+        if n % every == 0:
+            progress(n)
+    if n % every or not n:
+        progress(n)
+
+
+# --- argument parsing -------------------------------------------------------------------------
+
+
+class _Template:
+    """A new voucher's fields, checked as :meth:`Engine.create_voucher` checks them (raising
+    :class:`~vouchercore.errors.InvalidArgument` for a malformed one); :meth:`record` makes
+    a voucher with them (CSV import: one template per row; generation: one for every code)."""
+
+    __slots__ = ("_fields", "_ids")
+
+    def __init__(
+        self,
+        ids: IdGenerator,
+        type: VoucherType | str | None,
+        discount: Discount | Mapping[str, Any] | None,
+        gift: Mapping[str, Any] | None,
+        loyalty_card: Mapping[str, Any] | None,
+        quantity: int | None,
+        redemption: Mapping[str, Any] | None,
+        active: bool,
+        start_date: datetime | None,
+        expiration_date: datetime | None,
+        category: str | None,
+        additional_info: str | None,
+        metadata: Mapping[str, Any] | None,
+        campaign_id: str | None,
+        redeemed_quantity: int = 0,
+        redeemed_amount: int = 0,
+    ) -> None:
+        kind, parsed_discount, total = _parse_kind(type, discount, gift, loyalty_card)
+        limit = _parse_quantity(quantity, redemption)
+        if not isinstance(active, bool):
+            raise InvalidPayload(f"active must be a bool, got {active!r}")
+        self._ids = ids
+        self._fields: dict[str, Any] = {
+            "type": kind,
+            "discount": parsed_discount,
+            "total": total,
+            "quantity": limit,
+            "active": active,
+            "start_date": to_us_or_none(start_date, "start_date"),
+            "expiration_date": to_us_or_none(expiration_date, "expiration_date"),
+            "info": _parse_info(
+                category,
+                additional_info,
+                metadata,
+                campaign_id,
+                require_amount(redeemed_quantity, "redeemed_quantity", allow_zero=True),
+                require_amount(redeemed_amount, "redeemed_amount", allow_zero=True),
+            ),
+        }
+
+    def record(self, code: str, now: int) -> VoucherRecord:
+        """A new voucher with these fields and *code*, created at *now* (the domain's
+        cross-field checks: :func:`~vouchercore.domain.operations.new_voucher`)."""
+        return operations.new_voucher(self._ids, now, code=code, **self._fields)
 
 
 # --- argument parsing -------------------------------------------------------------------------

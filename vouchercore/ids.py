@@ -122,6 +122,12 @@ class IdGenerator:
             return "ssn_" + kept[:_TOKEN_LENGTH].decode()
         return "ssn_" + self.token(secure=True)
 
+    def random_bytes(self, n: int) -> bytes:
+        """*n* random bytes for generated voucher codes: from the OS CSPRNG
+        (:func:`os.urandom`, as :mod:`secrets` uses), or from the seeded PRNG when this
+        generator has a seed (reproducible, not secret)."""
+        return self._rng.randbytes(n) if self.seeded else os.urandom(n)
+
     def choice(self, population: str, k: int, *, secure: bool = True) -> str:
         """*k* symbols drawn uniformly from *population* (for generated voucher codes)."""
         if secure and not self.seeded:

@@ -76,6 +76,23 @@ class Store(Protocol[Unit]):
             DuplicateFound: its code (or id) is taken by a live or soft-deleted voucher.
         """
 
+    def insert_vouchers(self, records: Sequence[VoucherRecord]) -> list[int]:
+        """Store new vouchers in one atomic step (one database transaction): every record
+        whose code and id are free is stored, the others are skipped.
+
+        Used by bulk work (CSV import, code generation): one call per batch, never one per
+        code. A record whose code (or id) is taken — by a stored voucher, live or soft-deleted,
+        or by an earlier record of the same batch — is not stored, and its position is returned.
+
+        Returns:
+            The positions in *records* of the records not stored (ascending; empty when every
+            record was stored).
+
+        Raises:
+            StorageError: nothing of the batch was stored.
+        """
+        ...
+
     def begin(self, code_or_id: str, *, include_deleted: bool = False) -> Unit | None:
         """Open a unit of work on a voucher, found by code or id, waiting for its lock.
 
@@ -156,6 +173,33 @@ class Store(Protocol[Unit]):
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
         """The voucher's transactions, oldest first (a consistent snapshot)."""
+        ...
+
+    def transactions_page(
+        self,
+        voucher_id: str,
+        *,
+        after: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int,
+    ) -> list[TransactionRecord]:
+        """Up to *limit* of the voucher's transactions in id order (newest first with
+        *descending*), skipping *offset* of them — a keyset read: its cost grows with
+        ``offset + limit``, never with the length of the log.
+
+        Args:
+            after: only transactions whose id sorts after this string in the order read
+                (``id > after`` ascending, ``id < after`` descending); any string is allowed
+                (ids are fixed-width ``vtx_`` strings that sort as they were created).
+            descending: newest first.
+            offset: how many of the matching transactions to skip first (page numbers).
+            limit: the most to return (≥ 1).
+        """
+        ...
+
+    def transaction_count(self, voucher_id: str) -> int:
+        """How many transactions the voucher has (through an index on SQL stores)."""
         ...
 
     def redemptions(self, voucher_id: str) -> Sequence[Redemption]:

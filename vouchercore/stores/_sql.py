@@ -55,7 +55,9 @@ __all__ = [
     "Changes",
     "SqlUnit",
     "detached_session",
+    "first_seq_above",
     "paged_codes",
+    "read_transactions_page",
     "record_from_row",
     "redemption_from_row",
     "schema_problem",
@@ -237,6 +239,62 @@ def paged_codes(read_page: Callable[[str], Sequence[Sequence[Any]]]) -> Iterator
         if len(rows) < CODE_PAGE:
             return
         after = rows[-1][0]
+
+
+#: The largest transaction seq a SQL store can hold (a signed 64-bit integer column).
+_MAX_SEQ: Final = 2**63 - 1
+
+
+def first_seq_above(after: str, *, strictly: bool = True) -> int:
+    """The smallest transaction seq whose id sorts after *after* (``>``, or ``>=`` when not
+    *strictly*): the keyset bound of a transaction cursor, for any string *after* (ids are
+    fixed-width and sort as their seqs, so the bound is found by bisection over the seqs).
+
+    A cursor above every id gives a bound above every seq (clamped to a signed 64-bit value).
+    """
+    low, high = 0, 16**18  # transaction ids have 18 hex digits
+    while low < high:
+        middle = (low + high) // 2
+        tx_id = transaction_id(middle)
+        if tx_id > after or (not strictly and tx_id == after):
+            high = middle
+        else:
+            low = middle + 1
+    return min(low, _MAX_SEQ)
+
+
+def read_transactions_page(
+    read: Callable[[str, Sequence[Any]], Sequence[Sequence[Any]]],
+    select: str,
+    mark: str,
+    voucher_id: str,
+    *,
+    after: str | None,
+    descending: bool,
+    offset: int,
+    limit: int,
+    convert: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
+) -> list[TransactionRecord]:
+    """``Store.transactions_page`` for a SQL store: one keyset query, served by the
+    ``(voucher_id, seq)`` index.
+
+    Args:
+        read: runs a statement with parameters and returns its rows.
+        select: the columns of :data:`TRANSACTION_COLUMNS` of one voucher's transactions,
+            ending in ``WHERE voucher_id = <placeholder>``.
+        mark: the dialect's placeholder (``?`` or ``%s``).
+        convert: what the store does to a row before :func:`transaction_from_row` (instants).
+    """
+    if descending:
+        bound = _MAX_SEQ if after is None else first_seq_above(after, strictly=False)
+        sql = f"{select} AND seq < {mark} ORDER BY seq DESC LIMIT {mark} OFFSET {mark}"
+    else:
+        bound = 0 if after is None else first_seq_above(after)
+        sql = f"{select} AND seq >= {mark} ORDER BY seq LIMIT {mark} OFFSET {mark}"
+    rows = read(sql, (voucher_id, bound, limit, offset))
+    if convert is not None:
+        rows = [convert(row) for row in rows]
+    return [transaction_from_row(row) for row in rows]
 
 
 # --- values ----------------------------------------------------------------------------------
@@ -422,9 +480,20 @@ def transaction_row(tx: TransactionRecord) -> tuple[Any, ...]:
     )
 
 
+def _links_from_json(text: str) -> Links:
+    """Stored links (a compact JSON list of strings) as a tuple. Without a backslash no string
+    in it holds an escape or a quote, so splitting at ``","`` is exact (and 10× faster than
+    :func:`json.loads`, which is used otherwise)."""
+    if "\\" in text:
+        return tuple(json.loads(text))
+    if text == "[]":
+        return ()
+    return tuple(text[2:-2].split('","'))
+
+
 def transaction_from_row(row: Sequence[Any]) -> TransactionRecord:
     """The transaction of a row in :data:`TRANSACTION_COLUMNS` order."""
-    details: Links | None = tuple(json.loads(row[10])) if row[10] is not None else None
+    details: Links | None = None if row[10] is None else _links_from_json(row[10])
     return TransactionRecord(
         transaction_id(row[0]),
         row[1],

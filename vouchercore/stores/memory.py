@@ -17,10 +17,11 @@ O(log n), and finding the k sessions that have expired costs O(k + log n) — ne
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 from collections.abc import Iterator, Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, overload
 
 from sortedcontainers import SortedKeyList, SortedList
@@ -110,6 +111,8 @@ class _TransactionLog(Sequence[TransactionRecord]):
             raise IndexError(index)
         return _transaction_from_row(self._rows[index])
 
+
+_id = itemgetter(0)  # a log row's transaction id
 
 _LOYALTY = VoucherType.LOYALTY_CARD
 _ACTIVE = VoucherState.ACTIVE
@@ -231,6 +234,21 @@ class MemoryStore:
                 raise DuplicateFound.voucher("id", record.id)
             self._by_code[record.code] = record
             self._by_id[record.id] = record
+
+    def insert_vouchers(self, records: Sequence[VoucherRecord]) -> list[int]:
+        """Store every record whose code and id are free, under the index lock (one atomic
+        step for the batch); the positions of the others."""
+        taken: list[int] = []
+        by_code = self._by_code
+        by_id = self._by_id
+        with self._index_lock:
+            for position, record in enumerate(records):
+                if record.code in by_code or record.id in by_id:
+                    taken.append(position)
+                    continue
+                by_code[record.code] = record
+                by_id[record.id] = record
+        return taken
 
     def _open(self, record: VoucherRecord, include_deleted: bool) -> _Unit | None:
         unit = self._units.get(record.id)
@@ -408,6 +426,36 @@ class MemoryStore:
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
         return _TransactionLog(self._transactions.get(voucher_id, []))
+
+    def transactions_page(
+        self,
+        voucher_id: str,
+        *,
+        after: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int,
+    ) -> list[TransactionRecord]:
+        """A slice of the voucher's log found by bisection on the ids: O(log n + limit)."""
+        rows = self._transactions.get(voucher_id)
+        if not rows:
+            return []
+        total = len(rows)  # the stable prefix: appends happen at the end only
+        if descending:
+            stop = total if after is None else bisect.bisect_left(rows, after, hi=total, key=_id)
+            stop -= offset
+            start = max(stop - limit, 0)
+            chosen = rows[start:stop] if stop > 0 else []
+            chosen.reverse()
+        else:
+            start = 0 if after is None else bisect.bisect_right(rows, after, hi=total, key=_id)
+            start += offset
+            chosen = rows[start : min(start + limit, total)]
+        return [_transaction_from_row(row) for row in chosen]
+
+    def transaction_count(self, voucher_id: str) -> int:
+        """The length of the voucher's log: O(1)."""
+        return len(self._transactions.get(voucher_id, ()))
 
     def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
         ids = tuple(self._redemption_log.get(voucher_id, ()))

@@ -385,6 +385,38 @@ class _Statements:
         self.expire_keys = f"DELETE FROM {keys} WHERE expires_at <= %s"
 
 
+class _BulkStatements:
+    """The statements of bulk work (batch inserts, transaction pages), qualified with the
+    schema.
+
+    A batch of vouchers is ``COPY``-ed into a temporary staging table (one per connection, its
+    rows gone at commit), then moved with one ``INSERT … SELECT … ON CONFLICT DO NOTHING
+    RETURNING``: no statement grows with the batch (psycopg parses a query's text on every
+    execution once it is over 4 KiB), and COPY is PostgreSQL's fastest way in.
+    """
+
+    def __init__(self, schema: str) -> None:
+        s = _quote_ident(schema)
+        columns = ", ".join(VOUCHER_COLUMNS)
+        digest = hashlib.blake2b(schema.encode(), digest_size=6).hexdigest()
+        staged = f"vouchercore_staged_vouchers_{digest}"  # per schema: a connection may serve two
+        self.create_staging = (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staged} "
+            f"(LIKE {s}.vouchers) ON COMMIT DELETE ROWS"
+        )
+        self.copy_staging = f"COPY {staged} ({columns}) FROM STDIN"
+        self.insert_staged = (
+            f"INSERT INTO {s}.vouchers ({columns}) SELECT {columns} FROM {staged} "
+            "ON CONFLICT DO NOTHING RETURNING id, code"
+        )
+        self.ids_stored = f"SELECT id, code FROM {s}.vouchers WHERE id = ANY(%s)"
+        self.select_transactions = (
+            f"SELECT {_select_list(TRANSACTION_COLUMNS)} FROM {s}.transactions "
+            "WHERE voucher_id = %s"
+        )
+        self.count_transactions = f"SELECT COUNT(*) FROM {s}.transactions WHERE voucher_id = %s"
+
+
 # --- values at the boundary ------------------------------------------------------------------
 
 
@@ -858,6 +890,47 @@ class PostgresStore:
         lease, _ = self._attempt("insert voucher", insert)
         self._release(lease)
 
+    @functools.cached_property
+    def _bulk(self) -> _BulkStatements:
+        return _BulkStatements(self.schema)
+
+    def insert_vouchers(self, records: Sequence[VoucherRecord]) -> list[int]:
+        """Store the records whose code and id are free in one transaction (``COPY`` into a
+        staging table, then one ``INSERT … SELECT … ON CONFLICT DO NOTHING``); the positions
+        of the others. Retried whole on a serialization failure, a deadlock or a dead
+        connection."""
+        rows = [_to_db(_sql.voucher_row(record), VOUCHER_INSTANTS) for record in records]
+        keys = [(record.id, record.code) for record in records]
+        tries = 0
+
+        def insert(lease: _Lease) -> set[tuple[str, str]]:
+            nonlocal tries
+            tries += 1
+            conn = lease.conn
+            stored: set[tuple[str, str]] = set()
+            conn.execute("BEGIN")
+            if tries > 1:  # a lost answer to our own COMMIT: what is stored already is ours
+                found = conn.execute(self._bulk.ids_stored, ([k[0] for k in keys],)).fetchall()
+                stored.update((row[0], row[1]) for row in found)
+            conn.execute(self._bulk.create_staging)
+            with conn.cursor().copy(self._bulk.copy_staging) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor = conn.execute(self._bulk.insert_staged)
+            stored.update((row[0], row[1]) for row in cursor.fetchall())
+            conn.execute("COMMIT")
+            return stored
+
+        lease, stored = self._attempt("insert vouchers", insert)
+        self._release(lease)
+        taken: list[int] = []
+        for position, key in enumerate(keys):
+            if key in stored:
+                stored.discard(key)  # a second record with the same code and id was skipped
+            else:
+                taken.append(position)
+        return taken
+
     def _unit(
         self, lease: _Lease, row: tuple[Any, ...], sessions: Sequence[Sequence[Any]]
     ) -> SqlUnit:
@@ -1094,6 +1167,33 @@ class PostgresStore:
         """The voucher's transactions, oldest first (one statement: one snapshot)."""
         rows = self._read(self._sql.transactions, (voucher_id,))
         return [_sql.transaction_from_row(_from_db(row, TRANSACTION_INSTANTS)) for row in rows]
+
+    def transactions_page(
+        self,
+        voucher_id: str,
+        *,
+        after: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int,
+    ) -> list[TransactionRecord]:
+        """A keyset read through the ``(voucher_id, seq)`` index (one statement)."""
+        return _sql.read_transactions_page(
+            self._read,
+            self._bulk.select_transactions,
+            "%s",
+            voucher_id,
+            after=after,
+            descending=descending,
+            offset=offset,
+            limit=limit,
+            convert=functools.partial(_from_db, instants=TRANSACTION_INSTANTS),
+        )
+
+    def transaction_count(self, voucher_id: str) -> int:
+        """How many transactions the voucher has (counted on the index)."""
+        count: int = self._read(self._bulk.count_transactions, (voucher_id,))[0][0]
+        return count
 
     def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
         """The voucher's redemption log, oldest first (one statement: one snapshot)."""

@@ -20,6 +20,7 @@ its cost grows with what has expired, not with the table.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import random
 import sqlite3
@@ -52,6 +53,8 @@ from vouchercore.stores._sql import (
 __all__ = ["SQLiteStore"]
 
 SYNCHRONOUS_MODES: Final = ("FULL", "NORMAL", "EXTRA", "OFF")
+#: The page cache of a connection that has inserted vouchers in bulk (KiB).
+BULK_CACHE_KIB: Final = 64 * 1024
 _FIRST_BACKOFF: Final = 50e-6
 _LAST_BACKOFF: Final = 2e-3
 
@@ -59,6 +62,9 @@ _V: Final = ", ".join(VOUCHER_COLUMNS)
 _S: Final = ", ".join(SESSION_COLUMNS)
 _T: Final = ", ".join(TRANSACTION_COLUMNS)
 _R: Final = ", ".join(REDEMPTION_COLUMNS)
+
+
+_first = operator.itemgetter(0)
 
 
 def _marks(n: int) -> str:
@@ -175,11 +181,13 @@ _POINTS_INDEX: Final = (
 )
 _SELECT_BY_CODE: Final = f"SELECT {_V} FROM vouchers WHERE code = ?"
 _SELECT_BY_ID: Final = f"SELECT {_V} FROM vouchers WHERE id = ?"
+_SELECT_TXS: Final = f"SELECT {_T} FROM transactions WHERE voucher_id = ?"
 _SELECT_SESSIONS: Final = f"SELECT {_S} FROM sessions WHERE voucher_id = ?"
 _UPDATE_VOUCHER: Final = (
     f"UPDATE vouchers SET {', '.join(f'{c} = ?' for c in VOUCHER_MUTABLE_COLUMNS)} WHERE id = ?"
 )
 _INSERT_VOUCHER: Final = f"INSERT INTO vouchers ({_V}) VALUES ({_marks(len(VOUCHER_COLUMNS))})"
+_INSERT_NEW_VOUCHER: Final = f"{_INSERT_VOUCHER} ON CONFLICT DO NOTHING"
 _INSERT_SESSION: Final = f"INSERT INTO sessions ({_S}) VALUES ({_marks(len(SESSION_COLUMNS))})"
 _DELETE_SESSION: Final = "DELETE FROM sessions WHERE voucher_id = ? AND key = ?"
 _INSERT_TX: Final = f"INSERT INTO transactions ({_T}) VALUES ({_marks(len(TRANSACTION_COLUMNS))})"
@@ -460,6 +468,33 @@ class SQLiteStore:
                 raise DuplicateFound.voucher(what, value) from None
             raise
 
+    def insert_vouchers(self, records: Sequence[Any]) -> list[int]:
+        """Store the records whose code and id are free in one ``BEGIN IMMEDIATE``
+        transaction (one ``executemany``; row by row only when the batch holds a taken code
+        or id); the positions of the others."""
+        rows = [_sql.voucher_row(record) for record in records]
+        taken: list[int] = []
+        with self._write("insert vouchers") as conn:
+            if not getattr(self._local, "bulk", False):
+                # a batch touches index pages all over the id (random) and code indexes: a
+                # larger page cache for this connection keeps them (SQLite's default is 2 MiB)
+                conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+                self._local.bulk = True
+            before = conn.total_changes
+            conn.execute("SAVEPOINT batch")
+            # in id order: consecutive inserts land on neighbouring pages of the id index
+            conn.executemany(_INSERT_NEW_VOUCHER, sorted(rows, key=_first))
+            if conn.total_changes - before == len(rows):
+                conn.execute("RELEASE batch")
+                return taken
+            # some code or id was taken: find which, one statement per row
+            conn.execute("ROLLBACK TO batch")
+            conn.execute("RELEASE batch")
+            for position, row in enumerate(rows):
+                if not conn.execute(_INSERT_NEW_VOUCHER, row).rowcount:
+                    taken.append(position)
+        return taken
+
     def _load(
         self,
         conn: sqlite3.Connection,
@@ -641,6 +676,34 @@ class SQLiteStore:
             f"SELECT {_T} FROM transactions WHERE voucher_id = ? ORDER BY seq", (voucher_id,)
         )
         return [_sql.transaction_from_row(row) for row in rows]
+
+    def transactions_page(
+        self,
+        voucher_id: str,
+        *,
+        after: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int,
+    ) -> list[TransactionRecord]:
+        """A keyset read through the ``(voucher_id, seq)`` index: O(log n + offset + limit)."""
+        return _sql.read_transactions_page(
+            self._read,
+            _SELECT_TXS,
+            "?",
+            voucher_id,
+            after=after,
+            descending=descending,
+            offset=offset,
+            limit=limit,
+        )
+
+    def transaction_count(self, voucher_id: str) -> int:
+        """How many transactions the voucher has (counted on the index)."""
+        count: int = self._read(
+            "SELECT COUNT(*) FROM transactions WHERE voucher_id = ?", (voucher_id,)
+        )[0][0]
+        return count
 
     def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
         """The voucher's redemption log, oldest first."""

@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,18 @@ def make_engine(vouchercore_store_factory: StoreFactory, tmp_path: Path) -> Iter
 def engine(make_engine: MakeEngine, clock: FakeClock) -> Engine:
     """An engine on a fresh store of the kind under test, on the fake clock, ids seeded."""
     return make_engine(clock=clock, seed=SEED)
+
+
+@pytest.fixture
+def batch_sizes(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch the ``engine`` fixture's store is given by
+    ``insert_vouchers``, in call order (bulk work: import, generation)."""
+    sizes: list[int] = []
+    insert = engine.store.insert_vouchers
+
+    def recording(records: Sequence[Any]) -> list[int]:
+        sizes.append(len(records))
+        return insert(records)
+
+    monkeypatch.setattr(engine.store, "insert_vouchers", recording)
+    return sizes
