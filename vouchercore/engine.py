@@ -195,19 +195,23 @@ class Engine:
             InvalidArgument: any malformed field (the message names it).
             DuplicateFound: the code is taken (by a live or soft-deleted voucher).
         """
-        kind, parsed_discount, total = _parse_kind(type, discount, gift, loyalty_card)
-        limit = _parse_quantity(quantity, redemption)
-        if not isinstance(active, bool):
-            raise InvalidPayload(f"active must be a bool, got {active!r}")
-        start_us = to_us_or_none(start_date, "start_date")
-        end_us = to_us_or_none(expiration_date, "expiration_date")
-        info = _parse_info(
+        template = _Template(
+            self._ids,
+            type,
+            discount,
+            gift,
+            loyalty_card,
+            quantity,
+            redemption,
+            active,
+            start_date,
+            expiration_date,
             category,
             additional_info,
             metadata,
             campaign_id,
-            require_amount(redeemed_quantity, "redeemed_quantity", allow_zero=True),
-            require_amount(redeemed_amount, "redeemed_amount", allow_zero=True),
+            redeemed_quantity,
+            redeemed_amount,
         )
         if code is not None:
             code = require_code(code)
@@ -217,19 +221,7 @@ class Engine:
             if length > MAX_CODE_LENGTH:
                 raise InvalidPayload(f"code_length must be at most {MAX_CODE_LENGTH}, got {length}")
             code = self._ids.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ", length)
-        record = operations.new_voucher(
-            self._ids,
-            now,
-            code=code,
-            type=kind,
-            discount=parsed_discount,
-            total=total,
-            quantity=limit,
-            active=active,
-            start_date=start_us,
-            expiration_date=end_us,
-            info=info,
-        )
+        record = template.record(code, now)
         self._store.insert_voucher(record)
         return Voucher.from_record(record)
 
