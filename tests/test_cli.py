@@ -368,3 +368,28 @@ def test_progress_bars_draw_only_on_a_terminal(
     assert "\rimporting [" in drawn
     assert "\rgenerating [" in drawn
     assert "50/50" in drawn
+
+
+@pytest.mark.parametrize(
+    "command", [["export", "CARD"], ["transactions", "CARD", "--limit", "100"]]
+)
+def test_a_reader_that_stops_early_ends_the_command_quietly(
+    tmp_path: Path, command: list[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'book.db'}?synchronous=OFF"
+    with Engine(url) as engine:
+        engine.create_voucher("CARD", gift={"amount": 10**9})
+        for _ in range(1_500):  # ~150 kB of export: more than a pipe holds
+            engine.update_voucher_balance("CARD", 1, reason="x" * 40)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vouchercore.cli", *command, "--store", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    with process:
+        process.stdout.readline()
+        process.stdout.close()  # like `| head -1`
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 1
+    assert stderr == ""

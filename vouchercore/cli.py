@@ -571,6 +571,8 @@ def _export(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
                 progress=progress,
                 total_out=total,
             )
+        except BrokenPipeError:
+            raise  # the reader of our output stopped (`| head`): main() ends quietly
         except OSError as error:
             raise InvalidPayload(f"cannot write {args.output!r}: {error.strerror}") from None
     if not to_stdout:
@@ -637,6 +639,8 @@ def _on_store(args: argparse.Namespace, out: TextIO) -> int:
         return _error(str(error), _status_of(error))
     except ImportError as error:  # the store's optional driver is not installed
         return _error(f"{error} (is the store's extra installed?)", EXIT_BAD_INPUT)
+    except BrokenPipeError:
+        raise  # the reader of our output stopped (`| head`): main() ends quietly
     except OSError as error:
         return _error(str(error), EXIT_BAD_INPUT)
 
