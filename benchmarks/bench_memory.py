@@ -248,11 +248,34 @@ def memory_per_session(n: int, per_voucher: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    parser.add_argument(
+        "--part",
+        choices=("all", "hot", "sessions", "points", "memory"),
+        default="all",
+        help="run one part only: the hot path, session expiry, loyalty points, memory",
+    )
     args = parser.parse_args()
+    run = {args.part} if args.part != "all" else {"hot", "sessions", "points", "memory"}
     n = 20_000 if args.quick else 200_000
     live = 10_000 if args.quick else 1_000_000
     ks = (1, 1_000) if args.quick else (1, 1_000, 100_000)
 
+    if "hot" in run:
+        hot_path(n)
+    if "sessions" in run:
+        print(f"== expire_sessions: k expired among {live:,}+ live sessions (median of repeats)")
+        for k, seconds in bench_purge(live, ks):
+            print(
+                f"k = {k:>7,}: {seconds * 1e3:10.3f} ms  ({seconds / k * 1e6:8.2f} µs per session)"
+            )
+    if "points" in run:
+        points(n, quick=args.quick)
+    if "memory" in run:
+        memory(quick=args.quick)
+
+
+def hot_path(n: int) -> None:
+    """redeem and lock+redeem beside the plain-dict floor."""
     floor = bench_floor(n)
     redeem = bench_redeem(n)
     pair = bench_lock_redeem(n // 2)
@@ -267,18 +290,17 @@ def main() -> None:
         f"  floor/engine = {floor / pair:5.1f}x   (target ≥ 80,000 /s)"
     )
 
-    print(f"== expire_sessions: k expired among {live:,}+ live sessions (median of repeats)")
-    for k, seconds in bench_purge(live, ks):
-        print(f"k = {k:>7,}: {seconds * 1e3:10.3f} ms  ({seconds / k * 1e6:8.2f} µs per session)")
 
+def points(n: int, *, quick: bool) -> None:
+    """transfer_points throughput, and expire_points for k buckets among many cards."""
     t = n // 4
     random_pairs, hot_pair = bench_transfers(t, 1_000)
     print(f"== transfer_points (1 point, {t:,} transfers, best of 3)")
     print(f"random pairs of 1,000 cards : {random_pairs:>10,.0f} /s  {1e6 / random_pairs:6.2f} µs")
     print(f"one hot pair, back and forth: {hot_pair:>10,.0f} /s  {1e6 / hot_pair:6.2f} µs")
 
-    cards = 10_000 if args.quick else 1_000_000
-    point_ks = (10, 1_000) if args.quick else (10, 1_000, 100_000)
+    cards = 10_000 if quick else 1_000_000
+    point_ks = (10, 1_000) if quick else (10, 1_000, 100_000)
     swept, idle, made = bench_expire_points(cards, point_ks)
     print(
         f"== expire_points: k expiring buckets among {cards:,} loyalty cards "
@@ -288,8 +310,11 @@ def main() -> None:
         print(f"k = {k:>7,}: {seconds * 1e3:10.3f} ms  ({seconds / k * 1e6:8.2f} µs per bucket)")
     print(f"nothing due : {idle * 1e6:10.2f} µs")
 
-    m = 20_000 if args.quick else 200_000
-    sizes = (20_000,) if args.quick else (100_000, 200_000, 1_000_000)
+
+def memory(*, quick: bool) -> None:
+    """Bytes per voucher and per live session."""
+    m = 20_000 if quick else 200_000
+    sizes = (20_000,) if quick else (100_000, 200_000, 1_000_000)
     print(f"== memory (gift cards; sessions: {m:,} spread 1 and 100 per card)")
     for size in sizes:
         per_voucher, with_code = memory_per_voucher(size)
