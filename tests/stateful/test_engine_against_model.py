@@ -125,14 +125,6 @@ DISCOUNT = "DISCOUNT_VOUCHER"
 SUCCEEDED, FAILED, ROLLED_BACK = "SUCCEEDED", "FAILED", "ROLLED_BACK"
 
 
-#: Library bug, pinned by ``test_a_failed_call_does_not_change_which_points_expire`` (xfail):
-#: a call that fails on a loyalty card undoes the points expiry it applied but keeps the purge of
-#: the sessions that had expired, so the next touch expires the card's due points without the
-#: protection those sessions gave. While it stands, the rules that move the clock and act at
-#: once read a loyalty card with points due first (its expiry then runs on a path that
-#: succeeds). Set to False once the bug is fixed.
-READ_DUE_CARD_BEFORE_ACTING = True
-
 # --- the reference model ---------------------------------------------------------------------
 
 
@@ -958,15 +950,9 @@ class EngineAgainstModel(RuleBasedStateMachine):
         self.model.move_to(instant)
 
     def _move_clock_to_act(self, instant: int) -> None:
-        """Move the clock to act at once (see :data:`READ_DUE_CARD_BEFORE_ACTING`)."""
-        due = sorted(
-            code
-            for code, card in self.model.vouchers.items()
-            if any(b.expires_at is not None and b.expires_at <= instant for b in card.expiring)
-        )
+        """Move the clock to act at once: no read brings a card with points due up to date
+        first, so the action itself (or its failure) meets the due points."""
         self._move_clock_to(instant)
-        for code in due if READ_DUE_CARD_BEFORE_ACTING else ():
-            self.engine.get_voucher(code)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -1572,6 +1558,20 @@ class EngineAgainstModel(RuleBasedStateMachine):
         assert swept == self.model.move_to(at), swept
         self.model.move_to(now)  # the rest is expired by the next reads
 
+    @rule(pick=st.integers(0, 7), offset=st.sampled_from((0, 1)))
+    def sweep_expired_sessions(self, pick: int, offset: int) -> None:
+        """Land on (or 1 µs after) a session's expiry and sweep expired sessions before any
+        read: housekeeping changes nothing observable — above all not which points expire,
+        which the sessions it purges may have protected at a bucket's instant."""
+        targets = [
+            t + offset
+            for t in self.model.instants("session_expiry")
+            if t + offset >= self.model.now
+        ]
+        if targets:
+            self._move_clock_to(targets[pick % len(targets)])
+        self.engine.expire_sessions()
+
     @precondition(lambda self: bool(self.model.instants("bucket_expiry")))
     @rule(
         target=redemptions,
@@ -1786,15 +1786,6 @@ def test_a_late_read_expires_points_as_of_their_own_instant() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: Engine.expire_sessions() purges a loyalty card's expired sessions "
-        "without first expiring the card's due points (operations.expire_session skips "
-        "purge_expired's points step), so a later read expires them without the protection "
-        "those sessions gave at the buckets' instants: 70 points expire instead of 40"
-    ),
-)
 def test_a_session_sweep_does_not_change_which_points_expire() -> None:
     """Housekeeping must not change history: the same card, read at the same instant, with
     or without ``expire_sessions()`` run before."""
@@ -1821,16 +1812,6 @@ def _points_left_after_a_failed_call(*, fail_first: bool) -> tuple[Any, ...]:
     return card.balance, card.expired_points, [(str(t.type), t.amount) for t in log]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: a call that fails on a loyalty card (here a removal of too many points) "
-        "undoes the points expiry it applied but keeps the purge of the sessions that had "
-        "expired (operations: the expiry is undone, _purge_sessions is not), so the next read "
-        "expires the due points without the protection those sessions gave: 70 points expire "
-        "instead of 40 (SPEC I5: a failed call changes nothing)"
-    ),
-)
 def test_a_failed_call_does_not_change_which_points_expire() -> None:
     """A failed call changes nothing: the card read after it is the card read without it."""
     assert _points_left_after_a_failed_call(fail_first=True) == _points_left_after_a_late_read(

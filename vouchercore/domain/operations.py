@@ -817,7 +817,8 @@ def delete(unit: VoucherUnit, now: int, *, force: bool) -> None:
 def expire_session(unit: VoucherUnit, now: int, session: SessionRecord) -> int:
     """Purge one session found by a sweep, if it is still stored and has expired (1), else 0.
 
-    O(1): the sweep names the session, so nothing else of the voucher is scanned. The session
+    O(1) for a voucher without points due: the sweep names the session, so nothing else of
+    the voucher is scanned (a loyalty card's due points are expired first). The session
     is matched by key, not identity (a SQL store hands the sweep a copy): whatever is stored
     under that key now is purged only if it has itself expired.
     """
@@ -825,6 +826,9 @@ def expire_session(unit: VoucherUnit, now: int, session: SessionRecord) -> int:
     stored = None if sessions is None else sessions.by_key.get(session.key)
     if stored is None or stored.expires_at > now:
         return 0
+    # a loyalty card's due points expire first, while the session that may have protected
+    # them at their instant is still stored
+    _settle(unit, now, _expire_points(unit.record, now))
     _remove_session(unit, stored, "expired")
     return 1
 

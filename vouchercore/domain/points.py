@@ -62,30 +62,32 @@ class Expired:
 
 
 class PointsExpiry:
-    """Expiry applied to a card in place, with what it was before (to :meth:`undo` it when the
-    operation that brought the card up to date then fails: a failed call changes nothing)."""
+    """Expiry applied to a card in place, and how to :meth:`undo` it when the operation that
+    brought the card up to date then fails (a failed call changes nothing anyone can see)."""
 
-    __slots__ = ("_balance", "_buckets", "_expired_points", "expired", "record")
+    __slots__ = ("_balance", "_expired_points", "expired", "record")
 
     def __init__(self, record: LoyaltyRecord) -> None:
         self.record = record
         self._balance = record.balance
         self._expired_points = record.expired_points
-        self._buckets = _copy(record.buckets)
         self.expired: list[Expired] = []
 
     def undo(self) -> None:
-        """Put the card back as it was before the expiry."""
+        """Put the points that expired back, each as a bucket due at its instant (ahead of the
+        rest: every remaining bucket is due later), with the balance as it was.
+
+        Not the buckets as they were: the failed operation still purges the sessions that
+        have expired, and those may be the very locks that protected part of a bucket at its
+        instant. What is put back is what the expiry decided with them — the points that
+        went, due at their instants, and the protected parts re-dated — so that expiring it
+        again, without those sessions, gives the same transactions.
+        """
         record = self.record
         record.balance = self._balance
         record.expired_points = self._expired_points
-        record.buckets = self._buckets
-
-
-def _copy(buckets: list[PointsBucket] | None) -> list[PointsBucket] | None:
-    if not buckets:
-        return None
-    return [PointsBucket(b.expires_at, b.points, b.accrual_id) for b in buckets]
+        due = [PointsBucket(e.expires_at, e.points, e.accrual_id) for e in self.expired]
+        record.buckets = due + (record.buckets or []) or None
 
 
 def _insert(buckets: list[PointsBucket], bucket: PointsBucket) -> None:
