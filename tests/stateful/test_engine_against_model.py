@@ -1758,9 +1758,12 @@ LoyaltyCardsAgainstModel.TestCase.settings = settings(stateful_step_count=80)
 TestLoyaltyCardsAgainstModel = LoyaltyCardsAgainstModel.TestCase
 
 
-def _points_left_after_a_late_read(*, sweep_sessions_first: bool) -> tuple[Any, ...]:
+def _points_left_after_a_late_read(
+    *, sweep_sessions_first: bool = False, fail_first: bool = False
+) -> tuple[Any, ...]:
     """A card with 100 points expiring in 1 h, locked 30 by a session of 2 h and 30 by one
-    of 10 h; the card is next read 3 h later (after a session sweep, or not)."""
+    of 10 h; the card is next read 3 h later — right after a session sweep, or a call on it
+    that fails, or neither."""
     clock = FakeClock(START)
     engine = Engine(clock=clock, seed=1234)
     engine.create_voucher("L", loyalty_card={"points": 0})
@@ -1771,6 +1774,9 @@ def _points_left_after_a_late_read(*, sweep_sessions_first: bool) -> tuple[Any, 
     clock.advance(hours=3)
     if sweep_sessions_first:
         assert engine.expire_sessions() == 1  # the 2 h lock, ended an hour ago
+    if fail_first:
+        _, error = outcome(lambda: engine.update_voucher_balance("L", -1_000))
+        assert error == "invalid_add_balance_params"
     card = engine.get_voucher("L").loyalty_card
     log = engine.list_voucher_transactions("L", limit=100, order="id").data
     return card.balance, card.expired_points, [(str(t.type), t.amount) for t in log]
@@ -1794,29 +1800,6 @@ def test_a_session_sweep_does_not_change_which_points_expire() -> None:
     ) == _points_left_after_a_late_read(sweep_sessions_first=False)
 
 
-def _points_left_after_a_failed_call(*, fail_first: bool) -> tuple[Any, ...]:
-    """The same card as above, read 3 h later right after a call on it that fails, or not."""
-    clock = FakeClock(START)
-    engine = Engine(clock=clock, seed=1234)
-    engine.create_voucher("L", loyalty_card={"points": 0})
-    engine.update_voucher_balance("L", 100, expires_at=START + timedelta(hours=1))
-    for key, hours in (("short", 2), ("long", 10)):
-        lock = {"type": "LOCK", "key": key, "ttl": hours, "ttl_unit": "HOURS"}
-        assert engine.validate_voucher("L", points=30, session=lock).valid
-    clock.advance(hours=3)
-    if fail_first:
-        _, error = outcome(lambda: engine.update_voucher_balance("L", -1_000))
-        assert error == "invalid_add_balance_params"
-    card = engine.get_voucher("L").loyalty_card
-    log = engine.list_voucher_transactions("L", limit=100, order="id").data
-    return card.balance, card.expired_points, [(str(t.type), t.amount) for t in log]
-
-
 def test_a_failed_call_does_not_change_which_points_expire() -> None:
     """A failed call changes nothing: the card read after it is the card read without it."""
-    assert _points_left_after_a_failed_call(fail_first=True) == _points_left_after_a_late_read(
-        sweep_sessions_first=False
-    )
-    assert _points_left_after_a_failed_call(fail_first=False) == _points_left_after_a_late_read(
-        sweep_sessions_first=False
-    )
+    assert _points_left_after_a_late_read(fail_first=True) == _points_left_after_a_late_read()
