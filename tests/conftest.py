@@ -7,6 +7,8 @@ Profiles: ``dev`` (default, quick), ``ci`` (more examples; ``.ci/run`` selects i
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -36,3 +38,19 @@ def clock() -> FakeClock:
 def engine(clock: FakeClock) -> Engine:
     """An in-memory engine on the fake clock with seeded ids."""
     return Engine(clock=clock, seed=1234)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A store URL on a fresh schema of the test server (``VOUCHERCORE_TEST_POSTGRES_DSN``),
+    dropped afterwards; skips the test when no server is named."""
+    dsn = os.environ.get("VOUCHERCORE_TEST_POSTGRES_DSN")
+    if not dsn:
+        pytest.skip("VOUCHERCORE_TEST_POSTGRES_DSN is not set")
+    psycopg = pytest.importorskip("psycopg")
+    pytest.importorskip("vouchercore.stores.postgres")
+    schema = f"vc_sim_{uuid.uuid4().hex[:12]}"
+    separator = "&" if "?" in dsn else "?"
+    yield f"{dsn}{separator}schema={schema}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -7,9 +7,7 @@ clean — with threads, and with terminal processes on a shared SQLite file (and
 from __future__ import annotations
 
 import os
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,19 +129,6 @@ def test_terminal_processes_on_a_sqlite_file_run_loyalty_traffic(tmp_path: Path)
     report = simulate(seed=4, terminals=3, vouchers=30, operations=3_000, store=url, processes=True)
     _check_loyalty_day(report)
     _check_transfers_in_the_store(url, report)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    if not POSTGRES_DSN:
-        pytest.skip("VOUCHERCORE_TEST_POSTGRES_DSN is not set")
-    psycopg = pytest.importorskip("psycopg")
-    pytest.importorskip("vouchercore.stores.postgres")
-    schema = f"vc_simpts_{uuid.uuid4().hex[:12]}"
-    separator = "&" if "?" in POSTGRES_DSN else "?"
-    yield f"{POSTGRES_DSN}{separator}schema={schema}"
-    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_terminal_processes_on_postgresql_run_loyalty_traffic(postgres_url: str) -> None:

@@ -5,8 +5,6 @@ that stop it with exit status 2 and one readable line."""
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -72,20 +70,6 @@ def test_a_shared_clock_moves_only_forward() -> None:
     assert clock.now() == SIMULATION_START + timedelta(seconds=1.5)
     with pytest.raises(ValueError, match="backwards"):
         clock.advance(microseconds=-1)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A store URL on a fresh schema of the test server, dropped afterwards."""
-    if not POSTGRES_DSN:
-        pytest.skip("VOUCHERCORE_TEST_POSTGRES_DSN is not set")
-    psycopg = pytest.importorskip("psycopg")
-    pytest.importorskip("vouchercore.stores.postgres")
-    schema = f"vc_sim_{uuid.uuid4().hex[:12]}"
-    separator = "&" if "?" in POSTGRES_DSN else "?"
-    yield f"{POSTGRES_DSN}{separator}schema={schema}"
-    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_two_terminal_processes_on_postgresql_pass_the_audit(
