@@ -504,19 +504,30 @@ def bench(config: Any, seconds: float, rounds: int, concurrency_seconds: float) 
         engines.append(engine)
         engine, benches["pair"] = engine_lock_redeem(config.url("lock"))
         engines.append(engine)
-        for bench_ in benches.values():
-            bench_(min(0.2, seconds))  # warm up: caches, prepared statements, the WAL
-        best = best_of(rounds, seconds, benches)
-        for name, value in best.items():
-            print(f"   {name:<6} {value:>9,.0f} /s  {1e6 / value:8.1f} µs", flush=True)
-        for engine in engines:
-            engine.close()
-        engines.clear()
+        best = _measured(benches, engines, seconds, rounds)
         return best, concurrent_rates(config.url("conc"), concurrency_seconds)
     finally:
         for engine in engines:
             engine.close()
         config.cleanup()
+
+
+def _measured(
+    benches: dict[str, Callable[[float], float]],
+    engines: list[Engine],
+    seconds: float,
+    rounds: int,
+) -> dict[str, float]:
+    """Warm each bench up, take the best of *rounds*, print it, then close the engines."""
+    for bench_ in benches.values():
+        bench_(min(0.2, seconds))  # warm up: caches, prepared statements, the WAL
+    best = best_of(rounds, seconds, benches)
+    for name, value in best.items():
+        print(f"   {name:<6} {value:>9,.0f} /s  {1e6 / value:8.1f} µs", flush=True)
+    for engine in engines:
+        engine.close()
+    engines.clear()
+    return best
 
 
 TransferFigures = tuple[dict[str, float], dict[int, float]]
@@ -533,14 +544,7 @@ def bench_transfers(
         engines.append(engine)
         engine, benches["hot"] = engine_transfers(config.url("xferhot"), hot=True)
         engines.append(engine)
-        for bench_ in benches.values():
-            bench_(min(0.2, seconds))  # warm up
-        best = best_of(rounds, seconds, benches)
-        for name, value in best.items():
-            print(f"   {name:<6} {value:>9,.0f} /s  {1e6 / value:8.1f} µs", flush=True)
-        for engine in engines:
-            engine.close()
-        engines.clear()
+        best = _measured(benches, engines, seconds, rounds)
         return best, concurrent_transfer_rates(config.url("xferconc"), concurrency_seconds)
     finally:
         for engine in engines:
