@@ -80,10 +80,11 @@ def _kill_rounds(spec: StoreSpec, tmp_path: Path) -> tuple[list[str], int]:
             while progress[slot] < calls:
                 for other in range(WORKERS):
                     process, path = running[other]
-                    if process.exitcode == -signal.SIGKILL:  # killed itself: a successor
+                    exitcode = process.exitcode  # read once: it may change meanwhile
+                    if exitcode == -signal.SIGKILL:  # killed itself: a successor
                         running[other] = launch(other, path)
                     else:
-                        assert process.exitcode in (None, 0), "a worker crashed"
+                        assert exitcode in (None, 0), "a worker crashed"
                 if time.monotonic() > deadline:
                     for other, _ in running:
                         if other.is_alive():
