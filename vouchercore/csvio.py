@@ -52,6 +52,7 @@ __all__ = [
     "ImportFailure",
     "ImportReport",
     "InvalidExportFields",
+    "ParsedRow",
     "check_export_fields",
     "format_instant",
     "format_instant_us",
@@ -728,17 +729,16 @@ def _rows(
         known = shapes.get(shape) if "\x00" not in code_cell else None
         try:
             if known is not None:
-                parsed = _with_code(known, _code(code_cell), seen)
+                parsed = _with_code(known, _code(code_cell), seen, shape)
             else:
-                parsed = _parse_row(cells, layout, seen)
+                fields = _parse_row(cells, layout, seen)
                 if len(shapes) >= _SHAPES_KEPT:
                     shapes.clear()
-                shapes[shape] = parsed
+                shapes[shape] = fields
+                parsed = _with_code(fields, fields["code"], (), shape)
         except _BadRow as bad:
             yield row, ImportFailure(shown_code, row, bad.reason)
             continue
-        if known is None:
-            parsed = _with_code(parsed, parsed["code"], ())
         if remember_codes:
             seen.add(parsed["code"])
         yield row, parsed
@@ -749,11 +749,24 @@ _SHAPES_KEPT: Final = 256
 _NESTED: Final = ("discount", "gift", "loyalty_card", "metadata")
 
 
-def _with_code(fields: dict[str, Any], code: str, seen: Container[str]) -> dict[str, Any]:
+class ParsedRow(dict[str, Any]):
+    """The keyword arguments of a good row (a plain dict to everyone else), with its
+    ``shape``: the row's cells but the code. Rows of one shape differ only in their code, so
+    a bulk import checks each shape's fields once (the engine keys its templates on it)."""
+
+    __slots__ = ("shape",)
+
+    shape: tuple[str, ...]
+
+
+def _with_code(
+    fields: dict[str, Any], code: str, seen: Container[str], shape: tuple[str, ...]
+) -> ParsedRow:
     """A copy of a parsed row's *fields* (nested dicts copied too) with *code*."""
     if code in seen:
         raise _BadRow(f"Code {_show(code)} appears earlier in the file")
-    parsed = fields.copy()
+    parsed = ParsedRow(fields)
+    parsed.shape = shape
     parsed["code"] = code
     for name in _NESTED:
         value = parsed[name]

@@ -984,10 +984,14 @@ class Engine:
         templates: dict[tuple[Any, ...], _Template] = {}
 
         def imported(parsed: dict[str, Any], now: int) -> VoucherRecord:
-            key = tuple(
-                tuple(value.items()) if builtins.type(value) is dict else value
-                for name, value in parsed.items()
-                if name != "code"
+            key = (
+                parsed.shape  # the row's cells but the code: equal shapes, equal fields
+                if isinstance(parsed, csvio.ParsedRow)
+                else tuple(
+                    tuple(value.items()) if builtins.type(value) is dict else value
+                    for name, value in parsed.items()
+                    if name != "code"
+                )
             )
             template = templates.get(key)
             if template is None:
