@@ -412,15 +412,8 @@ class Engine:
             for voucher_id, run in itertools.groupby(found, key=_voucher_id_of):
                 sessions = list(run)
                 unit = self._store.begin(voucher_id, include_deleted=True)
-                if unit is None:
-                    continue
-                try:
-                    for session in sessions:
-                        purged_now += operations.expire_session(unit, now_us, session)
-                except BaseException:
-                    self._store.abort(unit)
-                    raise
-                self._store.commit(unit)
+                if unit is not None:
+                    purged_now += self._finish(unit, now_us, _expire_sessions, sessions)
             purged += purged_now
             # a short page is the last; a page that purged nothing (every session in it was
             # resolved meanwhile by another caller) is re-read only if something moved
@@ -785,14 +778,8 @@ class Engine:
             for voucher_id in due:
                 seen.add(voucher_id)
                 unit = self._store.begin(voucher_id)
-                if unit is None:
-                    continue  # deleted meanwhile
-                try:
-                    expired += operations.expire_points(unit, at)
-                except BaseException:
-                    self._store.abort(unit)
-                    raise
-                self._store.commit(unit)
+                if unit is not None:  # else deleted meanwhile
+                    expired += self._finish(unit, at, operations.expire_points)
 
     def expire_idempotency_keys(self, now: datetime | None = None) -> int:
         """Forget idempotency keys whose retention ended at *now* (default: the clock's now,
@@ -1252,6 +1239,10 @@ class Engine:
         unit = self._store.begin(code_or_id)
         if unit is None:
             raise _not_found(code_or_id)
+        return self._finish(unit, now, step, *args)
+
+    def _finish(self, unit: Any, now: int, step: Callable[..., T], *args: Any) -> T:
+        """``step(unit, now, *args)`` on an open unit, then commit (abort if it raised)."""
         try:
             result = step(unit, now, *args)
         except BaseException:
@@ -1262,6 +1253,10 @@ class Engine:
 
 
 # --- steps run inside a unit (reads are purges too: expired sessions leave on every read) ----
+
+
+def _expire_sessions(unit: Any, now: int, sessions: list[Any]) -> int:
+    return sum(operations.expire_session(unit, now, session) for session in sessions)
 
 
 def _campaign_of(unit: Any) -> str | None:

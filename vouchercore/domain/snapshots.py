@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from vouchercore.domain import points
 from vouchercore.domain.instants import from_us, to_us
 from vouchercore.domain.records import (
     Discount,
@@ -130,18 +131,13 @@ class Voucher:
 
 def _loyalty_balance(record: VoucherRecord) -> LoyaltyBalance:
     assert isinstance(record, LoyaltyRecord)
-    buckets = record.buckets
-    first = buckets[0].expires_at if buckets else None
+    due = points.next_expiration(record)
     return LoyaltyBalance(
         points=record.total,
         balance=record.balance,
         expired_points=record.expired_points,
-        next_expiration_date=None if first is None else from_us(first),
-        next_expiration_points=(
-            None
-            if first is None or buckets is None
-            else sum(b.points for b in buckets if b.expires_at == first)
-        ),
+        next_expiration_date=None if due is None else from_us(due[0]),
+        next_expiration_points=None if due is None else due[1],
     )
 
 

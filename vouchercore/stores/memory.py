@@ -262,6 +262,7 @@ class MemoryStore:
         return None
 
     def begin(self, code_or_id: str, *, include_deleted: bool = False) -> _Unit | None:
+        # _find, inlined: begin is on every call's hot path
         record = self._by_code.get(code_or_id)
         if record is None:
             record = self._by_id.get(code_or_id)

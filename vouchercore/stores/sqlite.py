@@ -74,6 +74,11 @@ def _marks(n: int) -> str:
 _COUNTER_COLUMNS: Final = ",\n    ".join(
     f"sessions_{r} INTEGER NOT NULL CHECK (sessions_{r} >= 0)" for r in SESSION_REASONS
 )
+#: The index of loyalty cards by when their next points expire (schema version 2).
+_POINTS_INDEX: Final = (
+    "CREATE INDEX vouchers_by_points_due ON vouchers (points_due_at) "
+    "WHERE points_due_at IS NOT NULL"
+)
 _SCHEMA: Final = f"""
 CREATE TABLE vouchercore_meta (
     name TEXT PRIMARY KEY,
@@ -107,8 +112,7 @@ CREATE TABLE vouchers (
     {_COUNTER_COLUMNS},
     CHECK (quantity IS NULL OR redeemed_quantity <= quantity)
 );
-CREATE INDEX vouchers_by_points_due ON vouchers (points_due_at)
-    WHERE points_due_at IS NOT NULL;
+{_POINTS_INDEX};
 CREATE TABLE sessions (
     voucher_id TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -175,10 +179,6 @@ INSERT INTO vouchercore_meta (name, value) VALUES
     ('schema_version', {SCHEMA_VERSION}), ('transaction_seq', 0);
 """
 
-_POINTS_INDEX: Final = (
-    "CREATE INDEX vouchers_by_points_due ON vouchers (points_due_at) "
-    "WHERE points_due_at IS NOT NULL"
-)
 _SELECT_BY_CODE: Final = f"SELECT {_V} FROM vouchers WHERE code = ?"
 _SELECT_BY_ID: Final = f"SELECT {_V} FROM vouchers WHERE id = ?"
 _SELECT_TXS: Final = f"SELECT {_T} FROM transactions WHERE voucher_id = ?"
