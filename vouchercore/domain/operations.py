@@ -274,8 +274,9 @@ def purge_expired(unit: VoucherUnit, now: int) -> int:
     Every operation does this first (reads included), so a session stops counting exactly at
     ``expires_at``, and points at theirs, whether or not a sweep ever runs.
     """
-    expiry = _expire_points(unit.record, now)
-    _settle(unit, now, expiry)
+    record = unit.record
+    if record.points_due_at is not None:  # a loyalty card with points that expire
+        _settle(unit, now, _expire_points(record, now))
     return _purge_sessions(unit, now)
 
 
@@ -292,8 +293,10 @@ def _purge_sessions(unit: VoucherUnit, now: int) -> int:
 def _expire_points(record: VoucherRecord, now: int) -> loyalty.PointsExpiry | None:
     """Expire the card's due points in place (before its expired sessions are purged: the
     sessions live at each bucket's instant protect what they hold); None if none were due."""
-    if not isinstance(record, LoyaltyRecord) or record.buckets is None:
+    due = record.points_due_at
+    if due is None or due > now:
         return None
+    assert isinstance(record, LoyaltyRecord)
     return loyalty.expire_due(record, now, tuple(record.sessions or ()))
 
 
@@ -579,9 +582,9 @@ def redeem(
         _remove_session(unit, demand.own, "redeemed")
     tx_id = None
     if isinstance(record, CardRecord):
-        if isinstance(record, LoyaltyRecord):
+        if isinstance(record, LoyaltyRecord) and record.buckets is not None:
             loyalty.spend_points(record, amount)  # soonest-expiring first
-        else:
+        else:  # credits, or points that all never expire
             record.balance -= amount
         kind = (
             TransactionType.CREDITS_REDEMPTION
