@@ -18,10 +18,10 @@ long the file is (apart from the list of failed rows the report returns).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Final
+from typing import Final
 
 from vouchercore.codes import CodeDrawer, GenerationReport
-from vouchercore.csvio import ImportFailure, ImportReport
+from vouchercore.csvio import ImportFailure, ImportReport, ParsedRow
 from vouchercore.domain.records import (
     TransactionRecord,
     VoucherRecord,
@@ -62,8 +62,8 @@ def _exists_reason(code: str) -> str:
 
 def import_rows(
     store: AnyStore,
-    rows: Iterable[tuple[int, dict[str, Any] | ImportFailure]],
-    make_record: Callable[[dict[str, Any], int], VoucherRecord],
+    rows: Iterable[tuple[int, ParsedRow | ImportFailure]],
+    make_record: Callable[[ParsedRow, int], VoucherRecord],
     now: Callable[[], int],
     progress: Callable[[int], None] | None,
     batch: int | None = None,

@@ -562,7 +562,7 @@ class _Layout:
 
 def parse_voucher_rows(
     lines: Iterable[str], *, remember_codes: bool = True
-) -> Iterator[tuple[int, dict[str, Any] | ImportFailure]]:
+) -> Iterator[tuple[int, ParsedRow | ImportFailure]]:
     """Parse a voucher CSV (SPEC §10), one row at a time.
 
     The header row is read and checked at once (so a file that cannot be imported at all
@@ -699,7 +699,7 @@ def _read_header(reader: Iterator[list[str]]) -> _Layout:
 
 def _rows(
     reader: Iterator[list[str]], layout: _Layout, remember_codes: bool
-) -> Iterator[tuple[int, dict[str, Any] | ImportFailure]]:
+) -> Iterator[tuple[int, ParsedRow | ImportFailure]]:
     seen: set[str] = set()
     shapes: dict[tuple[str, ...], dict[str, Any]] = {}  # row cells (code blanked) → fields
     code_at = layout.code_at

@@ -9,14 +9,14 @@ independently.
 
 from __future__ import annotations
 
-import builtins
+import functools
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TextIO, TypeVar
+from typing import Any, Generic, NamedTuple, TextIO, TypeVar
 
-from vouchercore import bulk, csvio
+from vouchercore import bulk, csvio, requests
 from vouchercore.clock import Clock, SystemClock
 from vouchercore.codes import (
     ALPHANUMERIC,
@@ -26,10 +26,9 @@ from vouchercore.codes import (
     check_code_space,
 )
 from vouchercore.domain import idempotency, operations
-from vouchercore.domain.audit import audit_voucher
+from vouchercore.domain.audit import audit_session_ledger, audit_voucher
 from vouchercore.domain.instants import to_us_or_none
-from vouchercore.domain.operations import LockRequest, UseRequest
-from vouchercore.domain.records import Discount, VoucherInfo, VoucherRecord
+from vouchercore.domain.records import Discount, SessionRecord, VoucherRecord
 from vouchercore.domain.snapshots import (
     AuditReport,
     BalanceUpdate,
@@ -46,38 +45,28 @@ from vouchercore.domain.snapshots import (
 )
 from vouchercore.domain.values import (
     MAX_CODE_LENGTH,
-    DiscountType,
-    TtlUnit,
     VoucherType,
     require_amount,
     require_code,
-    require_enum,
-    require_metadata,
     require_optional_text,
-    require_percent,
     require_session_key,
     require_signed_amount,
-    ttl_to_us,
 )
 from vouchercore.errors import InvalidPayload, NotFound, VoucherError
 from vouchercore.ids import IdGenerator
-from vouchercore.ports import AnyStore
+from vouchercore.ports import AnyStore, Opened, OpenedMany, VoucherUnit
+from vouchercore.requests import VoucherTemplate
 from vouchercore.stores import open_store
 
 __all__ = ["Engine"]
 
 T = TypeVar("T")
 
-DEFAULT_TTL = 7
 #: How many expired sessions :meth:`Engine.expire_sessions` reads from the store at a time.
 SWEEP_BATCH = 1_000
-DEFAULT_TTL_UNIT = TtlUnit.DAYS
+_DEFAULT_RETENTION = timedelta(microseconds=idempotency.DEFAULT_RETENTION_US)
 #: How many distinct sets of voucher fields a CSV import keeps checked at a time.
 _TEMPLATES_KEPT = 256
-
-
-def _not_found(code: str) -> NotFound:
-    return NotFound(f"voucher {code!r} not found", resource_id=code, resource_type="voucher")
 
 
 class Engine:
@@ -91,7 +80,8 @@ class Engine:
             in production: session keys then come from the OS CSPRNG.
         ids: a custom id generator (overrides *seed*).
         idempotency_retention: how long an ``idempotency_key`` is kept (engine clock; default
-            7 days): a retry within it returns the first result, after it runs anew.
+            :data:`~vouchercore.domain.idempotency.DEFAULT_RETENTION_US`, 7 days): a retry within
+            it returns the first result, after it runs anew.
 
     Example:
         >>> from vouchercore import Engine, FakeClock
@@ -110,7 +100,7 @@ class Engine:
         clock: Clock | None = None,
         seed: int | None = None,
         ids: IdGenerator | None = None,
-        idempotency_retention: timedelta = timedelta(days=7),
+        idempotency_retention: timedelta = _DEFAULT_RETENTION,
     ) -> None:
         if not isinstance(idempotency_retention, timedelta) or idempotency_retention <= timedelta(
             0
@@ -195,24 +185,7 @@ class Engine:
             InvalidArgument: any malformed field (the message names it).
             DuplicateFound: the code is taken (by a live or soft-deleted voucher).
         """
-        template = _Template(
-            self._ids,
-            type,
-            discount,
-            gift,
-            loyalty_card,
-            quantity,
-            redemption,
-            active,
-            start_date,
-            expiration_date,
-            category,
-            additional_info,
-            metadata,
-            campaign_id,
-            redeemed_quantity,
-            redeemed_amount,
-        )
+        template = VoucherTemplate.parse(locals())
         if code is not None:
             code = require_code(code)
         now = self._clock.now_us()
@@ -221,7 +194,7 @@ class Engine:
             if length > MAX_CODE_LENGTH:
                 raise InvalidPayload(f"code_length must be at most {MAX_CODE_LENGTH}, got {length}")
             code = self._ids.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ", length)
-        record = template.record(code, now)
+        record = template.record(self._ids, code, now)
         self._store.insert_voucher(record)
         return Voucher.from_record(record)
 
@@ -232,18 +205,26 @@ class Engine:
             NotFound: unknown or deleted.
         """
         code_or_id = require_code(code_or_id, "code_or_id")
-        return self._run(code_or_id, _snapshot)
+        now = self._clock.now_us()
+        with self._open(code_or_id) as unit:
+            operations.purge_expired(unit, now)
+            return Voucher.from_record(unit.record)
 
     def enable_voucher(self, code_or_id: str) -> Voucher:
         """Enable the voucher (idempotent). Returns it."""
-        code_or_id = require_code(code_or_id, "code_or_id")
-        return self._run(code_or_id, _set_active, True)
+        return self._set_active(code_or_id, True)
 
     def disable_voucher(self, code_or_id: str) -> Voucher:
         """Disable the voucher (idempotent): it keeps its sessions, but every validation and
         redemption fails with ``voucher_disabled``. Returns it."""
+        return self._set_active(code_or_id, False)
+
+    def _set_active(self, code_or_id: str, active: bool) -> Voucher:
         code_or_id = require_code(code_or_id, "code_or_id")
-        return self._run(code_or_id, _set_active, False)
+        now = self._clock.now_us()
+        with self._open(code_or_id) as unit:
+            operations.set_active(unit, now, active)
+            return Voucher.from_record(unit.record)
 
     def delete_voucher(self, code_or_id: str, *, force: bool = False) -> None:
         """Delete the voucher.
@@ -259,15 +240,8 @@ class Engine:
         if not isinstance(force, bool):
             raise InvalidPayload(f"force must be a bool, got {force!r}")
         now = self._clock.now_us()
-        unit = self._store.begin(code_or_id, include_deleted=force)
-        if unit is None:
-            raise _not_found(code_or_id)
-        try:
+        with self._open(code_or_id, deleted=force) as unit:
             operations.delete(unit, now, force=force)
-        except BaseException:
-            self._store.abort(unit)
-            raise
-        self._store.commit(unit)
 
     # --- validation, sessions, redemption -------------------------------------------------
 
@@ -301,24 +275,19 @@ class Engine:
                 gift card with neither credits nor order amount, a loyalty card without points).
         """
         code = require_code(code)
-        lock = _lock_request(session)
+        lock = requests.lock_request(session)
         own_key = lock.key if lock is not None else None
-        request = _use_request(order_amount, credits, points, order_id, own_key, metadata)
+        request = requests.use_request(order_amount, credits, points, order_id, own_key, metadata)
         now = self._clock.now_us()
         if lock is not None:
             lock.expires_at(now)  # an unrepresentable expiry is malformed: raise before reading
-        unit = self._store.begin(code)
-        if unit is None:
+        work = self._find(code)
+        if work is None:
             return ValidationResult(
                 valid=False, code=code, voucher_id=None, type=None, error=_not_found(code)
             )
-        try:
-            result = operations.validate(unit, self._ids, now, request, lock)
-        except BaseException:
-            self._store.abort(unit)
-            raise
-        self._store.commit(unit)
-        return result
+        with work as unit:
+            return operations.validate(unit, self._ids, now, request, lock)
 
     def redeem_voucher(
         self,
@@ -351,12 +320,14 @@ class Engine:
             InvalidArgument: a malformed request (nothing recorded).
         """
         code = require_code(code)
-        request = _use_request(order_amount, credits, points, order_id, session_key, metadata)
-        key = _idempotency_key(idempotency_key)
-        fingerprint = (
+        request = requests.use_request(
+            order_amount, credits, points, order_id, session_key, metadata
+        )
+        keyed = (
             None
-            if key is None
-            else idempotency.fingerprint(
+            if idempotency_key is None
+            else requests.keyed_request(
+                idempotency_key,
                 "redeem_voucher",
                 code=code,
                 order_amount=request.order_amount,
@@ -367,14 +338,18 @@ class Engine:
                 metadata=request.metadata,
             )
         )
-        return self._keyed(
-            code,
-            key,
-            fingerprint,
-            lambda unit, now: operations.redeem(unit, self._ids, now, request),
-            idempotency.encode_redemption,
-            idempotency.decode_redemption,
-        )
+        now = self._clock.now_us()
+        with self._open(code) as unit:
+            redemption, error = self._once(
+                unit,
+                now,
+                keyed,
+                _REDEMPTIONS,
+                lambda: operations.redeem(unit, self._ids, now, request),
+            )
+        if error is not None:
+            raise error  # a FAILED redemption: recorded, then raised
+        return redemption
 
     def release_validation_session(self, code: str, session_key: str) -> None:
         """Release the lock *session_key* holds on this voucher.
@@ -385,12 +360,16 @@ class Engine:
         """
         code = require_code(code)
         session_key = require_session_key(session_key)
-        self._run(code, operations.release_session, session_key)
+        now = self._clock.now_us()
+        with self._open(code) as unit:
+            operations.release_session(unit, now, session_key)
 
     def list_sessions(self, code: str) -> tuple[Session, ...]:
         """The voucher's live sessions, soonest to expire first (ties in key order)."""
         code = require_code(code)
-        return self._run(code, _sessions)
+        now = self._clock.now_us()
+        with self._open(code) as unit:
+            return operations.live_sessions(unit, now)
 
     def expire_sessions(self, now: datetime | None = None) -> int:
         """Purge sessions expired at *now* (default: the clock's now); how many were purged.
@@ -410,10 +389,11 @@ class Engine:
             # runs of one voucher's sessions share a unit; the order is the index's (a store's
             # index removes its front entry cheapest: regrouping a page costs O(k²) on ties)
             for voucher_id, run in itertools.groupby(found, key=_voucher_id_of):
-                sessions = list(run)
-                unit = self._store.begin(voucher_id, include_deleted=True)
-                if unit is not None:
-                    purged_now += self._finish(unit, now_us, _expire_sessions, sessions)
+                work = self._find(voucher_id, deleted=True)
+                if work is not None:
+                    with work as unit:
+                        for session in run:
+                            purged_now += operations.expire_session(unit, now_us, session)
             purged += purged_now
             # a short page is the last; a page that purged nothing (every session in it was
             # resolved meanwhile by another caller) is re-read only if something moved
@@ -431,17 +411,15 @@ class Engine:
         redemption_id = require_code(redemption_id, "redemption_id")
         found = self._store.get_redemption(redemption_id)
         if found is None:
-            raise NotFound(
-                f"redemption {redemption_id!r} not found",
-                resource_id=redemption_id,
-                resource_type="redemption",
-            )
+            raise _redemption_not_found(redemption_id)
         return found
 
     def list_redemptions(self, code: str) -> tuple[Redemption, ...]:
         """The voucher's redemption log (every attempt, failed ones too), oldest first."""
         code = require_code(code)
-        return self._run(code, lambda unit, now: tuple(self._store.redemptions(unit.record.id)))
+        self._clock.now_us()  # every call reads the clock once, a pure read of the log too
+        with self._open(code) as unit:
+            return tuple(self._store.redemptions(unit.record.id))
 
     def rollback_redemption(
         self,
@@ -465,33 +443,29 @@ class Engine:
         """
         redemption_id = require_code(redemption_id, "redemption_id")
         reason = require_optional_text(reason, "reason")
-        key, fingerprint = _keyed_request(
+        keyed = requests.keyed_request(
             idempotency_key,
             "rollback_redemption",
             redemption_id=redemption_id,
             reason=reason,
         )
         now = self._clock.now_us()
-        opened = self._store.begin_redemption(redemption_id)
-        if opened is None:
-            raise NotFound(
-                f"redemption {redemption_id!r} not found",
-                resource_id=redemption_id,
-                resource_type="redemption",
+        found = self._store.open_redemption(redemption_id)
+        if found is not None and not found[0].unit.record.visible():
+            found[0].abort()
+            found = None
+        if found is None:
+            raise _redemption_not_found(redemption_id)
+        work, redemption = found
+        with work as unit:
+            rollback, _ = self._once(
+                unit,
+                now,
+                keyed,
+                _ROLLBACKS,
+                lambda: (operations.rollback(unit, self._ids, now, redemption, reason)[0], None),
             )
-        unit, redemption = opened
-        return self._once(
-            unit,
-            now,
-            key,
-            fingerprint,
-            lambda unit, now: (
-                operations.rollback(unit, self._ids, now, redemption, reason)[0],
-                None,
-            ),
-            idempotency.encode_rollback,
-            idempotency.decode_rollback,
-        )
+        return rollback
 
     # --- balance and transactions ---------------------------------------------------------
 
@@ -524,7 +498,7 @@ class Engine:
         source_id = require_optional_text(source_id, "source_id")
         reason = require_optional_text(reason, "reason")
         expires_us = to_us_or_none(expires_at, "expires_at")
-        key, fingerprint = _keyed_request(
+        keyed = requests.keyed_request(
             idempotency_key,
             "update_voucher_balance",
             code=code,
@@ -533,19 +507,21 @@ class Engine:
             reason=reason,
             **({} if expires_us is None else {"expires_at": expires_us}),
         )
-        return self._keyed(
-            code,
-            key,
-            fingerprint,
-            lambda unit, now: (
-                operations.update_balance(
-                    unit, now, amount, source_id=source_id, reason=reason, expires_at=expires_us
+        now = self._clock.now_us()
+        with self._open(code) as unit:
+            update, _ = self._once(
+                unit,
+                now,
+                keyed,
+                _BALANCE_UPDATES,
+                lambda: (
+                    operations.update_balance(
+                        unit, now, amount, source_id=source_id, reason=reason, expires_at=expires_us
+                    ),
+                    None,
                 ),
-                None,
-            ),
-            idempotency.encode_balance_update,
-            idempotency.decode_balance_update,
-        )
+            )
+        return update
 
     # --- loyalty points -------------------------------------------------------------------
 
@@ -582,7 +558,7 @@ class Engine:
         source_id = require_optional_text(source_id, "source_id")
         reason = require_optional_text(reason, "reason")
         expires_us = to_us_or_none(expires_at, "expires_at")
-        key, fingerprint = _keyed_request(
+        keyed = requests.keyed_request(
             idempotency_key,
             "accrue_points",
             code=code,
@@ -592,27 +568,23 @@ class Engine:
             expires_at=expires_us,
             reason=reason,
         )
+        now = self._clock.now_us()
+        with self._open(code) as unit:
 
-        def step(unit: Any, now: int) -> tuple[Transaction, None]:
-            tx = operations.accrue(
-                unit,
-                now,
-                points,
-                order_id=order_id,
-                source_id=source_id,
-                expires_at=expires_us,
-                reason=reason,
-            )
-            return Transaction.from_record(tx, _campaign_of(unit)), None
+            def step() -> tuple[Transaction, None]:
+                tx = operations.accrue(
+                    unit,
+                    now,
+                    points,
+                    order_id=order_id,
+                    source_id=source_id,
+                    expires_at=expires_us,
+                    reason=reason,
+                )
+                return Transaction.from_record(tx, unit.record.campaign_id), None
 
-        return self._keyed(
-            code,
-            key,
-            fingerprint,
-            step,
-            idempotency.encode_transaction,
-            idempotency.decode_transaction,
-        )
+            accrual, _ = self._once(unit, now, keyed, _TRANSACTIONS, step)
+        return accrual
 
     def cancel_points_accrual(
         self,
@@ -645,7 +617,7 @@ class Engine:
             transaction_id = require_code(transaction_id, "transaction_id")
         order_id = require_optional_text(order_id, "order_id")
         reason = require_optional_text(reason, "reason")
-        key, fingerprint = _keyed_request(
+        keyed = requests.keyed_request(
             idempotency_key,
             "cancel_points_accrual",
             code=code,
@@ -653,33 +625,29 @@ class Engine:
             order_id=order_id,
             reason=reason,
         )
+        now = self._clock.now_us()
+        with self._open(code) as unit:
 
-        def step(unit: Any, now: int) -> tuple[PointsCancellation, None]:
-            written, accrued, taken = operations.cancel_accrual(
-                unit,
-                now,
-                self._store.transactions(unit.record.id),
-                transaction_id=transaction_id,
-                order_id=order_id,
-                reason=reason,
-            )
-            campaign_id = _campaign_of(unit)
-            result = PointsCancellation(
-                accrued=accrued,
-                cancelled=taken,
-                not_cancelled=accrued - taken,
-                transactions=tuple(Transaction.from_record(tx, campaign_id) for tx in written),
-            )
-            return result, None
+            def step() -> tuple[PointsCancellation, None]:
+                written, accrued, taken = operations.cancel_accrual(
+                    unit,
+                    now,
+                    self._store.transactions(unit.record.id),
+                    transaction_id=transaction_id,
+                    order_id=order_id,
+                    reason=reason,
+                )
+                campaign_id = unit.record.campaign_id
+                result = PointsCancellation(
+                    accrued=accrued,
+                    cancelled=taken,
+                    not_cancelled=accrued - taken,
+                    transactions=tuple(Transaction.from_record(tx, campaign_id) for tx in written),
+                )
+                return result, None
 
-        return self._keyed(
-            code,
-            key,
-            fingerprint,
-            step,
-            idempotency.encode_points_cancellation,
-            idempotency.decode_points_cancellation,
-        )
+            cancellation, _ = self._once(unit, now, keyed, _CANCELLATIONS, step)
+        return cancellation
 
     def transfer_points(
         self,
@@ -715,7 +683,7 @@ class Engine:
         source_id = require_optional_text(source_id, "source_id")
         if source_code == destination_code:
             raise InvalidPayload(f"cannot transfer points from {source_code!r} to itself")
-        key, fingerprint = _keyed_request(
+        keyed = requests.keyed_request(
             idempotency_key,
             "transfer_points",
             source_code=source_code,
@@ -724,40 +692,23 @@ class Engine:
             reason=reason,
             source_id=source_id,
         )
-        store = self._store
         now = self._clock.now_us()
-        pair = store.begin_pair(source_code, destination_code)
-        if pair is None:
-            for code in (source_code, destination_code):
-                self.get_voucher(code)  # raises NotFound for the missing one
-            raise _not_found(source_code)  # both reappeared meanwhile: report as not found
-        source, destination = pair
+        with self._open_many((source_code, destination_code)) as (source, destination):
 
-        def step(unit: Any, now: int) -> tuple[PointsTransfer, None]:
-            sent, received = operations.transfer(
-                source, destination, now, points, source_id=source_id, reason=reason
-            )
-            result = PointsTransfer(
-                points=points,
-                source=Transaction.from_record(sent, _campaign_of(source)),
-                destination=Transaction.from_record(received, _campaign_of(destination)),
-            )
-            return result, None
+            def step() -> tuple[PointsTransfer, None]:
+                sent, received = operations.transfer(
+                    source, destination, now, points, source_id=source_id, reason=reason
+                )
+                result = PointsTransfer(
+                    points=points,
+                    source=Transaction.from_record(sent, source.record.campaign_id),
+                    destination=Transaction.from_record(received, destination.record.campaign_id),
+                )
+                return result, None
 
-        return self._once(
-            source,
-            now,
-            key,
-            fingerprint,
-            step,
-            idempotency.encode_points_transfer,
-            idempotency.decode_points_transfer,
-            finish=lambda commit: (
-                store.commit_pair(source, destination)
-                if commit
-                else store.abort_pair(source, destination)
-            ),
-        )
+            # the key is claimed on the source (a store claims keys on any unit it holds)
+            transfer, _ = self._once(source, now, keyed, _TRANSFERS, step)
+        return transfer
 
     def expire_points(self, now: datetime | None = None) -> int:
         """Expire every loyalty card's points due at *now* (default: the clock's now, and never
@@ -777,9 +728,10 @@ class Engine:
                 return expired
             for voucher_id in due:
                 seen.add(voucher_id)
-                unit = self._store.begin(voucher_id)
-                if unit is not None:  # else deleted meanwhile
-                    expired += self._finish(unit, at, operations.expire_points)
+                work = self._find(voucher_id)
+                if work is not None:  # else deleted meanwhile
+                    with work as unit:
+                        expired += operations.expire_points(unit, at)
 
     def expire_idempotency_keys(self, now: datetime | None = None) -> int:
         """Forget idempotency keys whose retention ended at *now* (default: the clock's now,
@@ -821,11 +773,12 @@ class Engine:
             raise InvalidPayload(f"order must be '-id' or 'id', got {order!r}")
         newest_first = order == "-id"
         offset = 0 if page is None else (page - 1) * limit
+        self._clock.now_us()  # every call reads the clock once, a pure read of the log too
 
-        def read(unit: Any, now: int) -> TransactionPage:
+        with self._open(code) as unit:
             # inside the unit: the voucher's log cannot grow between the count and the page
             record = unit.record
-            campaign_id = record.info.campaign_id if record.info else None
+            campaign_id = record.campaign_id
             chunk = self._store.transactions_page(
                 record.id,
                 after=starting_after_id,
@@ -841,8 +794,6 @@ class Engine:
                 more_starting_after=chunk[-1].id if has_more else None,
                 total=self._store.transaction_count(record.id),
             )
-
-        return self._run(code, read)
 
     def export_voucher_transactions(
         self,
@@ -894,29 +845,24 @@ class Engine:
         for name, hook in (("progress", progress), ("total_out", total_out)):
             if hook is not None and not callable(hook):
                 raise InvalidPayload(f"{name} must be callable, got {hook!r}")
-        voucher_id, campaign_id, newest, total = self._run(code, self._newest_transaction)
+        self._clock.now_us()  # every call reads the clock once, a pure read of the log too
+        with self._open(code) as unit:  # one instant: the newest transaction and the count
+            voucher_id, campaign_id = unit.record.id, unit.record.campaign_id
+            newest = self._store.transactions_page(voucher_id, descending=True, limit=1)
+            total = self._store.transaction_count(voucher_id)
         if total_out is not None:
             total_out(total)
         log = bulk.iter_transactions(
-            self._store, voucher_id, newest, descending=order == "-created_at"
+            self._store,
+            voucher_id,
+            newest[0].id if newest else None,
+            descending=order == "-created_at",
         )
         rows = _counted(log, progress, bulk.EXPORT_CHUNK)
         if isinstance(out, str | os.PathLike):
             with open(out, "w", encoding="utf-8", newline="") as stream:
                 return write(rows, stream, columns, campaign_id=campaign_id)
         return write(rows, out, columns, campaign_id=campaign_id)
-
-    def _newest_transaction(self, unit: Any, now: int) -> tuple[str, str | None, str | None, int]:
-        """The voucher's id, campaign id, newest transaction id and transaction count (read
-        in its unit: one instant)."""
-        record = unit.record
-        newest = self._store.transactions_page(record.id, descending=True, limit=1)
-        return (
-            record.id,
-            record.info.campaign_id if record.info else None,
-            newest[0].id if newest else None,
-            self._store.transaction_count(record.id),
-        )
 
     def import_vouchers_using_csv(
         self,
@@ -966,43 +912,17 @@ class Engine:
         self, lines: Iterable[str], progress: Callable[[int], None] | None
     ) -> csvio.ImportReport:
         rows = csvio.parse_voucher_rows(lines, remember_codes=False)
-        # rows of a bulk file mostly differ only in their code: the checked fields of a row
-        # are kept (a few hundred at most) and reused by the rows that repeat them
-        templates: dict[tuple[Any, ...], _Template] = {}
+        # rows of a bulk file mostly differ only in their code: the checked fields of each row
+        # shape are kept (a few hundred at most) and reused by the rows that repeat it
+        templates: dict[tuple[str, ...], VoucherTemplate] = {}
 
-        def imported(parsed: dict[str, Any], now: int) -> VoucherRecord:
-            key = (
-                parsed.shape  # the row's cells but the code: equal shapes, equal fields
-                if isinstance(parsed, csvio.ParsedRow)
-                else tuple(
-                    tuple(value.items()) if builtins.type(value) is dict else value
-                    for name, value in parsed.items()
-                    if name != "code"
-                )
-            )
-            template = templates.get(key)
+        def imported(parsed: csvio.ParsedRow, now: int) -> VoucherRecord:
+            template = templates.get(parsed.shape)
             if template is None:
                 if len(templates) >= _TEMPLATES_KEPT:
                     templates.clear()
-                template = templates[key] = _Template(
-                    self._ids,
-                    parsed["type"],
-                    parsed["discount"],
-                    parsed["gift"],
-                    parsed["loyalty_card"],
-                    parsed["quantity"],
-                    None,
-                    parsed["active"],
-                    parsed["start_date"],
-                    parsed["expiration_date"],
-                    parsed["category"],
-                    parsed["additional_info"],
-                    parsed["metadata"],
-                    None,
-                    parsed["redeemed_quantity"],
-                    parsed["redeemed_amount"],
-                )
-            return template.record(parsed["code"], now)
+                template = templates[parsed.shape] = VoucherTemplate.parse(parsed)
+            return template.record(self._ids, parsed["code"], now)
 
         return bulk.import_rows(self._store, rows, imported, self._clock.now_us, progress)
 
@@ -1074,26 +994,11 @@ class Engine:
             length=length, charset=charset, prefix=prefix, postfix=postfix, pattern=pattern
         )
         check_code_space(config, count)
-        template = _Template(
-            self._ids,
-            type,
-            discount,
-            gift,
-            loyalty_card,
-            quantity,
-            redemption,
-            active,
-            start_date,
-            expiration_date,
-            category,
-            additional_info,
-            metadata,
-            campaign_id,
-        )
+        template = VoucherTemplate.parse(locals())
         return bulk.generate(
             self._store,
             CodeDrawer(config, self._ids.random_bytes),
-            template.record,
+            functools.partial(template.record, self._ids),
             self._clock.now_us,
             count,
             progress=progress,
@@ -1110,34 +1015,18 @@ class Engine:
         violations: list[Violation] = []
         vouchers = sessions = transactions = redemptions = 0
         for code in self._store.voucher_codes():
-            unit = self._store.begin(code)
-            if unit is None:
+            work = self._find(code)
+            if work is None:  # deleted meanwhile
                 continue
-            try:
+            with work as unit:
                 log = self._store.transactions(unit.record.id)
                 redeemed = self._store.redemptions(unit.record.id)
-                found = audit_voucher(unit.record, now, log, redeemed)
-            finally:
-                self._store.abort(unit)
-            violations.extend(found)
+                violations.extend(audit_voucher(unit.record, now, log, redeemed))
+                sessions += sum(1 for s in unit.record.live_sessions(now))
             vouchers += 1
-            sessions += sum(1 for s in (unit.record.sessions or ()) if s.expires_at > now)
             transactions += len(log)
             redemptions += len(redeemed)
-        counts = self._store.session_counts()
-        resolved = sum(counts.resolved.values())
-        if counts.opened - resolved != counts.stored:
-            violations.append(
-                Violation(
-                    invariant="I4",
-                    voucher_id=None,
-                    code=None,
-                    message=(
-                        f"session ledger does not balance: {counts.opened} opened, "
-                        f"{resolved} resolved, {counts.stored} stored"
-                    ),
-                )
-            )
+        violations.extend(audit_session_ledger(self._store.session_counts()))
         return AuditReport(
             vouchers=vouchers,
             sessions=sessions,
@@ -1158,134 +1047,108 @@ class Engine:
         assert asked is not None
         return min(now_us, asked)
 
-    def _keyed(
-        self,
-        code: str,
-        key: str | None,
-        fingerprint: str | None,
-        step: Callable[[Any, int], tuple[T, VoucherError | None]],
-        encode: Callable[[T], str],
-        decode: Callable[[str], T],
-    ) -> T:
-        """One unit of work on a voucher, with an optional idempotency key: clock read, open,
-        then :meth:`_once` with ``step(unit, now)``."""
-        now = self._clock.now_us()
-        unit = self._store.begin(code)
-        if unit is None:
-            raise _not_found(code)
-        return self._once(unit, now, key, fingerprint, step, encode, decode)
+    def _find(self, code_or_id: str, *, deleted: bool = False) -> Opened[VoucherUnit] | None:
+        """The voucher's unit of work, open, for a ``with`` statement; ``None`` (nothing held)
+        when no voucher the caller may see has this code or id — a soft-deleted one only with
+        *deleted* (:meth:`VoucherRecord.visible`)."""
+        work = self._store.open(code_or_id)
+        if work is not None and not work.unit.record.visible(deleted):
+            work.abort()
+            return None
+        return work
+
+    def _open(self, code_or_id: str, *, deleted: bool = False) -> Opened[VoucherUnit]:
+        """:meth:`_find`, raising :class:`~vouchercore.errors.NotFound` instead of ``None``."""
+        work = self._find(code_or_id, deleted=deleted)
+        if work is None:
+            raise _not_found(code_or_id)
+        return work
+
+    def _open_many(self, codes: Sequence[str]) -> OpenedMany[VoucherUnit]:
+        """One unit of work on several vouchers, open, for a ``with`` statement.
+
+        Raises:
+            NotFound: a code names no voucher the caller may see (nothing held); its
+                ``resource_id`` is the first such code.
+        """
+        work = self._store.open_many(codes)
+        if work is not None:
+            hidden = [c for c, u in zip(codes, work.units, strict=True) if not u.record.visible()]
+            if not hidden:
+                return work
+            work.abort()
+            raise _not_found(hidden[0])
+        for code in codes:  # which one is missing? (each looked up on its own)
+            probe = self._find(code)
+            if probe is None:
+                raise _not_found(code)
+            probe.abort()
+        raise _not_found(codes[0])  # every one reappeared meanwhile
 
     def _once(
         self,
-        unit: Any,
+        unit: VoucherUnit,
         now: int,
-        key: str | None,
-        fingerprint: str | None,
-        step: Callable[[Any, int], tuple[T, VoucherError | None]],
-        encode: Callable[[T], str],
-        decode: Callable[[str], T],
-        finish: Callable[[bool], None] | None = None,
-    ) -> T:
-        """Finish an open unit: run ``step(unit, now)`` and commit (abort if it raised), then
-        raise the error it reported, if any (a FAILED redemption is committed, then raised).
-        *finish* (``finish(commit)``) ends the unit instead of the store's commit/abort (a
-        pair of units).
+        keyed: tuple[str, str] | None,
+        codec: _Codec[T],
+        step: Callable[[], tuple[T, VoucherError | None]],
+    ) -> tuple[T, VoucherError | None]:
+        """``step()`` in an open *unit*, at most once per idempotency key: its result, and the
+        error it reports (a FAILED redemption is committed, then raised by the caller).
 
-        With *key*: first claim it in the unit; a live record for this request is replayed
-        (nothing changes), one for another request raises
-        :class:`~vouchercore.errors.IdempotencyKeyReused`; a call that succeeds keeps its
-        result under the key, atomically with its effects; one that fails keeps nothing.
+        *keyed* is ``(key, request fingerprint)`` (:func:`~vouchercore.requests.keyed_request`)
+        or ``None``. With a key, it is claimed in the unit first: a live record for this
+        request is replayed (``step`` does not run, nothing changes), one for another request
+        raises :class:`~vouchercore.errors.IdempotencyKeyReused`; a step that succeeds keeps
+        its result under the key, atomically with its effects; one that fails keeps nothing.
         """
-        replayed: str | None = None
-        try:
-            if key is None:  # the hot path: nothing to claim or keep
-                result, error = step(unit, now)
-            else:
-                assert fingerprint is not None
-                replayed = idempotency.replay(
-                    self._store.claim_key(unit, key), key, fingerprint, now
-                )
-                if replayed is None:
-                    result, error = step(unit, now)
-                    if error is None:
-                        record = idempotency.keep(
-                            key, fingerprint, encode(result), now, self._retention_us
-                        )
-                        self._store.keep_key(unit, record)
-        except BaseException:
-            if finish is None:
-                self._store.abort(unit)
-            else:
-                finish(False)
-            raise
+        if keyed is None:  # the hot path: nothing to claim or keep
+            return step()
+        key, fingerprint = keyed
+        replayed = idempotency.replay(self._store.claim_key(unit, key), key, fingerprint, now)
         if replayed is not None:
-            if finish is None:
-                self._store.abort(unit)
-            else:
-                finish(False)
-            return decode(replayed)
-        if finish is None:
-            self._store.commit(unit)
-        else:
-            finish(True)
-        if error is not None:
-            raise error
-        return result
-
-    def _run(self, code_or_id: str, step: Callable[..., T], *args: Any) -> T:
-        """One unit of work on a voucher: clock read, open, ``step(unit, now, *args)``,
-        commit (abort if it raised)."""
-        now = self._clock.now_us()
-        unit = self._store.begin(code_or_id)
-        if unit is None:
-            raise _not_found(code_or_id)
-        return self._finish(unit, now, step, *args)
-
-    def _finish(self, unit: Any, now: int, step: Callable[..., T], *args: Any) -> T:
-        """``step(unit, now, *args)`` on an open unit, then commit (abort if it raised)."""
-        try:
-            result = step(unit, now, *args)
-        except BaseException:
-            self._store.abort(unit)
-            raise
-        self._store.commit(unit)
-        return result
+            return codec.decode(replayed), None
+        result, error = step()
+        if error is None:
+            kept = idempotency.keep(key, fingerprint, codec.encode(result), now, self._retention_us)
+            self._store.keep_key(unit, kept)
+        return result, error
 
 
-# --- steps run inside a unit (reads are purges too: expired sessions leave on every read) ----
+# --- helpers ---------------------------------------------------------------------------------
 
 
-def _expire_sessions(unit: Any, now: int, sessions: list[Any]) -> int:
-    return sum(operations.expire_session(unit, now, session) for session in sessions)
+def _not_found(code: str) -> NotFound:
+    return NotFound(f"voucher {code!r} not found", resource_id=code, resource_type="voucher")
 
 
-def _campaign_of(unit: Any) -> str | None:
-    info = unit.record.info
-    return None if info is None else info.campaign_id
-
-
-def _snapshot(unit: Any, now: int) -> Voucher:
-    operations.purge_expired(unit, now)
-    return Voucher.from_record(unit.record)
-
-
-def _set_active(unit: Any, now: int, active: bool) -> Voucher:
-    operations.set_active(unit, now, active)
-    return Voucher.from_record(unit.record)
-
-
-def _sessions(unit: Any, now: int) -> tuple[Session, ...]:
-    operations.purge_expired(unit, now)
-    stored = unit.record.sessions or ()
-    # ties broken by key: the order must not depend on how a store happens to keep them
-    return tuple(
-        Session.from_record(s) for s in sorted(stored, key=lambda s: (s.expires_at, s.key))
+def _redemption_not_found(redemption_id: str) -> NotFound:
+    return NotFound(
+        f"redemption {redemption_id!r} not found",
+        resource_id=redemption_id,
+        resource_type="redemption",
     )
 
 
-def _voucher_id_of(session: Any) -> str:
-    voucher_id: str = session.voucher.id
-    return voucher_id
+class _Codec(NamedTuple, Generic[T]):
+    """How a result is kept under an idempotency key, and read back."""
+
+    encode: Callable[[T], str]
+    decode: Callable[[str], T]
+
+
+_REDEMPTIONS = _Codec(idempotency.encode_redemption, idempotency.decode_redemption)
+_ROLLBACKS = _Codec(idempotency.encode_rollback, idempotency.decode_rollback)
+_BALANCE_UPDATES = _Codec(idempotency.encode_balance_update, idempotency.decode_balance_update)
+_TRANSACTIONS = _Codec(idempotency.encode_transaction, idempotency.decode_transaction)
+_CANCELLATIONS = _Codec(
+    idempotency.encode_points_cancellation, idempotency.decode_points_cancellation
+)
+_TRANSFERS = _Codec(idempotency.encode_points_transfer, idempotency.decode_points_transfer)
+
+
+def _voucher_id_of(session: SessionRecord) -> str:
+    return session.voucher.id
 
 
 def _counted(items: Iterable[T], progress: Callable[[int], None] | None, every: int) -> Iterator[T]:
@@ -1301,242 +1164,3 @@ def _counted(items: Iterable[T], progress: Callable[[int], None] | None, every: 
             progress(n)
     if n % every or not n:
         progress(n)
-
-
-# --- argument parsing -------------------------------------------------------------------------
-
-
-class _Template:
-    """A new voucher's fields, checked as :meth:`Engine.create_voucher` checks them (raising
-    :class:`~vouchercore.errors.InvalidArgument` for a malformed one); :meth:`record` makes
-    a voucher with them (CSV import: one template per row; generation: one for every code)."""
-
-    __slots__ = ("_fields", "_ids")
-
-    def __init__(
-        self,
-        ids: IdGenerator,
-        type: VoucherType | str | None,
-        discount: Discount | Mapping[str, Any] | None,
-        gift: Mapping[str, Any] | None,
-        loyalty_card: Mapping[str, Any] | None,
-        quantity: int | None,
-        redemption: Mapping[str, Any] | None,
-        active: bool,
-        start_date: datetime | None,
-        expiration_date: datetime | None,
-        category: str | None,
-        additional_info: str | None,
-        metadata: Mapping[str, Any] | None,
-        campaign_id: str | None,
-        redeemed_quantity: int = 0,
-        redeemed_amount: int = 0,
-    ) -> None:
-        kind, parsed_discount, total = _parse_kind(type, discount, gift, loyalty_card)
-        limit = _parse_quantity(quantity, redemption)
-        if not isinstance(active, bool):
-            raise InvalidPayload(f"active must be a bool, got {active!r}")
-        self._ids = ids
-        self._fields: dict[str, Any] = {
-            "type": kind,
-            "discount": parsed_discount,
-            "total": total,
-            "quantity": limit,
-            "active": active,
-            "start_date": to_us_or_none(start_date, "start_date"),
-            "expiration_date": to_us_or_none(expiration_date, "expiration_date"),
-            "info": _parse_info(
-                category,
-                additional_info,
-                metadata,
-                campaign_id,
-                require_amount(redeemed_quantity, "redeemed_quantity", allow_zero=True),
-                require_amount(redeemed_amount, "redeemed_amount", allow_zero=True),
-            ),
-        }
-
-    def record(self, code: str, now: int) -> VoucherRecord:
-        """A new voucher with these fields and *code*, created at *now* (the domain's
-        cross-field checks: :func:`~vouchercore.domain.operations.new_voucher`)."""
-        return operations.new_voucher(self._ids, now, code=code, **self._fields)
-
-
-# --- argument parsing -------------------------------------------------------------------------
-
-
-def _parse_discount(value: Discount | Mapping[str, Any]) -> Discount:
-    if isinstance(value, Discount):
-        fields: Mapping[str, Any] = {
-            "type": value.type,
-            "amount_off": value.amount_off,
-            "percent_off": value.percent_off,
-            "amount_limit": value.amount_limit,
-            "fixed_amount": value.fixed_amount,
-            "unit_off": value.unit_off,
-            "unit_type": value.unit_type,
-        }
-    elif isinstance(value, Mapping):
-        fields = value
-    else:
-        raise InvalidPayload(f"discount must be a Discount or a mapping, got {value!r}")
-    kind = require_enum(DiscountType, fields.get("type"), "discount.type")
-    if kind is DiscountType.AMOUNT:
-        return Discount(
-            type=kind, amount_off=require_amount(fields.get("amount_off"), "amount_off")
-        )
-    if kind is DiscountType.PERCENT:
-        limit = fields.get("amount_limit")
-        return Discount(
-            type=kind,
-            percent_off_bp=require_percent(fields.get("percent_off")),
-            amount_limit=None if limit is None else require_amount(limit, "amount_limit"),
-        )
-    if kind is DiscountType.FIXED:
-        return Discount(
-            type=kind,
-            fixed_amount=require_amount(
-                fields.get("fixed_amount"), "fixed_amount", allow_zero=True
-            ),
-        )
-    unit_type = require_optional_text(fields.get("unit_type"), "unit_type")
-    if not unit_type:
-        raise InvalidPayload(f"unit_type must be a non-empty string, got {unit_type!r}")
-    return Discount(
-        type=kind, unit_off=require_amount(fields.get("unit_off"), "unit_off"), unit_type=unit_type
-    )
-
-
-def _parse_kind(
-    kind: VoucherType | str | None,
-    discount: Discount | Mapping[str, Any] | None,
-    gift: Mapping[str, Any] | None,
-    loyalty_card: Mapping[str, Any] | None,
-) -> tuple[VoucherType, Discount | None, int]:
-    if kind is None:
-        given = [gift is not None, loyalty_card is not None, discount is not None]
-        if sum(given) != 1:
-            raise InvalidPayload("give type, or exactly one of discount, gift, loyalty_card")
-        kind = (
-            VoucherType.GIFT_VOUCHER
-            if gift is not None
-            else VoucherType.LOYALTY_CARD
-            if loyalty_card is not None
-            else VoucherType.DISCOUNT_VOUCHER
-        )
-    kind = require_enum(VoucherType, kind, "type")
-    parsed = None if discount is None else _parse_discount(discount)
-    total = 0
-    if gift is not None:
-        if kind is not VoucherType.GIFT_VOUCHER:
-            raise InvalidPayload(f"gift applies to GIFT_VOUCHER only, not {kind.value}")
-        if not isinstance(gift, Mapping):
-            raise InvalidPayload(f"gift must be a mapping like {{'amount': 10000}}, got {gift!r}")
-        total = require_amount(gift.get("amount", 0), "gift.amount", allow_zero=True)
-    if loyalty_card is not None:
-        if kind is not VoucherType.LOYALTY_CARD:
-            raise InvalidPayload(f"loyalty_card applies to LOYALTY_CARD only, not {kind.value}")
-        if not isinstance(loyalty_card, Mapping):
-            raise InvalidPayload(
-                f"loyalty_card must be a mapping like {{'points': 500}}, got {loyalty_card!r}"
-            )
-        total = require_amount(
-            loyalty_card.get("points", 0), "loyalty_card.points", allow_zero=True
-        )
-    return kind, parsed, total
-
-
-def _parse_quantity(quantity: int | None, redemption: Mapping[str, Any] | None) -> int | None:
-    if redemption is not None:
-        if quantity is not None:
-            raise InvalidPayload("give quantity or redemption={'quantity': …}, not both")
-        if not isinstance(redemption, Mapping):
-            raise InvalidPayload(f"redemption must be a mapping, got {redemption!r}")
-        quantity = redemption.get("quantity")
-    return None if quantity is None else require_amount(quantity, "quantity")
-
-
-def _parse_info(
-    category: str | None,
-    additional_info: str | None,
-    metadata: Mapping[str, Any] | None,
-    campaign_id: str | None,
-    redeemed_quantity: int = 0,
-    redeemed_amount: int = 0,
-) -> VoucherInfo | None:
-    info = VoucherInfo(
-        category=require_optional_text(category, "category"),
-        additional_info=require_optional_text(additional_info, "additional_info"),
-        metadata=require_metadata(metadata),
-        campaign_id=require_optional_text(campaign_id, "campaign_id"),
-        opening_redeemed_quantity=redeemed_quantity,
-        opening_redeemed_amount=redeemed_amount,
-    )
-    return None if info == _EMPTY_INFO else info
-
-
-_EMPTY_INFO = VoucherInfo()
-
-
-def _keyed_request(
-    idempotency_key: object, operation: str, **request: Any
-) -> tuple[str | None, str | None]:
-    """The checked idempotency key and, when there is one, the fingerprint of *operation* with
-    its checked *request* arguments (``(None, None)`` without a key)."""
-    key = _idempotency_key(idempotency_key)
-    return key, None if key is None else idempotency.fingerprint(operation, **request)
-
-
-def _idempotency_key(value: object) -> str | None:
-    """``None``, or a key: 1–200 printable characters, no leading/trailing whitespace."""
-    return None if value is None else require_session_key(value, "idempotency_key")
-
-
-def _use_request(
-    order_amount: object,
-    credits: object,
-    points: object,
-    order_id: object,
-    session_key: object,
-    metadata: object,
-) -> UseRequest:
-    return UseRequest(
-        None if credits is None else require_amount(credits, "credits"),
-        None if points is None else require_amount(points, "points"),
-        None if order_amount is None else require_amount(order_amount, "order_amount"),
-        None if order_id is None else require_optional_text(order_id, "order_id"),
-        None if session_key is None else require_session_key(session_key),
-        None if metadata is None else require_metadata(metadata),
-    )
-
-
-_SESSION_FIELDS = frozenset({"type", "key", "ttl", "ttl_unit"})
-_DEFAULT_LOCK = LockRequest(
-    None, DEFAULT_TTL, DEFAULT_TTL_UNIT, ttl_to_us(DEFAULT_TTL, DEFAULT_TTL_UNIT)
-)
-
-
-def _lock_request(session: Mapping[str, Any] | str | bool | None) -> LockRequest | None:
-    if session is None or session is False:
-        return None
-    if session is True:
-        return _DEFAULT_LOCK
-    if isinstance(session, str):
-        session = {"type": session}
-    if type(session) is not dict and not isinstance(session, Mapping):  # dict: skip the ABC
-        raise InvalidPayload(f"session must be a mapping like {{'type': 'LOCK'}}, got {session!r}")
-    for name in session:
-        if name not in _SESSION_FIELDS:
-            raise InvalidPayload(f"session has an unknown field {name!r}")
-    kind = session.get("type", "LOCK")
-    if kind != "LOCK" and (not isinstance(kind, str) or kind.strip().upper() != "LOCK"):
-        raise InvalidPayload(f"session.type must be LOCK, got {kind!r}")
-    if len(session) == 1 and "type" in session:
-        return _DEFAULT_LOCK
-    key = session.get("key")
-    if key is not None:
-        key = require_session_key(key, "session.key")
-    ttl = session.get("ttl", DEFAULT_TTL)
-    if type(ttl) is not int or ttl <= 0:
-        raise InvalidPayload(f"session.ttl must be a positive int, got {ttl!r}")
-    unit = require_enum(TtlUnit, session.get("ttl_unit", DEFAULT_TTL_UNIT), "session.ttl_unit")
-    return LockRequest(key, ttl, unit, ttl_to_us(ttl, unit))

@@ -3,12 +3,21 @@
 A store keeps vouchers, their sessions, redemptions, rollbacks and transactions. It loads and
 saves; it never decides a voucher rule — every rule is in :mod:`vouchercore.domain`.
 
-An operation on one voucher is a *unit of work*::
+An operation on one voucher is a *unit of work*, opened with ``with``::
 
-    unit = store.begin(code_or_id)        # the voucher, locked for this operation (or None)
-    ...domain decides, then changes unit.record and reports what else changed to unit...
-    store.commit(unit)                    # all of it becomes visible at once
-    # or store.abort(unit)                # none of it does
+    work = store.open(code_or_id)          # the voucher, locked for this operation (or None)
+    with work as unit:
+        ...domain decides, then changes unit.record and reports what else changed to unit...
+    # a normal exit commits: all of it becomes visible at once; any exception (BaseException
+    # included) aborts: none of it does, and the voucher is released either way
+
+:meth:`Store.open_many` does the same for several vouchers in one atomic unit (a points
+transfer, a stacked redemption). A store implements the primitives underneath —
+:meth:`~Store.begin`, :meth:`~Store.commit`, :meth:`~Store.abort` and their ``*_many``
+forms — and inherits ``open``/``open_many``/``open_redemption`` by subclassing
+:class:`Store`. A store hands out every stored voucher, deleted or not: who may see a
+deleted voucher is a rule the engine applies (:meth:`VoucherRecord.visible
+<vouchercore.domain.records.VoucherRecord.visible>`).
 
 The unit's interface, :class:`~vouchercore.domain.operations.VoucherUnit`, is declared by the
 domain (it is what the rules need) and re-exported here.
@@ -39,35 +48,94 @@ error except :class:`~vouchercore.errors.DuplicateFound` on insert.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-import attrs
-
+from vouchercore.domain.audit import SessionCounts
 from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.operations import VoucherUnit
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord
 from vouchercore.domain.snapshots import Redemption
 
-__all__ = ["AnyStore", "KeyRecord", "SessionCounts", "Store", "VoucherUnit"]
-
-
-@attrs.frozen(kw_only=True)
-class SessionCounts:
-    """The store's session bookkeeping, read at one instant (for the audit's I4 check):
-    every session stored was opened once and resolved at most once, so
-    ``opened − Σ resolved == stored``."""
-
-    opened: int
-    resolved: dict[str, int]  # by reason: redeemed, released, expired, replaced, dropped
-    stored: int
+__all__ = [
+    "AnyStore",
+    "KeyRecord",
+    "Opened",
+    "OpenedMany",
+    "SessionCounts",
+    "Store",
+    "VoucherUnit",
+    "distinct_units",
+]
 
 
 Unit = TypeVar("Unit", bound=VoucherUnit)
 
 
+def distinct_units(units: Sequence[Unit]) -> list[Unit]:
+    """*units* of one :meth:`Store.begin_many` without repeats (codes naming one voucher
+    share its unit), in their order: what :meth:`Store.commit_many` writes, once each."""
+    return list({id(unit): unit for unit in units}.values())
+
+
+class Opened(Generic[Unit]):
+    """An open unit of work on one voucher, ended by a ``with`` statement::
+
+        with store.open(code) as unit:
+            ...
+
+    A normal exit commits the unit; an exception — any :class:`BaseException`: a
+    :class:`~vouchercore.errors.VoucherError`, a bug, an interrupt — aborts it and propagates.
+    Either way the voucher is released.
+    """
+
+    __slots__ = ("store", "unit")
+
+    def __init__(self, store: Store[Unit], unit: Unit) -> None:
+        self.store = store
+        self.unit = unit
+
+    def __enter__(self) -> Unit:
+        return self.unit
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.store.commit(self.unit)
+        else:
+            self.store.abort(self.unit)
+
+    def abort(self) -> None:
+        """End the unit now, storing nothing (for a unit given up before its ``with``)."""
+        self.store.abort(self.unit)
+
+
+class OpenedMany(Generic[Unit]):
+    """An open unit of work on several vouchers (:meth:`Store.open_many`), ended by a
+    ``with`` statement as :class:`Opened` is: all committed, or all aborted."""
+
+    __slots__ = ("store", "units")
+
+    def __init__(self, store: Store[Unit], units: Sequence[Unit]) -> None:
+        self.store = store
+        self.units = tuple(units)
+
+    def __enter__(self) -> tuple[Unit, ...]:
+        return self.units
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.store.commit_many(self.units)
+        else:
+            self.store.abort_many(self.units)
+
+    def abort(self) -> None:
+        """End the units now, storing nothing."""
+        self.store.abort_many(self.units)
+
+
 class Store(Protocol[Unit]):
     """A voucher book, handing out units of work of its own type ``Unit``. See the module
-    docstring for the guarantees."""
+    docstring for the guarantees. A store subclasses it (``class MyStore(Store[MyUnit])``)
+    to inherit :meth:`open`, :meth:`open_many` and :meth:`open_redemption`."""
 
     def insert_voucher(self, record: VoucherRecord) -> None:
         """Store a new voucher atomically.
@@ -93,47 +161,38 @@ class Store(Protocol[Unit]):
         """
         ...
 
-    def begin(self, code_or_id: str, *, include_deleted: bool = False) -> Unit | None:
+    def begin(self, code_or_id: str) -> Unit | None:
         """Open a unit of work on a voucher, found by code or id, waiting for its lock.
 
-        Returns ``None`` when there is no such voucher or it is deleted (force-deleted, or
-        soft-deleted unless *include_deleted*).
+        Returns ``None`` when no voucher has this code or id (never stored, or force-deleted).
+        A soft-deleted voucher is returned like any other: the engine decides who sees it.
 
         Raises:
             StorageError: the voucher could not be read or locked (nothing is held).
         """
         ...
 
-    def begin_redemption(self, redemption_id: str) -> tuple[Unit, Redemption] | None:
-        """Open a unit of work on the voucher of a redemption, with the redemption as stored.
+    def begin_many(self, codes: Sequence[str]) -> list[Unit] | None:
+        """Open one unit of work on several vouchers, found by code or id: every one locked,
+        committed or aborted together with :meth:`commit_many`/:meth:`abort_many`.
 
-        Returns ``None`` when the redemption is unknown or its voucher is deleted.
-        """
-        ...
-
-    def begin_pair(self, first: str, second: str) -> tuple[Unit, Unit] | None:
-        """Open one unit of work on two vouchers (a points transfer), found by code or id:
-        both locked, committed or aborted together with :meth:`commit_pair`/:meth:`abort_pair`.
-
-        Deadlock-free: two pairs naming the same vouchers in opposite orders (A→B and B→A at
-        once) never wait for each other in a cycle — the store locks in one global order
-        (by voucher id). When both name one voucher, the same unit twice. ``None`` (nothing
-        held) when either is missing or deleted. Idempotency keys are claimed on *first*.
+        Deadlock-free: units naming the same vouchers in different orders (A+B and B+A at
+        once) never wait for each other in a cycle — the store locks in one global order (by
+        voucher id). The units come back in the order of *codes*, one per code; codes naming
+        one voucher share one unit. ``None`` (nothing held) when any code names no stored
+        voucher.
 
         Raises:
             StorageError: the vouchers could not be read or locked (nothing is held).
         """
         ...
 
-    def commit_pair(self, first: Unit, second: Unit) -> None:
-        """Commit both units of :meth:`begin_pair` atomically (all of both, or nothing).
-
-        Raises:
-            StorageError: nothing of either unit was stored (both vouchers are released).
+    def begin_redemption(self, redemption_id: str) -> tuple[Unit, Redemption] | None:
+        """Open a unit of work on the voucher of a redemption, with the redemption as stored
+        once the voucher is locked. ``None`` when the redemption is unknown or its voucher was
+        force-deleted.
         """
-
-    def abort_pair(self, first: Unit, second: Unit) -> None:
-        """Discard both units of :meth:`begin_pair` and release both vouchers."""
+        ...
 
     def commit(self, unit: Unit) -> None:
         """Make every change reported to *unit* durable and visible, and release the voucher.
@@ -145,6 +204,33 @@ class Store(Protocol[Unit]):
     def abort(self, unit: Unit) -> None:
         """Discard *unit* and release the voucher. Changes already applied in place to a
         memory record are not undone: the domain applies nothing before it has decided."""
+
+    def commit_many(self, units: Sequence[Unit]) -> None:
+        """Commit the units of one :meth:`begin_many` atomically (all of them, or nothing).
+
+        Raises:
+            StorageError: nothing of any unit was stored (every voucher is released).
+        """
+
+    def abort_many(self, units: Sequence[Unit]) -> None:
+        """Discard the units of one :meth:`begin_many` and release every voucher."""
+
+    # --- the unit of work, as the engine uses it (inherited: not for a store to write) ----
+
+    def open(self, code_or_id: str) -> Opened[Unit] | None:
+        """:meth:`begin`, for a ``with`` statement (``None``: no such voucher stored)."""
+        unit = self.begin(code_or_id)
+        return None if unit is None else Opened(self, unit)
+
+    def open_many(self, codes: Sequence[str]) -> OpenedMany[Unit] | None:
+        """:meth:`begin_many`, for a ``with`` statement (``None``: a code names no voucher)."""
+        units = self.begin_many(codes)
+        return None if units is None else OpenedMany(self, units)
+
+    def open_redemption(self, redemption_id: str) -> tuple[Opened[Unit], Redemption] | None:
+        """:meth:`begin_redemption`, for a ``with`` statement."""
+        found = self.begin_redemption(redemption_id)
+        return None if found is None else (Opened(self, found[0]), found[1])
 
     def claim_key(self, unit: Unit, key: str) -> KeyRecord | None:
         """Claim idempotency *key* for the open *unit*; the record stored under it, if any

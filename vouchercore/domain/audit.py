@@ -9,19 +9,22 @@
   ``POINTS_EXPIRATION`` transactions took. (I2 also checks its points buckets: positive, in
   spending order, within the balance.)
 * I4 — a session resolves at most once: none is live after a redemption with its key, none
-  is counted once expired; (the store-wide check that every session opened was resolved at
-  most once is made by the engine from the store's counters).
+  is counted once expired (:func:`audit_voucher`); and store-wide, every session opened was
+  resolved at most once: ``opened − Σ resolved == stored`` (:func:`audit_session_ledger`,
+  from the store's :class:`SessionCounts`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+import attrs
 
 from vouchercore.domain.records import LoyaltyRecord, TransactionRecord, VoucherRecord
 from vouchercore.domain.snapshots import Redemption, Violation
 from vouchercore.domain.values import RedemptionStatus, TransactionType, VoucherType
 
-__all__ = ["TOTAL_RAISING", "audit_voucher"]
+__all__ = ["TOTAL_RAISING", "SessionCounts", "audit_session_ledger", "audit_voucher"]
 
 #: Transaction types that raise a card's ``total`` (everything ever added) as well as its balance.
 TOTAL_RAISING = frozenset(
@@ -32,6 +35,28 @@ TOTAL_RAISING = frozenset(
         TransactionType.POINTS_TRANSFER_IN,
     }
 )
+
+
+@attrs.frozen(kw_only=True)
+class SessionCounts:
+    """A store's session bookkeeping, read at one instant (for the I4 check): every session
+    stored was opened once and resolved at most once, so ``opened − Σ resolved == stored``."""
+
+    opened: int
+    resolved: Mapping[str, int]  # by reason (a SessionEnd value)
+    stored: int
+
+
+def audit_session_ledger(counts: SessionCounts) -> list[Violation]:
+    """I4 store-wide: the violation when the session ledger does not balance (else none)."""
+    resolved = sum(counts.resolved.values())
+    if counts.opened - resolved == counts.stored:
+        return []
+    message = (
+        f"session ledger does not balance: {counts.opened} opened, {resolved} resolved, "
+        f"{counts.stored} stored"
+    )
+    return [Violation(invariant="I4", voucher_id=None, code=None, message=message)]
 
 
 def audit_voucher(
@@ -49,7 +74,7 @@ def audit_voucher(
         )
 
     stored = list(record.sessions or ())
-    live = [s for s in stored if s.expires_at > now]
+    live = record.live_sessions(now)
 
     # I1: quantity, counters, redemption log
     if record.redeemed_quantity < 0 or record.redeemed_amount < 0:

@@ -4,22 +4,22 @@ Each function works on one open unit of work (:class:`~vouchercore.ports.Voucher
 instant ``now`` (integer µs UTC) and follows one shape: purge what has expired, **decide**
 (raising or returning the failure before anything changes), then **apply** — plain
 assignments and unit notifications that cannot fail. That is what keeps SPEC I5 on every
-store: a failed call changes nothing.
+store: a failed call changes nothing (invariant I5).
 """
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from vouchercore.domain import points as loyalty
-from vouchercore.domain.instants import MAX_US, from_us, to_us
+from vouchercore.domain.instants import MAX_US, from_us
 from vouchercore.domain.records import (
     CardRecord,
     Discount,
     Links,
     LoyaltyRecord,
+    SessionEnd,
     SessionRecord,
     TransactionRecord,
     VoucherInfo,
@@ -32,6 +32,7 @@ from vouchercore.domain.rules import (
     discount_amount,
     first_failure,
     held_by_sessions,
+    rollback_deadline,
 )
 from vouchercore.domain.snapshots import (
     BalanceUpdate,
@@ -72,6 +73,7 @@ __all__ = [
     "delete",
     "expire_points",
     "expire_session",
+    "live_sessions",
     "new_voucher",
     "purge_expired",
     "redeem",
@@ -82,8 +84,6 @@ __all__ = [
     "update_balance",
     "validate",
 ]
-
-ROLLBACK_WINDOW_MONTHS = 3
 
 # Enum members bound once: attribute lookups on an Enum class cost ~10x a global on the hot path.
 _GIFT = VoucherType.GIFT_VOUCHER
@@ -127,8 +127,8 @@ class VoucherUnit(Protocol):
     def session_added(self, session: SessionRecord) -> None:
         """A session was stored (new key, or a same-key override after its removal)."""
 
-    def session_removed(self, session: SessionRecord, reason: str) -> None:
-        """A session left the ledger: ``reason`` is redeemed, released, expired or dropped."""
+    def session_removed(self, session: SessionRecord, reason: SessionEnd) -> None:
+        """A session left the ledger, for *reason*."""
 
     def transaction_added(self, tx: TransactionRecord) -> None:
         """A transaction was appended to the voucher's log."""
@@ -280,13 +280,23 @@ def purge_expired(unit: VoucherUnit, now: int) -> int:
     return _purge_sessions(unit, now)
 
 
+def live_sessions(unit: VoucherUnit, now: int) -> tuple[Session, ...]:
+    """The voucher brought up to *now* (:func:`purge_expired`), then its sessions, soonest to
+    expire first (ties in key order: the order never depends on how a store keeps them)."""
+    purge_expired(unit, now)
+    stored = unit.record.sessions or ()
+    return tuple(
+        Session.from_record(s) for s in sorted(stored, key=lambda s: (s.expires_at, s.key))
+    )
+
+
 def _purge_sessions(unit: VoucherUnit, now: int) -> int:
     sessions = unit.record.sessions
     if sessions is None or sessions.next_expiry is None or now < sessions.next_expiry:
         return 0
     expired = sessions.purge_expired(now)
     for session in expired:
-        unit.session_removed(session, "expired")
+        unit.session_removed(session, SessionEnd.EXPIRED)
     return len(expired)
 
 
@@ -351,7 +361,7 @@ def _own_session(record: VoucherRecord, key: str | None) -> SessionRecord | None
     return record.sessions.by_key.get(key)
 
 
-def _remove_session(unit: VoucherUnit, session: SessionRecord, reason: str) -> None:
+def _remove_session(unit: VoucherUnit, session: SessionRecord, reason: SessionEnd) -> None:
     sessions = unit.record.sessions
     assert sessions is not None
     sessions.remove(session)
@@ -374,7 +384,7 @@ def _lock(
     created_at = now
     if own is not None:
         created_at = own.created_at
-        _remove_session(unit, own, "replaced")
+        _remove_session(unit, own, SessionEnd.REPLACED)
     key = lock.key if lock.key is not None else ids.session_key()
     session = SessionRecord(record, key, credits, points, created_at, expires_at)
     if record.sessions is None:
@@ -402,7 +412,7 @@ def release_session(unit: VoucherUnit, now: int, key: str) -> None:
             ),
         )
     _settle(unit, now, expiry)
-    _remove_session(unit, own, "released")
+    _remove_session(unit, own, SessionEnd.RELEASED)
 
 
 # --- validation and redemption ----------------------------------------------------------------
@@ -579,7 +589,7 @@ def redeem(
     record.redeemed_amount += amount
     record.updated_at = now
     if demand.own is not None:
-        _remove_session(unit, demand.own, "redeemed")
+        _remove_session(unit, demand.own, SessionEnd.REDEEMED)
     tx_id = None
     if isinstance(record, CardRecord):
         if isinstance(record, LoyaltyRecord) and record.buckets is not None:
@@ -618,18 +628,6 @@ def redeem(
 
 
 # --- rollback ---------------------------------------------------------------------------------
-
-
-def rollback_deadline(redeemed_at: int) -> int:
-    """The last instant a redemption made at *redeemed_at* may be rolled back: the same
-    moment 3 calendar months later (clamped to the month's last day: 30 Nov → 28/29 Feb)."""
-    moment = from_us(redeemed_at)
-    months = moment.month - 1 + ROLLBACK_WINDOW_MONTHS
-    year, month = moment.year + months // 12, months % 12 + 1
-    if year > 9999:
-        return MAX_US
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return to_us(moment.replace(year=year, month=month, day=day))
 
 
 def rollback(
@@ -808,7 +806,8 @@ def delete(unit: VoucherUnit, now: int, *, force: bool) -> None:
     record = unit.record
     if record.sessions is not None:
         for session in list(record.sessions):
-            _remove_session(unit, session, "expired" if session.expires_at <= now else "dropped")
+            end = SessionEnd.DROPPED if session.live_at(now) else SessionEnd.EXPIRED
+            _remove_session(unit, session, end)
     record.updated_at = now
     if force:
         record.state = VoucherState.PURGED
@@ -827,12 +826,12 @@ def expire_session(unit: VoucherUnit, now: int, session: SessionRecord) -> int:
     """
     sessions = unit.record.sessions
     stored = None if sessions is None else sessions.by_key.get(session.key)
-    if stored is None or stored.expires_at > now:
+    if stored is None or stored.live_at(now):
         return 0
     # a loyalty card's due points expire first, while the session that may have protected
     # them at their instant is still stored
     _settle(unit, now, _expire_points(unit.record, now))
-    _remove_session(unit, stored, "expired")
+    _remove_session(unit, stored, SessionEnd.EXPIRED)
     return 1
 
 

@@ -15,7 +15,7 @@ Instants are integer microseconds since the epoch, UTC (:mod:`vouchercore.domain
 from __future__ import annotations
 
 from collections.abc import Iterator
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any, ClassVar
 
 import attrs
@@ -30,6 +30,7 @@ __all__ = [
     "Links",
     "LoyaltyRecord",
     "PointsBucket",
+    "SessionEnd",
     "SessionRecord",
     "TransactionRecord",
     "VoucherInfo",
@@ -131,10 +132,24 @@ class VoucherState(IntEnum):
     PURGED = 3  # force-deleted: gone; a unit still holding it must treat it as not found
 
 
+_DELETED = VoucherState.DELETED
+
+
+class SessionEnd(StrEnum):
+    """Why a session left a voucher's ledger (each is counted: the audit's I4 balances
+    sessions opened against sessions ended, by reason, and sessions stored)."""
+
+    REDEEMED = "redeemed"  # its key's redemption used it
+    RELEASED = "released"  # released by its key
+    EXPIRED = "expired"  # purged at or after its expiry
+    REPLACED = "replaced"  # a validation with the same key set a new lock
+    DROPPED = "dropped"  # its voucher was deleted before it expired
+
+
 class SessionRecord:
     """One LOCK session: ``(voucher, key)`` holding quantity 1 and some credits or points.
 
-    Live while ``now < expires_at``.
+    Live while ``now < expires_at`` (:meth:`live_at`: the one place this rule is written).
     """
 
     __slots__ = ("created_at", "credits", "expires_at", "key", "points", "voucher")
@@ -157,6 +172,11 @@ class SessionRecord:
 
     def __repr__(self) -> str:
         return f"SessionRecord({self.voucher.code!r}, {self.key!r}, expires_at={self.expires_at})"
+
+    def live_at(self, now: int) -> bool:
+        """Whether the session still holds what it locked at *now*: until (not at) its
+        ``expires_at``."""
+        return now < self.expires_at
 
 
 class VoucherSessions:
@@ -201,10 +221,10 @@ class VoucherSessions:
             self.next_expiry = None
 
     def purge_expired(self, now: int) -> list[SessionRecord]:
-        """Remove and return the sessions with ``expires_at <= now``."""
+        """Remove and return the sessions no longer live at *now*."""
         if self.next_expiry is None or now < self.next_expiry:
             return []
-        expired = [s for s in self.by_key.values() if s.expires_at <= now]
+        expired = [s for s in self.by_key.values() if not s.live_at(now)]
         for session in expired:
             self.remove(session)
         self.next_expiry = min((s.expires_at for s in self.by_key.values()), default=None)
@@ -297,10 +317,24 @@ class VoucherRecord:
         """True unless disabled (or deleted)."""
         return self.state is VoucherState.ACTIVE
 
+    def visible(self, deleted: bool = False) -> bool:
+        """Whether an operation finds this voucher: an active or disabled one always, a
+        soft-deleted one only when the operation asks for *deleted* ones (a force delete, a
+        session sweep), a force-deleted one never. Every store hands out deleted vouchers
+        too; the engine applies this rule."""
+        state = self.state
+        return state < _DELETED or (deleted and state is _DELETED)
+
     @property
-    def hidden(self) -> bool:
-        """Soft- or force-deleted: not found by any operation."""
-        return self.state >= VoucherState.DELETED
+    def campaign_id(self) -> str | None:
+        """The campaign it belongs to (None: a standalone voucher)."""
+        info = self.info
+        return None if info is None else info.campaign_id
+
+    def live_sessions(self, now: int) -> list[SessionRecord]:
+        """Its sessions live at *now* (stored ones may have expired since the last purge)."""
+        sessions = self.sessions
+        return [] if sessions is None else [s for s in sessions if s.live_at(now)]
 
     @property
     def points_due_at(self) -> int | None:

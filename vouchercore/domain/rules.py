@@ -6,12 +6,13 @@ and every store shares it.
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable
 from typing import Final
 
 import attrs
 
-from vouchercore.domain.instants import from_us
+from vouchercore.domain.instants import MAX_US, from_us, to_us
 from vouchercore.domain.records import Discount, SessionRecord, VoucherRecord, VoucherState
 from vouchercore.domain.values import DiscountType, VoucherType
 from vouchercore.errors import (
@@ -31,12 +32,14 @@ _DISABLED: Final = VoucherState.DISABLED
 
 __all__ = [
     "CHECKS",
+    "ROLLBACK_WINDOW_MONTHS",
     "Demand",
     "available_balance",
     "available_quantity",
     "discount_amount",
     "first_failure",
     "held_by_sessions",
+    "rollback_deadline",
 ]
 
 
@@ -226,3 +229,22 @@ def discount_amount(discount: Discount, order_amount: int | None) -> int:
     if kind is DiscountType.FIXED:
         return max(order_amount - (discount.fixed_amount or 0), 0)
     return 0
+
+
+# --- rollback ---------------------------------------------------------------------------------
+
+#: How long a redemption may be rolled back: 3 calendar months.
+ROLLBACK_WINDOW_MONTHS: Final = 3
+
+
+def rollback_deadline(redeemed_at: int) -> int:
+    """The last instant a redemption made at *redeemed_at* may be rolled back: the same
+    moment :data:`ROLLBACK_WINDOW_MONTHS` calendar months later (clamped to the month's last
+    day: 30 Nov → 28/29 Feb)."""
+    moment = from_us(redeemed_at)
+    months = moment.month - 1 + ROLLBACK_WINDOW_MONTHS
+    year, month = moment.year + months // 12, months % 12 + 1
+    if year > 9999:
+        return MAX_US
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return to_us(moment.replace(year=year, month=month, day=day))

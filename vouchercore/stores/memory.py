@@ -22,7 +22,7 @@ import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 from sortedcontainers import SortedKeyList, SortedList
 
@@ -37,7 +37,7 @@ from vouchercore.domain.records import (
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
 from vouchercore.domain.values import TransactionType, VoucherType
 from vouchercore.errors import DuplicateFound
-from vouchercore.ports import SessionCounts, Store
+from vouchercore.ports import SessionCounts, Store, distinct_units
 
 __all__ = ["MemoryStore"]
 
@@ -115,9 +115,8 @@ class _TransactionLog(Sequence[TransactionRecord]):
 _id = itemgetter(0)  # a log row's transaction id
 
 _LOYALTY = VoucherType.LOYALTY_CARD
-_ACTIVE = VoucherState.ACTIVE
-_DISABLED = VoucherState.DISABLED
-_DELETED = VoucherState.DELETED
+_PURGED = VoucherState.PURGED
+_id_of = attrgetter("id")
 
 
 class _Stats:
@@ -188,7 +187,7 @@ class _Unit:
         return transaction_id(next(self._store._tx_seq))
 
 
-class MemoryStore:
+class MemoryStore(Store[_Unit]):
     """Vouchers, sessions, redemptions and transactions in this process's memory.
 
     Thread-safe. Nothing survives the process; use the SQLite or PostgreSQL store for that.
@@ -250,34 +249,33 @@ class MemoryStore:
                 by_id[record.id] = record
         return taken
 
-    def _open(self, record: VoucherRecord, include_deleted: bool) -> _Unit | None:
+    def _open(self, record: VoucherRecord) -> _Unit | None:
         unit = self._units.get(record.id)
         if unit is None:  # first use: setdefault is atomic, so racing threads share one unit
             unit = self._units.setdefault(record.id, _Unit(self, record))
         unit.lock.acquire()
-        state = record.state
-        if state is _ACTIVE or state is _DISABLED or (state is _DELETED and include_deleted):
+        if record.state is not _PURGED:
             return unit
-        unit.lock.release()
+        unit.lock.release()  # force-deleted while this thread waited: gone
         return None
 
-    def begin(self, code_or_id: str, *, include_deleted: bool = False) -> _Unit | None:
+    def begin(self, code_or_id: str) -> _Unit | None:
         # _find, inlined: begin is on every call's hot path
         record = self._by_code.get(code_or_id)
         if record is None:
             record = self._by_id.get(code_or_id)
             if record is None:
                 return None
-        return self._open(record, include_deleted)
+        return self._open(record)
 
     def begin_redemption(self, redemption_id: str) -> tuple[_Unit, Redemption] | None:
         row = self._redemptions.get(redemption_id)
         if row is None:
             return None
-        record = self._by_id.get(row[1])
+        record = self._by_id.get(Redemption.from_row(row).voucher_id)
         if record is None:
             return None
-        unit = self._open(record, include_deleted=False)
+        unit = self._open(record)
         if unit is None:
             return None
         row = self._redemptions.get(redemption_id)  # re-read under the voucher's lock
@@ -286,37 +284,31 @@ class MemoryStore:
             return None
         return unit, Redemption.from_row(row)
 
-    def begin_pair(self, first: str, second: str) -> tuple[_Unit, _Unit] | None:
-        """Two vouchers' units, locked in id order (two pairs crossing — A→B and B→A — queue
-        rather than deadlock). The same unit twice when both name one voucher; None when
-        either is missing or deleted."""
-        one, two = self._find(first), self._find(second)
-        if one is None or two is None:
+    def begin_many(self, codes: Sequence[str]) -> list[_Unit] | None:
+        """The vouchers' units, locked in id order (two callers naming the same vouchers in
+        other orders queue rather than deadlock); one unit per voucher. None (nothing held)
+        when a code names no voucher."""
+        records = [self._find(code) for code in codes]
+        if any(record is None for record in records):
             return None
-        if one is two:
-            unit = self._open(one, include_deleted=False)
-            return None if unit is None else (unit, unit)
-        low, high = (one, two) if one.id < two.id else (two, one)
-        held = self._open(low, include_deleted=False)
-        if held is None:
-            return None
-        other = self._open(high, include_deleted=False)
-        if other is None:
-            self.abort(held)
-            return None
-        return (held, other) if low is one else (other, held)
+        units: dict[str, _Unit] = {}
+        for record in sorted({r.id: r for r in records if r is not None}.values(), key=_id_of):
+            unit = self._open(record)
+            if unit is None:  # force-deleted meanwhile
+                self.abort_many(list(units.values()))
+                return None
+            units[record.id] = unit
+        return [units[record.id] for record in records if record is not None]
 
-    def commit_pair(self, first: _Unit, second: _Unit) -> None:
-        """Release both units (their changes are in place already)."""
-        if second is not first:
-            self.commit(second)
-        self.commit(first)
+    def commit_many(self, units: Sequence[_Unit]) -> None:
+        """Release every unit (their changes are in place already)."""
+        for unit in distinct_units(units):
+            self.commit(unit)
 
-    def abort_pair(self, first: _Unit, second: _Unit) -> None:
-        """Release both units."""
-        if second is not first:
-            self.abort(second)
-        self.abort(first)
+    def abort_many(self, units: Sequence[_Unit]) -> None:
+        """Release every unit."""
+        for unit in distinct_units(units):
+            self.abort(unit)
 
     def _find(self, code_or_id: str) -> VoucherRecord | None:
         record = self._by_code.get(code_or_id)
@@ -472,7 +464,7 @@ class MemoryStore:
 
     def voucher_codes(self) -> Iterator[str]:
         for record in list(self._by_code.values()):
-            if not record.hidden:
+            if record.visible():
                 yield record.code
 
     @property
@@ -495,6 +487,3 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to release."""
 
-
-if TYPE_CHECKING:  # mypy proves the memory store keeps the port's contract
-    _conforms: Store[_Unit] = MemoryStore()

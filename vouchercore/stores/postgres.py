@@ -71,7 +71,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -85,7 +85,7 @@ from vouchercore.domain.instants import from_us, to_us
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord, VoucherState
 from vouchercore.domain.snapshots import Redemption
 from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
-from vouchercore.ports import SessionCounts, Store
+from vouchercore.ports import SessionCounts, Store, distinct_units
 from vouchercore.stores import _sql
 from vouchercore.stores._sql import (
     KEY_COLUMNS,
@@ -482,7 +482,7 @@ class _Lease:
         self.held: list[_Lease] | None = None  # the opening thread's open units, while open
 
 
-class PostgresStore:
+class PostgresStore(Store[SqlUnit]):
     """Vouchers in a PostgreSQL schema. Thread-, process- and host-safe; see the module docstring.
 
     Args:
@@ -943,7 +943,7 @@ class PostgresStore:
             functools.partial(self._next_transaction_seq, lease),
         )
 
-    def _load(self, lease: _Lease, code_or_id: str, include_deleted: bool) -> SqlUnit | None:
+    def _load(self, lease: _Lease, code_or_id: str) -> SqlUnit | None:
         conn = lease.conn
         key = (code_or_id, code_or_id, code_or_id)
         with conn.pipeline():  # one round trip
@@ -951,7 +951,7 @@ class PostgresStore:
             voucher = conn.execute(self._sql.lock_voucher, key)
             sessions = conn.execute(self._sql.sessions_of, key)
         row = voucher.fetchone()
-        if row is None or (row[3] == _DELETED and not include_deleted):
+        if row is None:
             return None
         found = sessions.fetchall()
         if not found or any(s[0] != row[0] for s in found):
@@ -976,12 +976,10 @@ class PostgresStore:
         lease.held = held
         return unit
 
-    def begin(self, code_or_id: str, *, include_deleted: bool = False) -> SqlUnit | None:
+    def begin(self, code_or_id: str) -> SqlUnit | None:
         """Open a transaction with the voucher's row locked and its sessions read (one round
-        trip; retried on serialization failures and deadlocks). None: not found or deleted."""
-        lease, unit = self._attempt(
-            "begin", lambda lease: self._load(lease, code_or_id, include_deleted)
-        )
+        trip; retried on serialization failures and deadlocks). None: not found."""
+        lease, unit = self._attempt("begin", lambda lease: self._load(lease, code_or_id))
         return self._opened(lease, unit)
 
     def begin_redemption(self, redemption_id: str) -> tuple[SqlUnit, Redemption] | None:
@@ -997,7 +995,7 @@ class PostgresStore:
                 sessions = conn.execute(self._sql.sessions_of_redemption, (redemption_id,))
             row = voucher.fetchone()
             found = redemption.fetchone()
-            if row is None or found is None or row[3] == _DELETED:
+            if row is None or found is None:
                 return None
             unit = self._unit(lease, row, sessions.fetchall())
             return unit, _sql.redemption_from_row(_from_db(found, REDEMPTION_INSTANTS))
@@ -1005,42 +1003,45 @@ class PostgresStore:
         lease, opened = self._attempt("begin", load)
         return self._opened(lease, opened)
 
-    def begin_pair(self, first: str, second: str) -> tuple[SqlUnit, SqlUnit] | None:
-        """One transaction holding two vouchers, their rows locked in id order (so two pairs
-        crossing — A→B and B→A — queue rather than deadlock). The same unit twice when both
-        name one voucher; None when either is missing or deleted."""
+    def begin_many(self, codes: Sequence[str]) -> list[SqlUnit] | None:
+        """One transaction holding several vouchers, their rows locked in id order (so two
+        callers naming the same vouchers in other orders — A+B and B+A — queue rather than
+        deadlock): one round trip to resolve the codes, then one per voucher. One unit per
+        voucher, in the order of *codes*; None when a code names no voucher."""
 
-        def load(lease: _Lease) -> tuple[SqlUnit, SqlUnit] | None:
+        def load(lease: _Lease) -> list[SqlUnit] | None:
             conn = lease.conn
             with conn.pipeline():
                 conn.execute("BEGIN")
                 found = [
-                    conn.execute(self._sql.resolve_voucher, (name, name, name))
-                    for name in (first, second)
+                    conn.execute(self._sql.resolve_voucher, (name, name, name)) for name in codes
                 ]
-            ids = [cursor.fetchone() for cursor in found]
-            if ids[0] is None or ids[1] is None:
+            rows = [cursor.fetchone() for cursor in found]
+            if any(row is None for row in rows):
                 return None
-            first_id, second_id = ids[0][0], ids[1][0]
+            ids = [row[0] for row in rows if row is not None]
             units: dict[str, SqlUnit] = {}
-            for voucher_id in sorted({first_id, second_id}):
+            for voucher_id in sorted(set(ids)):
                 row = conn.execute(self._sql.lock_voucher_by_id, (voucher_id,)).fetchone()
-                if row is None or row[3] == _DELETED:
+                if row is None:  # force-deleted meanwhile
                     return None
                 sessions = conn.execute(self._sql.sessions_by_id, (voucher_id,)).fetchall()
                 units[voucher_id] = self._unit(lease, row, sessions)
-            return units[first_id], units[second_id]
+            return [units[voucher_id] for voucher_id in ids]
 
-        lease, pair = self._attempt("begin", load)
-        return self._opened(lease, pair)
+        lease, units = self._attempt("begin", load)
+        return self._opened(lease, units)
 
-    def commit_pair(self, first: SqlUnit, second: SqlUnit) -> None:
-        """Write what both units changed and ``COMMIT``, in one round trip (all or nothing)."""
-        self._commit(first, second)
+    def commit_many(self, units: Sequence[SqlUnit]) -> None:
+        """Write what the units changed and ``COMMIT``, in one round trip (all or nothing)."""
+        self._commit(distinct_units(units))
 
-    def abort_pair(self, first: SqlUnit, second: SqlUnit) -> None:
-        """End both units' transaction; nothing of either is stored."""
-        self.abort(first)
+    def abort_many(self, units: Sequence[SqlUnit]) -> None:
+        """End the units' one transaction; nothing of any is stored (see :meth:`abort`)."""
+        # a claim's placeholder row is the one thing a unit writes before its commit: then
+        # roll back; otherwise end the (write-free) transaction quietly
+        placeholders = any(unit.placeholders for unit in units)
+        self._release(units[0].handle, rollback=placeholders, quietly=not placeholders)
 
     def _write(self, conn: Conn, changes: Changes) -> None:
         """Queue the unit's writes (in a pipeline: sent with the ``COMMIT``)."""
@@ -1087,15 +1088,13 @@ class PostgresStore:
             StorageError: the database refused or the connection failed; rolled back, nothing
                 of the unit is stored (the caller may retry the operation).
         """
-        self._commit(unit)
+        self._commit((unit,))
 
-    def _commit(self, unit: SqlUnit, other: SqlUnit | None = None) -> None:
-        lease: _Lease = unit.handle
+    def _commit(self, units: Sequence[SqlUnit]) -> None:
+        lease: _Lease = units[0].handle
         if lease.done:
-            raise StorageError(f"PostgreSQL store {self.address}: {unit!r} has ended already")
-        every = [unit.changes()]
-        if other is not None and other is not unit:
-            every.append(other.changes())
+            raise StorageError(f"PostgreSQL store {self.address}: {units[0]!r} has ended already")
+        every = [unit.changes() for unit in units]
         conn = lease.conn
         try:
             with conn.pipeline():
@@ -1117,10 +1116,7 @@ class PostgresStore:
         """End the unit's transaction, which wrote nothing (its writes are only ever sent with
         its ``COMMIT``): nothing of the unit is stored; the voucher is released. One round
         trip."""
-        # a claim's placeholder row is the one thing a unit writes before its commit: then
-        # roll back; otherwise end the (write-free) transaction quietly
-        placeholders = bool(unit.placeholders)
-        self._release(unit.handle, rollback=placeholders, quietly=not placeholders)
+        self.abort_many((unit,))
 
     # --- idempotency keys -----------------------------------------------------------------
 
@@ -1236,6 +1232,3 @@ class PostgresStore:
         if self._owns_pool and pool is not None and self._pid == os.getpid():
             pool.close()
 
-
-if TYPE_CHECKING:  # mypy proves the PostgreSQL store keeps the port's contract
-    _conforms: Store[SqlUnit] = PostgresStore("postgresql://")

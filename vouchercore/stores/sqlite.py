@@ -28,14 +28,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
 from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherState
 from vouchercore.domain.snapshots import Redemption
 from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
-from vouchercore.ports import SessionCounts, Store
+from vouchercore.ports import SessionCounts, Store, distinct_units
 from vouchercore.stores import _sql
 from vouchercore.stores._sql import (
     KEY_COLUMNS,
@@ -260,7 +260,7 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
     conn.execute("UPDATE vouchercore_meta SET value = ? WHERE name = 'schema_version'", (version,))
 
 
-class SQLiteStore:
+class SQLiteStore(Store[SqlUnit]):
     """Vouchers in a SQLite file. Thread- and process-safe; see the module docstring.
 
     Args:
@@ -499,14 +499,13 @@ class SQLiteStore:
         self,
         conn: sqlite3.Connection,
         code_or_id: str,
-        include_deleted: bool,
         by_id: bool = False,
         seqs: Callable[[], int] | None = None,
     ) -> SqlUnit | None:
         row = None if by_id else conn.execute(_SELECT_BY_CODE, (code_or_id,)).fetchone()
         if row is None:
             row = conn.execute(_SELECT_BY_ID, (code_or_id,)).fetchone()
-        if row is None or (row[3] == _DELETED and not include_deleted):
+        if row is None:
             return None
         sessions = conn.execute(_SELECT_SESSIONS, (row[0],)).fetchall()
         record = _sql.record_from_row(row, sessions)
@@ -533,12 +532,12 @@ class SQLiteStore:
 
         return next_seq
 
-    def begin(self, code_or_id: str, *, include_deleted: bool = False) -> SqlUnit | None:
+    def begin(self, code_or_id: str) -> SqlUnit | None:
         """Open ``BEGIN IMMEDIATE`` and load the voucher and its sessions (None: not found)."""
         conn = self._conn()
         try:
             self._begin(conn)
-            unit = self._load(conn, code_or_id, include_deleted)
+            unit = self._load(conn, code_or_id)
         except sqlite3.Error as error:
             self._rollback(conn)
             raise self._fail("begin", error) from error
@@ -554,7 +553,7 @@ class SQLiteStore:
             row = conn.execute(
                 f"SELECT {_R} FROM redemptions WHERE id = ?", (redemption_id,)
             ).fetchone()
-            unit = None if row is None else self._load(conn, row[1], False, by_id=True)
+            unit = None if row is None else self._load(conn, row[1], by_id=True)
         except sqlite3.Error as error:
             self._rollback(conn)
             raise self._fail("begin", error) from error
@@ -563,49 +562,48 @@ class SQLiteStore:
             return None
         return unit, _sql.redemption_from_row(row)
 
-    def begin_pair(self, first: str, second: str) -> tuple[SqlUnit, SqlUnit] | None:
-        """One ``BEGIN IMMEDIATE`` holding two vouchers (the file's write lock orders every
-        writer: two pairs can never wait for each other). The same unit twice when both name
-        one voucher; None when either is missing or deleted."""
+    def begin_many(self, codes: Sequence[str]) -> list[SqlUnit] | None:
+        """One ``BEGIN IMMEDIATE`` holding several vouchers (the file's write lock orders every
+        writer: two callers can never wait for each other). One unit per voucher, in the order
+        of *codes*; None when a code names no voucher."""
         conn = self._conn()
+        units: list[SqlUnit] = []
         try:
             self._begin(conn)
             seqs = self._transaction_seqs(conn)  # one counter: the units share a transaction
-            one = self._load(conn, first, False, seqs=seqs)
-            two: SqlUnit | None = None
-            if one is not None:
-                same = second in (one.record.code, one.record.id)
-                two = one if same else self._load(conn, second, False, seqs=seqs)
+            for code in codes:
+                unit = next((u for u in units if code in (u.record.code, u.record.id)), None)
+                if unit is None:
+                    unit = self._load(conn, code, seqs=seqs)
+                    if unit is None:
+                        break
+                units.append(unit)
         except sqlite3.Error as error:
             self._rollback(conn)
             raise self._fail("begin", error) from error
-        if one is None or two is None:
+        if len(units) < len(codes):
             self._rollback(conn)
             return None
-        return one, two
-
-    def commit_pair(self, first: SqlUnit, second: SqlUnit) -> None:
-        """Write what both units changed and ``COMMIT`` (all or nothing)."""
-        self._commit(first, second)
-
-    def abort_pair(self, first: SqlUnit, second: SqlUnit) -> None:
-        """``ROLLBACK`` both units' transaction."""
-        self._rollback(first.handle)
+        return units
 
     def commit(self, unit: SqlUnit) -> None:
         """Write what the unit changed and ``COMMIT`` (all or nothing)."""
-        self._commit(unit)
+        self.commit_many((unit,))
 
-    def _commit(self, unit: SqlUnit, other: SqlUnit | None = None) -> None:
-        conn: sqlite3.Connection = unit.handle
+    def commit_many(self, units: Sequence[SqlUnit]) -> None:
+        """Write what the units changed and ``COMMIT`` (all or nothing)."""
+        conn: sqlite3.Connection = units[0].handle
         try:
-            self._write_changes(conn, unit.changes())
-            if other is not None and other is not unit:
-                self._write_changes(conn, other.changes())
+            for unit in distinct_units(units):
+                self._write_changes(conn, unit.changes())
             conn.execute("COMMIT")
         except sqlite3.Error as error:
             self._rollback(conn)
             raise self._fail("commit", error) from error
+
+    def abort_many(self, units: Sequence[SqlUnit]) -> None:
+        """``ROLLBACK`` the units' one transaction."""
+        self._rollback(units[0].handle)
 
     @staticmethod
     def _write_changes(conn: sqlite3.Connection, changes: _sql.Changes) -> None:
@@ -765,6 +763,3 @@ class SQLiteStore:
                 conn.close()
         self._local = threading.local()
 
-
-if TYPE_CHECKING:  # mypy proves the SQLite store keeps the port's contract
-    _conforms: Store[SqlUnit] = SQLiteStore(":memory:")

@@ -1,0 +1,318 @@
+"""The engine's requests, checked: every argument a public call takes is parsed here into the
+domain's terms (raising :class:`~vouchercore.errors.InvalidArgument` with a stable key) before
+any unit of work opens.
+
+- :class:`VoucherTemplate`: a new voucher's fields (:meth:`Engine.create_voucher
+  <vouchercore.Engine.create_voucher>`, :meth:`~vouchercore.Engine.generate_vouchers`, one
+  CSV row of an import).
+- :func:`parse_discount`, :func:`lock_request`, :func:`use_request`: a discount, a
+  validation's ``session``, the amounts and references of a validation or redemption.
+- :func:`keyed_request`: an ``idempotency_key`` and the fingerprint of the request it covers.
+
+The defaults of a LOCK session (:data:`DEFAULT_TTL` :data:`DEFAULT_TTL_UNIT`) are defined here,
+once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from vouchercore.domain import idempotency, operations
+from vouchercore.domain.instants import to_us_or_none
+from vouchercore.domain.operations import IdSource, LockRequest, UseRequest
+from vouchercore.domain.records import Discount, VoucherInfo, VoucherRecord
+from vouchercore.domain.values import (
+    DiscountType,
+    TtlUnit,
+    VoucherType,
+    require_amount,
+    require_enum,
+    require_metadata,
+    require_optional_text,
+    require_percent,
+    require_session_key,
+    ttl_to_us,
+)
+from vouchercore.errors import InvalidPayload
+
+__all__ = [
+    "DEFAULT_TTL",
+    "DEFAULT_TTL_UNIT",
+    "VoucherTemplate",
+    "idempotency_key",
+    "keyed_request",
+    "lock_request",
+    "parse_discount",
+    "use_request",
+]
+
+#: A LOCK session's TTL when the request gives none: 7 days.
+DEFAULT_TTL: Final = 7
+DEFAULT_TTL_UNIT: Final = TtlUnit.DAYS
+
+
+# --- a new voucher ----------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class VoucherTemplate:
+    """A new voucher's fields, checked: what every voucher made from it shares but its code.
+
+    Made by :meth:`parse` from the arguments a caller gives (by name:
+    ``type, discount, gift, loyalty_card, quantity, redemption, active, start_date,
+    expiration_date, category, additional_info, metadata, campaign_id, redeemed_quantity,
+    redeemed_amount``); :meth:`record` makes a voucher of it. A CSV import keeps one per
+    distinct row shape, code generation one for every code.
+    """
+
+    type: VoucherType
+    discount: Discount | None
+    total: int  # gift credits or loyalty points it opens with
+    quantity: int | None
+    active: bool
+    start_date: int | None
+    expiration_date: int | None
+    info: VoucherInfo | None
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, Any]) -> VoucherTemplate:
+        """The template of *fields*, read by name (a missing one takes its default: active,
+        no limit, no dates, no free data, no opening counters). Engine verbs pass their own
+        arguments (``locals()``): their signatures are the public face, the names are read
+        here once.
+
+        Raises:
+            InvalidArgument: a malformed field (the message names it).
+        """
+        get = fields.get
+        kind, discount, total = _parse_kind(
+            get("type"), get("discount"), get("gift"), get("loyalty_card")
+        )
+        active = get("active", True)
+        if not isinstance(active, bool):
+            raise InvalidPayload(f"active must be a bool, got {active!r}")
+        return cls(
+            type=kind,
+            discount=discount,
+            total=total,
+            quantity=_parse_quantity(get("quantity"), get("redemption")),
+            active=active,
+            start_date=to_us_or_none(get("start_date"), "start_date"),
+            expiration_date=to_us_or_none(get("expiration_date"), "expiration_date"),
+            info=_parse_info(
+                get("category"),
+                get("additional_info"),
+                get("metadata"),
+                get("campaign_id"),
+                require_amount(get("redeemed_quantity", 0), "redeemed_quantity", allow_zero=True),
+                require_amount(get("redeemed_amount", 0), "redeemed_amount", allow_zero=True),
+            ),
+        )
+
+    def record(self, ids: IdSource, code: str, now: int) -> VoucherRecord:
+        """A new voucher with these fields and *code*, created at *now* (the domain's
+        cross-field checks: :func:`~vouchercore.domain.operations.new_voucher`)."""
+        return operations.new_voucher(
+            ids,
+            now,
+            code=code,
+            type=self.type,
+            discount=self.discount,
+            total=self.total,
+            quantity=self.quantity,
+            active=self.active,
+            start_date=self.start_date,
+            expiration_date=self.expiration_date,
+            info=self.info,
+        )
+
+
+def parse_discount(value: Discount | Mapping[str, Any]) -> Discount:
+    """A :class:`Discount`, or Voucherify's discount object (``{"type": "AMOUNT",
+    "amount_off": 500}``, ``PERCENT`` with ``percent_off`` and an optional ``amount_limit``,
+    ``FIXED`` with ``fixed_amount``, ``UNIT`` with ``unit_off`` and ``unit_type``), checked."""
+    if isinstance(value, Discount):
+        fields: Mapping[str, Any] = {
+            "type": value.type,
+            "amount_off": value.amount_off,
+            "percent_off": value.percent_off,
+            "amount_limit": value.amount_limit,
+            "fixed_amount": value.fixed_amount,
+            "unit_off": value.unit_off,
+            "unit_type": value.unit_type,
+        }
+    elif isinstance(value, Mapping):
+        fields = value
+    else:
+        raise InvalidPayload(f"discount must be a Discount or a mapping, got {value!r}")
+    kind = require_enum(DiscountType, fields.get("type"), "discount.type")
+    if kind is DiscountType.AMOUNT:
+        return Discount(
+            type=kind, amount_off=require_amount(fields.get("amount_off"), "amount_off")
+        )
+    if kind is DiscountType.PERCENT:
+        limit = fields.get("amount_limit")
+        return Discount(
+            type=kind,
+            percent_off_bp=require_percent(fields.get("percent_off")),
+            amount_limit=None if limit is None else require_amount(limit, "amount_limit"),
+        )
+    if kind is DiscountType.FIXED:
+        return Discount(
+            type=kind,
+            fixed_amount=require_amount(
+                fields.get("fixed_amount"), "fixed_amount", allow_zero=True
+            ),
+        )
+    unit_type = require_optional_text(fields.get("unit_type"), "unit_type")
+    if not unit_type:
+        raise InvalidPayload(f"unit_type must be a non-empty string, got {unit_type!r}")
+    return Discount(
+        type=kind, unit_off=require_amount(fields.get("unit_off"), "unit_off"), unit_type=unit_type
+    )
+
+
+def _parse_kind(
+    kind: VoucherType | str | None,
+    discount: Discount | Mapping[str, Any] | None,
+    gift: Mapping[str, Any] | None,
+    loyalty_card: Mapping[str, Any] | None,
+) -> tuple[VoucherType, Discount | None, int]:
+    """The voucher type (given, or inferred from the one of *gift*, *loyalty_card*,
+    *discount* given), its discount, and the credits or points it opens with."""
+    if kind is None:
+        given = [gift is not None, loyalty_card is not None, discount is not None]
+        if sum(given) != 1:
+            raise InvalidPayload("give type, or exactly one of discount, gift, loyalty_card")
+        kind = (
+            VoucherType.GIFT_VOUCHER
+            if gift is not None
+            else VoucherType.LOYALTY_CARD
+            if loyalty_card is not None
+            else VoucherType.DISCOUNT_VOUCHER
+        )
+    kind = require_enum(VoucherType, kind, "type")
+    parsed = None if discount is None else parse_discount(discount)
+    total = 0
+    if gift is not None:
+        if kind is not VoucherType.GIFT_VOUCHER:
+            raise InvalidPayload(f"gift applies to GIFT_VOUCHER only, not {kind.value}")
+        if not isinstance(gift, Mapping):
+            raise InvalidPayload(f"gift must be a mapping like {{'amount': 10000}}, got {gift!r}")
+        total = require_amount(gift.get("amount", 0), "gift.amount", allow_zero=True)
+    if loyalty_card is not None:
+        if kind is not VoucherType.LOYALTY_CARD:
+            raise InvalidPayload(f"loyalty_card applies to LOYALTY_CARD only, not {kind.value}")
+        if not isinstance(loyalty_card, Mapping):
+            raise InvalidPayload(
+                f"loyalty_card must be a mapping like {{'points': 500}}, got {loyalty_card!r}"
+            )
+        total = require_amount(
+            loyalty_card.get("points", 0), "loyalty_card.points", allow_zero=True
+        )
+    return kind, parsed, total
+
+
+def _parse_quantity(quantity: int | None, redemption: Mapping[str, Any] | None) -> int | None:
+    if redemption is not None:
+        if quantity is not None:
+            raise InvalidPayload("give quantity or redemption={'quantity': …}, not both")
+        if not isinstance(redemption, Mapping):
+            raise InvalidPayload(f"redemption must be a mapping, got {redemption!r}")
+        quantity = redemption.get("quantity")
+    return None if quantity is None else require_amount(quantity, "quantity")
+
+
+def _parse_info(
+    category: str | None,
+    additional_info: str | None,
+    metadata: Mapping[str, Any] | None,
+    campaign_id: str | None,
+    redeemed_quantity: int,
+    redeemed_amount: int,
+) -> VoucherInfo | None:
+    info = VoucherInfo(
+        category=require_optional_text(category, "category"),
+        additional_info=require_optional_text(additional_info, "additional_info"),
+        metadata=require_metadata(metadata),
+        campaign_id=require_optional_text(campaign_id, "campaign_id"),
+        opening_redeemed_quantity=redeemed_quantity,
+        opening_redeemed_amount=redeemed_amount,
+    )
+    return None if info == _EMPTY_INFO else info
+
+
+_EMPTY_INFO = VoucherInfo()
+
+
+# --- validation, redemption, idempotency ------------------------------------------------------
+
+
+def keyed_request(key: object, operation: str, **request: Any) -> tuple[str, str] | None:
+    """The checked idempotency *key* and the fingerprint of *operation* with its checked
+    *request* arguments; ``None`` without a key."""
+    checked = idempotency_key(key)
+    return None if checked is None else (checked, idempotency.fingerprint(operation, **request))
+
+
+def idempotency_key(value: object) -> str | None:
+    """``None``, or a key: 1–200 printable characters, no leading/trailing whitespace."""
+    return None if value is None else require_session_key(value, "idempotency_key")
+
+
+def use_request(
+    order_amount: object,
+    credits: object,
+    points: object,
+    order_id: object,
+    session_key: object,
+    metadata: object,
+) -> UseRequest:
+    """What a validation or redemption asks of a voucher, checked."""
+    return UseRequest(
+        None if credits is None else require_amount(credits, "credits"),
+        None if points is None else require_amount(points, "points"),
+        None if order_amount is None else require_amount(order_amount, "order_amount"),
+        None if order_id is None else require_optional_text(order_id, "order_id"),
+        None if session_key is None else require_session_key(session_key),
+        None if metadata is None else require_metadata(metadata),
+    )
+
+
+_SESSION_FIELDS = frozenset({"type", "key", "ttl", "ttl_unit"})
+_DEFAULT_LOCK = LockRequest(
+    None, DEFAULT_TTL, DEFAULT_TTL_UNIT, ttl_to_us(DEFAULT_TTL, DEFAULT_TTL_UNIT)
+)
+
+
+def lock_request(session: Mapping[str, Any] | str | bool | None) -> LockRequest | None:
+    """A validation's ``session``: ``None``/``False`` for none, ``True``/``"LOCK"`` for the
+    defaults, or ``{"type": "LOCK", "key": …, "ttl": …, "ttl_unit": …}`` (all but type
+    optional), checked."""
+    if session is None or session is False:
+        return None
+    if session is True:
+        return _DEFAULT_LOCK
+    if isinstance(session, str):
+        session = {"type": session}
+    if type(session) is not dict and not isinstance(session, Mapping):  # dict: skip the ABC
+        raise InvalidPayload(f"session must be a mapping like {{'type': 'LOCK'}}, got {session!r}")
+    for name in session:
+        if name not in _SESSION_FIELDS:
+            raise InvalidPayload(f"session has an unknown field {name!r}")
+    kind = session.get("type", "LOCK")
+    if kind != "LOCK" and (not isinstance(kind, str) or kind.strip().upper() != "LOCK"):
+        raise InvalidPayload(f"session.type must be LOCK, got {kind!r}")
+    if len(session) == 1 and "type" in session:
+        return _DEFAULT_LOCK
+    key = session.get("key")
+    if key is not None:
+        key = require_session_key(key, "session.key")
+    ttl = session.get("ttl", DEFAULT_TTL)
+    if type(ttl) is not int or ttl <= 0:
+        raise InvalidPayload(f"session.ttl must be a positive int, got {ttl!r}")
+    unit = require_enum(TtlUnit, session.get("ttl_unit", DEFAULT_TTL_UNIT), "session.ttl_unit")
+    return LockRequest(key, ttl, unit, ttl_to_us(ttl, unit))
