@@ -28,7 +28,13 @@ from vouchercore.codes import (
 from vouchercore.domain import idempotency, operations
 from vouchercore.domain.audit import audit_session_ledger, audit_voucher
 from vouchercore.domain.instants import to_us_or_none
-from vouchercore.domain.records import Discount, SessionRecord, VoucherRecord
+from vouchercore.domain.records import (
+    VISIBLE,
+    VISIBLE_OR_DELETED,
+    Discount,
+    SessionRecord,
+    VoucherRecord,
+)
 from vouchercore.domain.snapshots import (
     AuditReport,
     BalanceUpdate,
@@ -450,14 +456,14 @@ class Engine:
             reason=reason,
         )
         now = self._clock.now_us()
-        found = self._store.open_redemption(redemption_id)
-        if found is not None and not found[0].unit.record.visible():
-            found[0].abort()
+        found = self._store.begin_redemption(redemption_id)
+        if found is not None and found[0].record.state not in VISIBLE:
+            self._store.abort(found[0])
             found = None
         if found is None:
             raise _redemption_not_found(redemption_id)
-        work, redemption = found
-        with work as unit:
+        unit, redemption = found
+        with Opened(self._store, unit):
             rollback, _ = self._once(
                 unit,
                 now,
@@ -1047,22 +1053,28 @@ class Engine:
         assert asked is not None
         return min(now_us, asked)
 
-    def _find(self, code_or_id: str, *, deleted: bool = False) -> Opened[VoucherUnit] | None:
-        """The voucher's unit of work, open, for a ``with`` statement; ``None`` (nothing held)
-        when no voucher the caller may see has this code or id — a soft-deleted one only with
-        *deleted* (:meth:`VoucherRecord.visible`)."""
-        work = self._store.open(code_or_id)
-        if work is not None and not work.unit.record.visible(deleted):
-            work.abort()
-            return None
-        return work
-
     def _open(self, code_or_id: str, *, deleted: bool = False) -> Opened[VoucherUnit]:
-        """:meth:`_find`, raising :class:`~vouchercore.errors.NotFound` instead of ``None``."""
-        work = self._find(code_or_id, deleted=deleted)
-        if work is None:
-            raise _not_found(code_or_id)
-        return work
+        """The voucher's unit of work, open, for a ``with`` statement.
+
+        Raises:
+            NotFound: no voucher the caller may see has this code or id (nothing is held): a
+                soft-deleted one is seen only with *deleted* (the rule:
+                :data:`~vouchercore.domain.records.VISIBLE`).
+        """
+        store = self._store
+        unit = store.begin(code_or_id)
+        if unit is not None:
+            if unit.record.state in (VISIBLE_OR_DELETED if deleted else VISIBLE):
+                return Opened(store, unit)
+            store.abort(unit)
+        raise _not_found(code_or_id)
+
+    def _find(self, code_or_id: str, *, deleted: bool = False) -> Opened[VoucherUnit] | None:
+        """:meth:`_open`, or ``None`` instead of :class:`~vouchercore.errors.NotFound`."""
+        try:
+            return self._open(code_or_id, deleted=deleted)
+        except NotFound:
+            return None
 
     def _open_many(self, codes: Sequence[str]) -> OpenedMany[VoucherUnit]:
         """One unit of work on several vouchers, open, for a ``with`` statement.
@@ -1071,9 +1083,10 @@ class Engine:
             NotFound: a code names no voucher the caller may see (nothing held); its
                 ``resource_id`` is the first such code.
         """
-        work = self._store.open_many(codes)
-        if work is not None:
-            hidden = [c for c, u in zip(codes, work.units, strict=True) if not u.record.visible()]
+        units = self._store.begin_many(codes)
+        if units is not None:
+            work = OpenedMany(self._store, units)
+            hidden = [c for c, u in zip(codes, units, strict=True) if u.record.state not in VISIBLE]
             if not hidden:
                 return work
             work.abort()

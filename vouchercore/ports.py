@@ -3,21 +3,20 @@
 A store keeps vouchers, their sessions, redemptions, rollbacks and transactions. It loads and
 saves; it never decides a voucher rule — every rule is in :mod:`vouchercore.domain`.
 
-An operation on one voucher is a *unit of work*, opened with ``with``::
+An operation on one voucher is a *unit of work*: a store opens it, the engine ends it with a
+``with`` statement (:class:`Opened`)::
 
-    work = store.open(code_or_id)          # the voucher, locked for this operation (or None)
-    with work as unit:
+    unit = store.begin(code_or_id)         # the voucher, locked for this operation (or None)
+    with Opened(store, unit):
         ...domain decides, then changes unit.record and reports what else changed to unit...
-    # a normal exit commits: all of it becomes visible at once; any exception (BaseException
-    # included) aborts: none of it does, and the voucher is released either way
+    # a normal exit commits (store.commit): all of it becomes visible at once; any exception,
+    # BaseException included, aborts (store.abort): none of it does; the voucher is released
+    # either way
 
-:meth:`Store.open_many` does the same for several vouchers in one atomic unit (a points
-transfer, a stacked redemption). A store implements the primitives underneath —
-:meth:`~Store.begin`, :meth:`~Store.commit`, :meth:`~Store.abort` and their ``*_many``
-forms — and inherits ``open``/``open_many``/``open_redemption`` by subclassing
-:class:`Store`. A store hands out every stored voucher, deleted or not: who may see a
-deleted voucher is a rule the engine applies (:meth:`VoucherRecord.visible
-<vouchercore.domain.records.VoucherRecord.visible>`).
+:meth:`Store.begin_many` and :class:`OpenedMany` do the same for several vouchers in one
+atomic unit (a points transfer, a stacked redemption). A store hands out every stored
+voucher, deleted or not: who may see a deleted voucher is a rule the engine applies
+(:data:`vouchercore.domain.records.VISIBLE`).
 
 The unit's interface, :class:`~vouchercore.domain.operations.VoucherUnit`, is declared by the
 domain (it is what the rules need) and re-exported here.
@@ -80,7 +79,7 @@ def distinct_units(units: Sequence[Unit]) -> list[Unit]:
 class Opened(Generic[Unit]):
     """An open unit of work on one voucher, ended by a ``with`` statement::
 
-        with store.open(code) as unit:
+        with Opened(store, store.begin(code)) as unit:  # (after checking begin's None)
             ...
 
     A normal exit commits the unit; an exception — any :class:`BaseException`: a
@@ -97,7 +96,7 @@ class Opened(Generic[Unit]):
     def __enter__(self) -> Unit:
         return self.unit
 
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: object, trace: object) -> None:
         if kind is None:
             self.store.commit(self.unit)
         else:
@@ -109,7 +108,7 @@ class Opened(Generic[Unit]):
 
 
 class OpenedMany(Generic[Unit]):
-    """An open unit of work on several vouchers (:meth:`Store.open_many`), ended by a
+    """An open unit of work on several vouchers (:meth:`Store.begin_many`), ended by a
     ``with`` statement as :class:`Opened` is: all committed, or all aborted."""
 
     __slots__ = ("store", "units")
@@ -121,7 +120,7 @@ class OpenedMany(Generic[Unit]):
     def __enter__(self) -> tuple[Unit, ...]:
         return self.units
 
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: object, trace: object) -> None:
         if kind is None:
             self.store.commit_many(self.units)
         else:
@@ -134,8 +133,7 @@ class OpenedMany(Generic[Unit]):
 
 class Store(Protocol[Unit]):
     """A voucher book, handing out units of work of its own type ``Unit``. See the module
-    docstring for the guarantees. A store subclasses it (``class MyStore(Store[MyUnit])``)
-    to inherit :meth:`open`, :meth:`open_many` and :meth:`open_redemption`."""
+    docstring for the guarantees."""
 
     def insert_voucher(self, record: VoucherRecord) -> None:
         """Store a new voucher atomically.
@@ -214,23 +212,6 @@ class Store(Protocol[Unit]):
 
     def abort_many(self, units: Sequence[Unit]) -> None:
         """Discard the units of one :meth:`begin_many` and release every voucher."""
-
-    # --- the unit of work, as the engine uses it (inherited: not for a store to write) ----
-
-    def open(self, code_or_id: str) -> Opened[Unit] | None:
-        """:meth:`begin`, for a ``with`` statement (``None``: no such voucher stored)."""
-        unit = self.begin(code_or_id)
-        return None if unit is None else Opened(self, unit)
-
-    def open_many(self, codes: Sequence[str]) -> OpenedMany[Unit] | None:
-        """:meth:`begin_many`, for a ``with`` statement (``None``: a code names no voucher)."""
-        units = self.begin_many(codes)
-        return None if units is None else OpenedMany(self, units)
-
-    def open_redemption(self, redemption_id: str) -> tuple[Opened[Unit], Redemption] | None:
-        """:meth:`begin_redemption`, for a ``with`` statement."""
-        found = self.begin_redemption(redemption_id)
-        return None if found is None else (Opened(self, found[0]), found[1])
 
     def claim_key(self, unit: Unit, key: str) -> KeyRecord | None:
         """Claim idempotency *key* for the open *unit*; the record stored under it, if any

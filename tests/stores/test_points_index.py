@@ -31,9 +31,9 @@ class CountingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def open(self, code_or_id: str) -> Any:
+    def begin(self, code_or_id: str) -> Any:
         self.opened += 1
-        return self._inner.open(code_or_id)
+        return self._inner.begin(code_or_id)
 
 
 @pytest.fixture(params=["memory", "sqlite"])

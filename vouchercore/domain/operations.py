@@ -315,8 +315,11 @@ def _touch(unit: VoucherUnit, now: int) -> loyalty.PointsExpiry | None:
     to the record but its transactions are not written yet. The caller then either
     :func:`_settle` s it (before writing its own transactions) or undoes it and fails — a
     failed call changes nothing (purging expired sessions changes nothing anyone can see)."""
-    expiry = _expire_points(unit.record, now)
-    _purge_sessions(unit, now)
+    record = unit.record
+    # the common cases skip both calls: no points that expire, no sessions
+    expiry = None if record.points_due_at is None else _expire_points(record, now)
+    if record.sessions is not None:
+        _purge_sessions(unit, now)
     return expiry
 
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from enum import IntEnum, StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import attrs
 
 from vouchercore.domain.values import DiscountType, TransactionType, VoucherType, require_percent
 
 __all__ = [
+    "VISIBLE",
+    "VISIBLE_OR_DELETED",
     "CardRecord",
     "Discount",
     "DiscountRecord",
@@ -132,7 +134,13 @@ class VoucherState(IntEnum):
     PURGED = 3  # force-deleted: gone; a unit still holding it must treat it as not found
 
 
-_DELETED = VoucherState.DELETED
+#: The states in which an operation finds a voucher: active or disabled; a soft-deleted one
+#: only for an operation that asks for deleted ones too (a force delete, a session sweep);
+#: a force-deleted one never. Every store hands out deleted vouchers as well: the engine
+#: applies this rule.
+#: (Tuples: ``in`` finds a member by identity, where a set would hash the enum in Python.)
+VISIBLE: Final = (VoucherState.ACTIVE, VoucherState.DISABLED)
+VISIBLE_OR_DELETED: Final = (*VISIBLE, VoucherState.DELETED)
 
 
 class SessionEnd(StrEnum):
@@ -316,14 +324,6 @@ class VoucherRecord:
     def active(self) -> bool:
         """True unless disabled (or deleted)."""
         return self.state is VoucherState.ACTIVE
-
-    def visible(self, deleted: bool = False) -> bool:
-        """Whether an operation finds this voucher: an active or disabled one always, a
-        soft-deleted one only when the operation asks for *deleted* ones (a force delete, a
-        session sweep), a force-deleted one never. Every store hands out deleted vouchers
-        too; the engine applies this rule."""
-        state = self.state
-        return state < _DELETED or (deleted and state is _DELETED)
 
     @property
     def campaign_id(self) -> str | None:

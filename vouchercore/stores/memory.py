@@ -28,6 +28,7 @@ from sortedcontainers import SortedKeyList, SortedList
 
 from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.records import (
+    VISIBLE,
     SessionRecord,
     TransactionRecord,
     VoucherRecord,
@@ -464,7 +465,7 @@ class MemoryStore(Store[_Unit]):
 
     def voucher_codes(self) -> Iterator[str]:
         for record in list(self._by_code.values()):
-            if record.visible():
+            if record.state in VISIBLE:
                 yield record.code
 
     @property
@@ -486,4 +487,3 @@ class MemoryStore(Store[_Unit]):
 
     def close(self) -> None:
         """Nothing to release."""
-

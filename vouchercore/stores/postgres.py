@@ -1231,4 +1231,3 @@ class PostgresStore(Store[SqlUnit]):
         pool, self._pool = self._pool, None
         if self._owns_pool and pool is not None and self._pid == os.getpid():
             pool.close()
-

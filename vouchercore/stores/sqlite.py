@@ -762,4 +762,3 @@ class SQLiteStore(Store[SqlUnit]):
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
         self._local = threading.local()
-
