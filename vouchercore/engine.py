@@ -1,9 +1,17 @@
 """The facade: Voucherify's voucher verbs on an in-process store.
 
-Every operation has the same shape: check the arguments (raising
-:class:`~vouchercore.errors.InvalidArgument` before anything is read), read the clock once,
-open one unit of work on the voucher, make one domain call, commit. Thread-safe: operations on
-one voucher are serialised by its unit of work; operations on different vouchers run
+Every operation has the same shape::
+
+    code = require_code(code)                        # check the arguments (vouchercore.requests)
+    now = self._clock.now_us()                       # read the clock once
+    with self._open(code) as unit:                   # one unit of work (vouchercore.ports.Opened)
+        return operations.something(unit, now, ...)  # one domain call
+    # a normal exit commits; any exception, BaseException included, aborts and releases
+
+Arguments are checked before anything is read (raising
+:class:`~vouchercore.errors.InvalidArgument`). A keyed call (``idempotency_key=``) runs its
+domain call through :meth:`Engine._once`, the one idempotency wrapper. Thread-safe: operations
+on one voucher are serialised by its unit of work; operations on different vouchers run
 independently.
 """
 
@@ -876,7 +884,7 @@ class Engine:
         *,
         progress: Callable[[int], None] | None = None,
     ) -> csvio.ImportReport:
-        """Import standalone vouchers from a CSV file with Voucherify's headers (SPEC §10).
+        """Import standalone vouchers from a CSV file with Voucherify's headers.
 
         Headers (first line, any case): ``Code, Voucher Type, Value, Discount Type, Category,
         Start Date, Expiration Date, Redemption Limit, Redeemed Quantity, Redeemed Amount,

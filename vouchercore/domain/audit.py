@@ -1,4 +1,5 @@
-"""The audit: replay a voucher's logs and check the invariants of SPEC §14.
+"""The audit: replay a voucher's logs and check the invariants (README: "Concurrency and the
+audit").
 
 * I1 — ``redeemed_quantity + live sessions ≤ quantity``; no counter below 0; the redemption
   log replays to the counters.

@@ -3,8 +3,8 @@
 Each function works on one open unit of work (:class:`~vouchercore.ports.VoucherUnit`) at one
 instant ``now`` (integer µs UTC) and follows one shape: purge what has expired, **decide**
 (raising or returning the failure before anything changes), then **apply** — plain
-assignments and unit notifications that cannot fail. That is what keeps SPEC I5 on every
-store: a failed call changes nothing (invariant I5).
+assignments and unit notifications that cannot fail. That is what keeps invariant I5 on every
+store: a failed call changes nothing.
 """
 
 from __future__ import annotations
@@ -220,7 +220,9 @@ def new_voucher(
     expiration_date: int | None,
     info: VoucherInfo | None,
 ) -> VoucherRecord:
-    """A new voucher record, after the cross-field checks of SPEC §1.
+    """A new voucher record, after the cross-field checks: a discount voucher has a discount and
+    no credits or points, a card no discount, a start date is not after the expiration date, and
+    opening counters stay within the quantity and the total.
 
     Counters it comes with (``info.opening_redeemed_*``, from a CSV import) are applied:
     a card's balance is its total minus the opening redeemed amount.
@@ -422,7 +424,8 @@ def release_session(unit: VoucherUnit, now: int, key: str) -> None:
 
 
 def _check_payload(record: VoucherRecord, request: UseRequest) -> None:
-    """The request must fit the voucher's type (SPEC §3, malformed requests)."""
+    """The request must fit the voucher's type: credits for gift cards only, points for
+    loyalty cards only (which need them), a gift card needs credits or an order amount."""
     kind = record.type
     if request.credits is not None and kind is not _GIFT:
         raise InvalidPayload(f"credits apply to gift vouchers only; {record.code!r} is {kind}")

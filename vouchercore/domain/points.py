@@ -12,7 +12,7 @@ Spending (a redemption, a removal, a transfer out, a cancellation) takes points 
 the soonest-expiring first, the pool next, accruals without expiry last.
 
 **Expiry and live locks.** A bucket's points leave the balance at its ``expires_at`` — but
-never the points that live LOCK sessions hold (SPEC I2: Σ locked ≤ balance). When a bucket
+never the points that live LOCK sessions hold (invariant I2: Σ locked ≤ balance). When a bucket
 expires while sessions hold more than the rest of the balance covers, only the part no lock
 needs expires; the rest is re-dated to the end of the latest of those locks and expires then,
 unless the lock's redemption spends it first. A lock therefore never loses its points, and
@@ -181,7 +181,7 @@ def expire_due(
     expiry = PointsExpiry(record)
     while buckets and (due := buckets[0].expires_at) is not None and due <= now:
         bucket = buckets.pop(0)
-        live = [s for s in sessions if s.expires_at > due]
+        live = [s for s in sessions if s.live_at(due)]
         held = sum(s.points for s in live)
         gone = min(bucket.points, max(0, record.balance - held))
         kept = bucket.points - gone

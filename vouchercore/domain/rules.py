@@ -1,7 +1,25 @@
-"""The voucher rules: availability (SPEC §2), the validation check table (SPEC §3) and pricing.
+"""The voucher rules: availability, the validation check table, pricing, the rollback window.
 
 Everything that decides whether a voucher may be used, and for how much, is here — once —
-and every store shares it.
+and every store shares it. The other rules live beside it in :mod:`vouchercore.domain`, each
+in one place:
+
+- what a request may ask, and the order of an operation's steps (decide, then apply):
+  :mod:`~vouchercore.domain.operations` (with :func:`~vouchercore.domain.operations.new_voucher`'s
+  cross-field checks of a new voucher);
+- when a session is live (:meth:`SessionRecord.live_at
+  <vouchercore.domain.records.SessionRecord.live_at>`), why one ends
+  (:class:`~vouchercore.domain.records.SessionEnd`), and which vouchers an operation finds
+  (:data:`~vouchercore.domain.records.VISIBLE`): :mod:`~vouchercore.domain.records`;
+- loyalty points buckets, their spending order and expiry: :mod:`~vouchercore.domain.points`;
+- idempotent retries (replay, key reuse, the retention): :mod:`~vouchercore.domain.idempotency`;
+- the invariants I1–I5 the audit checks: :mod:`~vouchercore.domain.audit`;
+- the shape of every argument (codes, amounts, metadata, instants):
+  :mod:`~vouchercore.domain.values` and :mod:`~vouchercore.domain.instants`.
+
+A voucher is **available** to a request while it is active, started and not expired, and
+while its quantity, credits or points not held by other live sessions cover the request; the
+checks run in the order of :data:`CHECKS`, and the first that fails names the error.
 """
 
 from __future__ import annotations
@@ -43,7 +61,7 @@ __all__ = [
 ]
 
 
-# --- availability (SPEC §2) -------------------------------------------------------------------
+# --- availability -----------------------------------------------------------------------------
 
 
 def available_quantity(record: VoucherRecord, own: SessionRecord | None) -> int | None:
@@ -78,7 +96,7 @@ def available_balance(record: VoucherRecord, own: SessionRecord | None) -> int:
     return record.balance - held
 
 
-# --- the check table (SPEC §3) ----------------------------------------------------------------
+# --- the check table ----------------------------------------------------------------------------
 
 
 class Demand:
@@ -147,8 +165,9 @@ def _iso(us: int | None) -> str:
     return "-" if us is None else from_us(us).isoformat()
 
 
-#: The checks, in the order that decides which error a request gets (SPEC §3). ``not_found``
-#: comes before all of them and is decided by the lookup (unknown or deleted voucher).
+#: The checks, in the order that decides which error a request gets: disabled, not started,
+#: expired, then quantity, credits and points (README: "Validation"). ``not_found`` comes
+#: before all of them and is decided by the lookup (unknown or deleted voucher).
 CHECKS: Final[tuple[Check, ...]] = (
     Check(
         VoucherDisabled,
