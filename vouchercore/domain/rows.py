@@ -8,7 +8,7 @@ CPython's garbage collector, which otherwise revisits every long-lived object it
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, Self, TypeVar, overload
 
 import attrs
@@ -55,6 +55,32 @@ class RowBacked:
         """The values as one flat tuple, in the order of ``FIELDS`` (enums as their string
         values, instants as integer microseconds)."""
         return self._row
+
+    @classmethod
+    def column(cls, name: str) -> int:
+        """The position of field *name* in a row (for code that keeps rows, such as stores:
+        read a row by name, ``row[Redemption.column("voucher_id")]``, never by number).
+
+        Raises:
+            AttributeError: the class has no field *name*.
+        """
+        found = getattr(cls, name, None)
+        if not isinstance(found, Column):
+            raise AttributeError(f"{cls.__name__} has no field {name!r}")
+        return found.index
+
+    def row_fields(self) -> dict[str, Any]:
+        """The row by field name (the values as :meth:`to_row` holds them)."""
+        return dict(zip(self.FIELDS, self._row, strict=True))
+
+    @classmethod
+    def from_fields(cls, values: Mapping[str, Any]) -> Self:
+        """The object whose :meth:`row_fields` are *values* (no copy, no checks).
+
+        Raises:
+            KeyError: a field of ``FIELDS`` is missing from *values*.
+        """
+        return cls.from_row(tuple([values[name] for name in cls.FIELDS]))
 
     def as_dict(self) -> dict[str, Any]:
         """The fields by name, as the properties give them."""
