@@ -189,10 +189,10 @@ class TransactionRows:
     integer µs), then the links.
 
     By default the id is kept as it is and the links are spliced in flat after the fields
-    (none when ``details`` is None): a row of plain strings and ints only, which CPython's
-    collector untracks at its first pass (a nested tuple would keep it tracked longer). A
-    store may keep the id and the links its own way instead, as a SQL table does (the id as
-    its sequence number, the links as one column of JSON text)::
+    (none when ``details`` is None or empty; read back as None): a row of plain strings and
+    ints only, which CPython's collector untracks at its first pass (a nested tuple would keep
+    it tracked longer). A store may keep the id and the links its own way instead, as a SQL
+    table does (the id as its sequence number, the links as one column of JSON text)::
 
         TransactionRows(
             id_to_row=transaction_seq, id_from_row=transaction_id,
