@@ -10,40 +10,13 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
-from vouchercore import TransactionType
+from tests.test_export_records import records
 from vouchercore.domain.instants import to_us
 from vouchercore.domain.records import Links, TransactionRecord, transaction_id, transaction_seq
 from vouchercore.domain.rows import TRANSACTION_FIELDS, TransactionRows
 from vouchercore.domain.snapshots import Redemption, Session
 from vouchercore.stores import _sql
-
-MIN_US = to_us(datetime(1, 1, 1, tzinfo=UTC))
-MAX_US = to_us(datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC))
-
-texts = st.one_of(st.none(), st.text(max_size=12))
-links = st.one_of(
-    st.none(),
-    st.lists(
-        st.tuples(st.sampled_from(["order", "redemption", "rollback", 'x"y']), st.text()),
-        min_size=1,
-    ).map(lambda pairs: tuple(value for pair in pairs for value in pair)),
-)
-records = st.builds(
-    TransactionRecord,
-    st.integers(1, 2**40).map(transaction_id),
-    st.text(min_size=1, max_size=10),
-    st.sampled_from(list(TransactionType)),
-    st.integers(-(2**63), 2**63 - 1),
-    st.integers(0, 2**63 - 1),
-    st.integers(MIN_US, MAX_US),
-    texts,
-    texts,
-    texts,
-    texts,
-    links,
-)
 
 
 def _links_as_json(links: Links) -> str:
@@ -71,7 +44,10 @@ def _fields(tx: TransactionRecord) -> tuple[Any, ...]:
 @given(tx=records)
 def test_a_transaction_row_reads_back_exactly(rows: TransactionRows, tx: TransactionRecord) -> None:
     row = rows.row(tx)
-    assert _fields(rows.record(row)) == _fields(tx)
+    expected = _fields(tx)
+    if rows is not SQL_ROWS:  # no links, spliced in flat, read back as None
+        expected = (*expected[:-1], tx.details or None)
+    assert _fields(rows.record(row)) == expected
     assert row[rows.column("voucher_id")] == tx.voucher_id
     assert row[rows.column("type")] == tx.type.value
 
