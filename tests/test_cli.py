@@ -371,7 +371,7 @@ def test_progress_bars_draw_only_on_a_terminal(
 
 
 @pytest.mark.parametrize(
-    "command", [["export", "CARD"], ["transactions", "CARD", "--limit", "100"]]
+    "command", [["export", "CARD"], ["transactions", "CARD", "--limit", "100", "--json"]]
 )
 def test_a_reader_that_stops_early_ends_the_command_quietly(
     tmp_path: Path, command: list[str]
@@ -379,8 +379,10 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(
     url = f"sqlite:///{tmp_path / 'book.db'}?synchronous=OFF"
     with Engine(url) as engine:
         engine.create_voucher("CARD", gift={"amount": 10**9})
-        for _ in range(1_500):  # ~150 kB of export: more than a pipe holds
-            engine.update_voucher_balance("CARD", 1, reason="x" * 40)
+        # more than a pipe holds (64 kB), or the command could write everything before the
+        # reader stops: ~1.5 MB of export, ~100 kB for one page of 100 transactions as JSON
+        for _ in range(1_500):
+            engine.update_voucher_balance("CARD", 1, reason="x" * 1_000)
     process = subprocess.Popen(
         [sys.executable, "-m", "vouchercore.cli", *command, "--store", url],
         stdout=subprocess.PIPE,

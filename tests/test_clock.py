@@ -1,4 +1,5 @@
-"""SPEC §13: FakeClock and SystemClock (the engine's use of its clock is in the contract suite:
+"""FakeClock and SystemClock (README "Time, ids and reproducible runs"; the engine's use of its
+clock is in the contract suite:
 ``vouchercore/testing/contract/test_determinism_and_clock.py``)."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""SPEC §9 (export) and §10 (CSV import): vouchercore.csvio."""
+"""vouchercore.csvio: the export of the transaction log (README: "Transactions") and the CSV
+import (README: "CSV import")."""
 
 from __future__ import annotations
 
@@ -27,39 +28,50 @@ from vouchercore.csvio import (
     check_export_fields,
     format_instant,
     parse_voucher_rows,
-    write_transactions_csv,
-    write_transactions_jsonl,
+    write_records_csv,
+    write_records_jsonl,
 )
-from vouchercore.domain.snapshots import Transaction
+from vouchercore.domain.instants import to_us
+from vouchercore.domain.records import TransactionRecord
 from vouchercore.errors import InvalidArgument, InvalidPayload, VoucherError
 
 INSTANT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 
-def _tx(**changes: Any) -> Transaction:
+def _tx(
+    *,
+    created_at: datetime = datetime(2022, 3, 9, 9, 16, 32, 521_999, tzinfo=UTC),
+    details: dict[str, dict[str, str]] | None = None,
+    **changes: Any,
+) -> TransactionRecord:
+    """A stored transaction; *details* as callers see them (``{"order": {"id": "o_1"}}``)."""
     fields: dict[str, Any] = {
         "id": "vtx_000000000000000001",
+        "voucher_id": "v_1",
         "type": TransactionType.CREDITS_ADDITION,
         "amount": 500,
         "balance": 1500,
+        "created_at": to_us(created_at),
         "source_id": None,
         "source": None,
         "reason": None,
         "related_transaction_id": None,
-        "details": None,
-        "voucher_id": "v_1",
-        "campaign_id": None,
-        "created_at": datetime(2022, 3, 9, 9, 16, 32, 521_999, tzinfo=UTC),
+        "details": None
+        if details is None
+        else tuple(part for kind, link in details.items() for part in (kind, link["id"])),
     }
     fields.update(changes)
-    return Transaction(**fields)
+    return TransactionRecord(**fields)
 
 
 def _csv(
-    transactions: list[Transaction], fields: tuple[str, ...] = EXPORT_FIELDS
+    transactions: list[TransactionRecord],
+    fields: tuple[str, ...] = EXPORT_FIELDS,
+    campaign_id: str | None = None,
 ) -> list[dict[str, str]]:
     out = io.StringIO(newline="")
-    assert write_transactions_csv(transactions, out, fields) == len(transactions)
+    count = write_records_csv(transactions, out, fields, campaign_id=campaign_id)
+    assert count == len(transactions)
     return list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
 
 
@@ -135,9 +147,9 @@ def test_unknown_field_message_names_it_and_lists_the_allowed_ones() -> None:
 def test_writers_check_fields_before_writing_anything() -> None:
     out = io.StringIO()
     with pytest.raises(InvalidExportFields):
-        write_transactions_csv([_tx()], out, ("id", "bogus"))
+        write_records_csv([_tx()], out, ("id", "bogus"))
     with pytest.raises(InvalidExportFields):
-        write_transactions_jsonl([_tx()], out, ("id", "id"))
+        write_records_jsonl([_tx()], out, ("id", "id"))
     assert out.getvalue() == ""
 
 
@@ -152,7 +164,7 @@ def test_csv_has_a_header_and_one_row_per_transaction_from_the_engine() -> None:
     engine.update_voucher_balance("G", 700, source_id="src-1")
     data = engine.list_voucher_transactions("G").data
     out = io.StringIO(newline="")
-    assert write_transactions_csv(data, out, EXPORT_FIELDS) == 3
+    assert engine.export_voucher_transactions("G", out) == 3
     text = out.getvalue()
     assert text.startswith(",".join(EXPORT_FIELDS) + "\n")
     assert "\r" not in text
@@ -181,10 +193,14 @@ def test_negative_amounts_stay_plain_integers() -> None:
 @pytest.mark.parametrize("prefix", ["=", "+", "-", "@", "\t", "\r"])
 @pytest.mark.parametrize(
     "field",
-    ["reason", "source_id", "source", "id", "campaign_id", "related_transaction_id", "voucher_id"],
+    # not "id": a stored transaction's id is always "vtx_" and 18 hex digits, written as it is
+    ["reason", "source_id", "source", "campaign_id", "related_transaction_id", "voucher_id"],
 )
 def test_text_cells_that_look_like_formulas_get_a_quote(prefix: str, field: str) -> None:
-    (row,) = _csv([_tx(**{field: prefix + "1+2"})])
+    if field == "campaign_id":
+        (row,) = _csv([_tx()], campaign_id=prefix + "1+2")
+    else:
+        (row,) = _csv([_tx(**{field: prefix + "1+2"})])
     assert row[field] == "'" + prefix + "1+2"
 
 
@@ -242,13 +258,13 @@ def test_instants_are_utc_with_milliseconds_and_z(instant: datetime, text: str) 
 
 def test_field_selection_and_order_are_respected() -> None:
     out = io.StringIO(newline="")
-    write_transactions_csv([_tx(amount=-5, reason="-x")], out, ("amount", "reason", "id"))
+    write_records_csv([_tx(amount=-5, reason="-x")], out, ("amount", "reason", "id"))
     assert out.getvalue() == "amount,reason,id\n-5,'-x,vtx_000000000000000001\n"
 
 
 def test_a_single_field_export() -> None:
     out = io.StringIO(newline="")
-    assert write_transactions_csv([_tx(), _tx(id="vtx_2")], out, ("id",)) == 2
+    assert write_records_csv([_tx(), _tx(id="vtx_2")], out, ("id",)) == 2
     assert out.getvalue() == "id\nvtx_000000000000000001\nvtx_2\n"
 
 
@@ -260,7 +276,7 @@ def test_cells_with_commas_quotes_and_newlines_round_trip() -> None:
 
 def test_empty_export_is_just_the_header() -> None:
     out = io.StringIO(newline="")
-    assert write_transactions_csv(iter(()), out, ("id", "amount")) == 0
+    assert write_records_csv(iter(()), out, ("id", "amount")) == 0
     assert out.getvalue() == "id,amount\n"
 
 
@@ -271,12 +287,12 @@ class _WatchedOut(io.StringIO):
         return self.getvalue().count("\n")
 
 
-@pytest.mark.parametrize("writer", [write_transactions_csv, write_transactions_jsonl])
+@pytest.mark.parametrize("writer", [write_records_csv, write_records_jsonl])
 def test_export_streams_row_by_row(writer: Any) -> None:
     out = _WatchedOut()
-    header = 1 if writer is write_transactions_csv else 0
+    header = 1 if writer is write_records_csv else 0
 
-    def transactions() -> Iterator[Transaction]:
+    def transactions() -> Iterator[TransactionRecord]:
         for i in range(50):
             # every transaction yielded before has been written by the time the next is asked for
             assert out.lines() == header + i
@@ -301,7 +317,7 @@ def test_no_csv_text_cell_starts_like_a_formula(text: str) -> None:
 def test_jsonl_has_json_types_and_the_same_formatting() -> None:
     out = io.StringIO()
     details = {"rollback": {"id": "rr_1"}, "redemption": {"id": "r_1"}}
-    count = write_transactions_jsonl(
+    count = write_records_jsonl(
         [_tx(amount=-500, reason="=SUM(A1)", details=details), _tx()], out, EXPORT_FIELDS
     )
     assert count == 2
@@ -323,7 +339,7 @@ def test_jsonl_has_json_types_and_the_same_formatting() -> None:
 
 def test_jsonl_field_selection_and_order() -> None:
     out = io.StringIO()
-    write_transactions_jsonl([_tx()], out, ("created_at", "amount"))
+    write_records_jsonl([_tx()], out, ("created_at", "amount"))
     assert out.getvalue() == '{"created_at":"2022-03-09T09:16:32.521Z","amount":500}\n'
 
 
@@ -985,5 +1001,5 @@ def test_a_carriage_return_inside_a_cell_keeps_the_row_whole(reason: str) -> Non
 
 def test_a_single_empty_column_is_not_a_blank_line() -> None:
     out = io.StringIO(newline="")
-    assert write_transactions_csv([_tx(), _tx()], out, ("reason",)) == 2
+    assert write_records_csv([_tx(), _tx()], out, ("reason",)) == 2
     assert list(csv.reader(io.StringIO(out.getvalue(), newline=""))) == [["reason"], [""], [""]]

@@ -1,4 +1,4 @@
-"""SPEC §12: the error tree — stable keys, HTTP codes, messages, details, lookup by key."""
+"""README "Errors": the error tree — stable keys, HTTP codes, messages, details, lookup by key."""
 
 from __future__ import annotations
 

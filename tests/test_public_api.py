@@ -1,4 +1,4 @@
-"""SPEC §15: the public names — package exports and the Engine's Voucherify verbs."""
+"""The public names (README "Quick tour") — package exports and the Engine's Voucherify verbs."""
 
 from __future__ import annotations
 
@@ -67,8 +67,8 @@ EXPECTED_EXPORTS = {
     "__version__",
 }
 
-#: SPEC §15, in its order.
-SPEC_METHODS = [
+#: Voucherify's verbs, in the order of its API reference.
+VOUCHERIFY_METHODS = [
     "create_voucher",
     "get_voucher",
     "enable_voucher",
@@ -85,7 +85,7 @@ SPEC_METHODS = [
     "audit",
 ]
 
-#: Beyond §15: loyalty points (SPEC §8), with the same argument rules.
+#: Beyond those: loyalty points (README "Loyalty points"), with the same argument rules.
 LOYALTY_METHODS = [
     "accrue_points",
     "cancel_points_accrual",
@@ -128,13 +128,13 @@ def test_testing_helpers_are_public() -> None:
     assert testing.FakeClock is vouchercore.FakeClock
 
 
-@pytest.mark.parametrize("name", SPEC_METHODS)
+@pytest.mark.parametrize("name", VOUCHERIFY_METHODS)
 def test_engine_has_each_spec_method(name: str) -> None:
     method = getattr(Engine, name, None)
-    assert callable(method), f"Engine.{name} is missing (SPEC §15)"
+    assert callable(method), f"Engine.{name} is missing"
 
 
-@pytest.mark.parametrize("name", SPEC_METHODS + LOYALTY_METHODS)
+@pytest.mark.parametrize("name", VOUCHERIFY_METHODS + LOYALTY_METHODS)
 def test_engine_method_arguments_are_keyword_only_after_the_first(name: str) -> None:
     method = getattr(Engine, name, None)
     if method is None:
@@ -149,7 +149,7 @@ def test_engine_method_arguments_are_keyword_only_after_the_first(name: str) -> 
 
 
 def test_engine_methods_have_docstrings() -> None:
-    for name in SPEC_METHODS + LOYALTY_METHODS:
+    for name in VOUCHERIFY_METHODS + LOYALTY_METHODS:
         method = getattr(Engine, name, None)
         if method is not None:
             assert method.__doc__, f"Engine.{name} has no docstring"

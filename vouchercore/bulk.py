@@ -68,7 +68,7 @@ def import_rows(
     progress: Callable[[int], None] | None,
     batch: int | None = None,
 ) -> ImportReport:
-    """Import parsed CSV rows in batches of *batch* rows (README: "CSV import").
+    """Import parsed CSV rows in batches of *batch* rows (README "CSV import").
 
     Args:
         store: where the vouchers go.

@@ -1,4 +1,5 @@
-"""CSV import of vouchers and export of the transaction log (SPEC §9, §10).
+"""CSV import of vouchers and export of the transaction log (README: "Transactions", "CSV
+import").
 
 Both directions stream: the export writes one row per transaction as the iterable yields it,
 and the import reads one CSV record at a time. The only state the import keeps that grows with
@@ -7,7 +8,7 @@ the file is the set of codes seen so far (to report a code repeated within the f
 Export::
 
     fields = check_export_fields(["id", "amount", "created_at"])
-    count = write_transactions_csv(transactions, out, fields)
+    count = write_records_csv(store.transactions(voucher_id), out, fields)
 
 Import::
 
@@ -29,13 +30,11 @@ import re
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from enum import Enum
 from typing import Any, Final, TextIO
 
 import attrs
 
 from vouchercore.domain.records import TransactionRecord
-from vouchercore.domain.snapshots import Transaction
 from vouchercore.domain.values import (
     INT64_MAX,
     MAX_CODE_LENGTH,
@@ -60,11 +59,9 @@ __all__ = [
     "parse_voucher_rows",
     "write_records_csv",
     "write_records_jsonl",
-    "write_transactions_csv",
-    "write_transactions_jsonl",
 ]
 
-# --- export (SPEC §9) ---------------------------------------------------------------------------
+# --- export -------------------------------------------------------------------------------------
 
 #: Every exportable transaction field, in the default column order.
 EXPORT_FIELDS: Final[tuple[str, ...]] = (
@@ -82,7 +79,6 @@ EXPORT_FIELDS: Final[tuple[str, ...]] = (
     "related_transaction_id",
 )
 
-_NUMERIC_FIELDS: Final = frozenset({"balance", "amount"})
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -154,85 +150,6 @@ def format_instant(value: datetime) -> str:
     )
 
 
-def _details_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-def _plain(value: Any) -> Any:
-    """A cell value as plain data: enums as their value, instants formatted."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return format_instant(value)
-    return value
-
-
-def _guard(text: str) -> str:
-    """Prefix ``'`` to text a spreadsheet would read as a formula."""
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
-def _csv_text_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    return _guard(str(_plain(value)))
-
-
-def _csv_number_cell(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _csv_details_cell(value: Any) -> str:
-    return "" if value is None else _guard(_details_json(value))
-
-
-def _csv_cell_formatter(name: str) -> Callable[[Any], str]:
-    if name in _NUMERIC_FIELDS:
-        return _csv_number_cell
-    if name == "details":
-        return _csv_details_cell
-    return _csv_text_cell
-
-
-def _getter(fields: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    """A function returning the *fields* of a transaction as a tuple (even for one field)."""
-    if len(fields) == 1:
-        one = operator.attrgetter(fields[0])
-        return lambda tx: (one(tx),)
-    return operator.attrgetter(*fields)
-
-
-def write_transactions_csv(
-    transactions: Iterable[Transaction], out: TextIO, fields: tuple[str, ...]
-) -> int:
-    """Write the transactions as CSV: a header row, then one row per transaction.
-
-    Streams: each transaction is written as the iterable yields it; nothing is collected.
-    Instants are UTC ISO 8601 with milliseconds and ``Z``; ``details`` is compact JSON with
-    sorted keys; ``None`` is an empty cell; ``type`` is its string value. Text cells that
-    begin with ``=``, ``+``, ``-``, ``@``, tab or CR get a leading ``'`` (spreadsheet formula
-    injection); the numeric columns ``balance`` and ``amount`` stay plain integers, negative
-    ones included.
-
-    Args:
-        transactions: the transactions, in the order to write them.
-        out: a text stream (open it with ``newline=""``); it is neither flushed nor closed.
-        fields: the columns, as returned by :func:`check_export_fields`.
-
-    Returns:
-        The number of data rows written (the header excluded).
-
-    Raises:
-        InvalidExportFields: *fields* is not a valid field selection (checked before
-            anything is written).
-    """
-    fields = check_export_fields(fields)
-    formatters = tuple(_csv_cell_formatter(name) for name in fields)
-    get = _getter(fields)
-    rows = ([fmt(v) for fmt, v in zip(formatters, get(tx), strict=True)] for tx in transactions)
-    return _write_csv_rows(rows, out, fields)
-
-
 def _write_csv_rows(rows: Iterable[Sequence[str]], out: TextIO, fields: tuple[str, ...]) -> int:
     """Write the header *fields*, then each row of cells; how many rows."""
     writer = csv.writer(out, lineterminator="\n")
@@ -257,45 +174,6 @@ def _write_csv_rows(rows: Iterable[Sequence[str]], out: TextIO, fields: tuple[st
     writer.writerows(plain_rows())
     return count
 
-
-def write_transactions_jsonl(
-    transactions: Iterable[Transaction], out: TextIO, fields: tuple[str, ...]
-) -> int:
-    """Write the transactions as JSON Lines: one compact JSON object per line.
-
-    Same field selection, order and formatting as :func:`write_transactions_csv`, but with
-    JSON types: ``balance`` and ``amount`` are numbers, ``details`` an object (keys sorted),
-    ``None`` is ``null``. No formula guard (JSON is not read by spreadsheets). Streams.
-
-    Args:
-        transactions: the transactions, in the order to write them.
-        out: a text stream; it is neither flushed nor closed.
-        fields: the keys, as returned by :func:`check_export_fields`, in this order.
-
-    Returns:
-        The number of lines written.
-
-    Raises:
-        InvalidExportFields: *fields* is not a valid field selection (checked before
-            anything is written).
-    """
-    fields = check_export_fields(fields)
-    keys = tuple(json.dumps(name) + ":" for name in fields)
-    encoders = tuple(_details_json if name == "details" else _json_scalar for name in fields)
-    get = _getter(fields)
-    count = 0
-    for tx in transactions:
-        parts = [key + enc(value) for key, enc, value in zip(keys, encoders, get(tx), strict=True)]
-        out.write("{" + ",".join(parts) + "}\n")
-        count += 1
-    return count
-
-
-def _json_scalar(value: Any) -> str:
-    return json.dumps(_plain(value))
-
-
-# --- export straight from stored records (the engine's fast path) ------------------------------
 
 _DAY_US: Final = 86_400 * 1_000_000
 _EPOCH_DATE: Final = date(1970, 1, 1)
@@ -323,14 +201,16 @@ def format_instant_us(us: int) -> str:
 
 
 def _text_cell(value: str | None) -> str:
+    """A text cell: empty for None; ``'`` put before text a spreadsheet would read as a
+    formula."""
     if value is None:
         return ""
     return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
 def _links_json(links: tuple[str, ...]) -> str:
-    """The JSON of ``Transaction.details`` for stored links (same text as
-    ``_details_json(details)``: keys sorted, compact, ASCII)."""
+    """The JSON of ``Transaction.details`` for stored links: compact, ASCII, keys sorted
+    (``{"order":{"id":"o_1"},"redemption":{"id":"r_1"}}``)."""
     if len(links) == 4 and links[0] != links[2]:  # the common case: two kinds
         first, second = (0, 2) if links[0] < links[2] else (2, 0)
         return (
@@ -410,8 +290,15 @@ def write_records_csv(
     *,
     campaign_id: str | None = None,
 ) -> int:
-    """:func:`write_transactions_csv` of stored transaction records (the same text), without
-    making a :class:`Transaction` per row: what the engine's export streams.
+    """Write stored transaction records as CSV: a header row, then one row per transaction
+    (what the engine's export streams; no :class:`~vouchercore.Transaction` is made).
+
+    Streams: each record is written as the iterable yields it; nothing is collected.
+    Instants are UTC ISO 8601 with milliseconds and ``Z``; ``details`` is compact JSON with
+    sorted keys; ``None`` is an empty cell; ``type`` is its string value. Text cells that
+    begin with ``=``, ``+``, ``-``, ``@``, tab or CR get a leading ``'`` (spreadsheet formula
+    injection); the numeric columns ``balance`` and ``amount`` stay plain integers, negative
+    ones included.
 
     Args:
         records: the stored transactions, in the order to write them.
@@ -420,7 +307,11 @@ def write_records_csv(
         campaign_id: the voucher's campaign (the ``campaign_id`` column).
 
     Returns:
-        The number of data rows written.
+        The number of data rows written (the header excluded).
+
+    Raises:
+        InvalidExportFields: *fields* is not a valid field selection (checked before
+            anything is written).
     """
     fields = check_export_fields(fields)
     campaign = _text_cell(campaign_id)
@@ -436,11 +327,24 @@ def write_records_jsonl(
     *,
     campaign_id: str | None = None,
 ) -> int:
-    """:func:`write_transactions_jsonl` of stored transaction records (the same text),
-    without making a :class:`Transaction` per row.
+    """Write stored transaction records as JSON Lines: one compact JSON object per line.
+
+    Same field selection, order and formatting as :func:`write_records_csv`, but with JSON
+    types: ``balance`` and ``amount`` are numbers, ``details`` an object (keys sorted),
+    ``None`` is ``null``. No formula guard (JSON is not read by spreadsheets). Streams.
+
+    Args:
+        records: the stored transactions, in the order to write them.
+        out: a text stream; neither flushed nor closed.
+        fields: the keys, as returned by :func:`check_export_fields`, in this order.
+        campaign_id: the voucher's campaign (the ``campaign_id`` key).
 
     Returns:
         The number of lines written.
+
+    Raises:
+        InvalidExportFields: *fields* is not a valid field selection (checked before
+            anything is written).
     """
     fields = check_export_fields(fields)
     campaign = _json_or_null(campaign_id)
@@ -457,7 +361,7 @@ def write_records_jsonl(
     return count
 
 
-# --- import (SPEC §10) --------------------------------------------------------------------------
+# --- import ------------------------------------------------------------------------------------
 
 #: The largest CSV cell the import reads (16 MiB); a larger one makes its row a bad row.
 FIELD_SIZE_LIMIT: Final = 16 * 1024 * 1024
@@ -563,7 +467,7 @@ class _Layout:
 def parse_voucher_rows(
     lines: Iterable[str], *, remember_codes: bool = True
 ) -> Iterator[tuple[int, ParsedRow | ImportFailure]]:
-    """Parse a voucher CSV (SPEC §10), one row at a time.
+    """Parse a voucher CSV (README: "CSV import"), one row at a time.
 
     The header row is read and checked at once (so a file that cannot be imported at all
     raises here, before any row); the rows are then parsed lazily as the returned iterator

@@ -28,7 +28,8 @@ optional ``details``, and the resource it concerns where known::
     ├── IdempotencyKeyReused                         409  idempotency_key_reused
     └── StorageError                                 503  storage_error
 
-Every failing call leaves the engine exactly as it was (SPEC I5); the only trace a failed
+Every failing call leaves the engine exactly as it was (README "Concurrency and the audit");
+the only trace a failed
 redemption leaves is its FAILED entry in the redemption log.
 """
 

@@ -1,4 +1,5 @@
-"""Threads crossing points transfers on the same loyalty cards (SPEC §8, §14; issue 4 item 3).
+"""Threads crossing points transfers on the same loyalty cards (README "Loyalty points",
+"Concurrency and the audit"; issue 4 item 3).
 
 Three loyalty cards A, B, C. Threads released together behind a barrier move points
 A→B and B→A at once (two pairs each way), and around the ring A→B, B→C, C→A (one thread per

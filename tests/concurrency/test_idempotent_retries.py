@@ -1,5 +1,6 @@
 """Threads retrying one call with one idempotency key at the same instant (README "Redemption",
-"Balance"; SPEC §14): the effect is applied exactly once and every caller gets an equal result.
+"Balance", "Concurrency and the audit"): the effect is applied exactly once and every caller
+gets an equal result.
 
 Eight threads wait at a barrier and then all call ``redeem_voucher`` on one gift card with the
 same key and request (then ``update_voucher_balance``, then ``rollback_redemption``), on each

@@ -1,4 +1,5 @@
-"""Real threads racing on one hot voucher and one gift card: counts stay exact (SPEC §14).
+"""Real threads racing on one hot voucher and one gift card: counts stay exact
+(README "Concurrency and the audit").
 
 Eight threads start together behind a barrier and mix validate(LOCK)+redeem(key) pairs with
 plain redemptions. The interpreter's switch interval is cut to a microsecond so threads are

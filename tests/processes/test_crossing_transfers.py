@@ -1,5 +1,6 @@
 """Four OS processes cross points transfers on three loyalty cards, with idempotent retries
-(SPEC §8, §14; issue 4 items 3–4), on a shared SQLite file and on PostgreSQL.
+(README "Loyalty points", "Concurrency and the audit"; issue 4 items 3–4), on a shared SQLite
+file and on PostgreSQL.
 
 Each process opens its own engine on the shared store (two without an id seed, two with seeds
 of their own), waits at a barrier, then makes keyed calls on the cards A, B, C: transfers along

@@ -1,5 +1,6 @@
 """Four OS processes retry one call with one idempotency key at once (README "Redemption",
-"Rollback", "Balance"; SPEC §14): on a shared SQLite file or PostgreSQL schema the key holds
+"Rollback", "Balance", "Concurrency and the audit"): on a shared SQLite file or PostgreSQL
+schema the key holds
 across processes.
 
 Each process opens its own engine on the shared store and, round after round, waits at a

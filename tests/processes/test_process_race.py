@@ -1,4 +1,5 @@
-"""Four OS processes race on one hot limited voucher and one gift card (SPEC §2, §4–7, §14).
+"""Four OS processes race on one hot limited voucher and one gift card (README "Validation",
+"LOCK sessions", "Redemption", "Rollback", "Balance", "Concurrency and the audit").
 
 Each process opens its own engine on the shared store (a SQLite file, or a PostgreSQL schema),
 two without a seed and two with different seeds, and waits at a barrier so all four start

@@ -1,4 +1,5 @@
-"""Worker processes SIGKILLed at random moments leave every operation whole (SPEC §14, I5).
+"""Worker processes SIGKILLed at random moments leave every operation whole (a failed call
+changes nothing: README "Concurrency and the audit").
 
 Four processes run a redeem / rollback / balance / LOCK-session workload on one limited discount
 voucher and one gift card. In rounds, one of them (chosen by a seeded ``random.Random``) is

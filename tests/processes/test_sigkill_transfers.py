@@ -1,5 +1,7 @@
 """Points transfers and accruals SIGKILLed at random moments, then retried with their
-idempotency keys, apply exactly once and move points whole (SPEC §8, §14 I3, I5).
+idempotency keys, apply exactly once and move points whole (README "Loyalty points",
+"Concurrency and the audit": the log replays to each balance, audit invariant I3, and a failed
+call changes nothing).
 
 Four processes transfer points between four loyalty cards (crossing transfers all the time) and
 accrue points, every call under an idempotency key. In rounds one of them is SIGKILLed a random

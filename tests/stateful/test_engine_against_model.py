@@ -1,11 +1,11 @@
-"""The real :class:`Engine` driven in lockstep with a small reference model of SPEC.md.
+"""The real :class:`Engine` driven in lockstep with a small reference model of the README's rules.
 
-The model below is written from SPEC.md alone (§2 availability, §3 validation and its check
-order, §4 redemption, §5 rollback, §6 sessions, §7 balance, §11 lifecycle): plain dataclasses,
+The model below is written from the README alone ("Validation": availability, the checks and
+their order; "Redemption", "Rollback", "LOCK sessions", "Balance", "Lifecycle"): plain dataclasses,
 dicts and ints, nothing imported from ``vouchercore.domain``. After every step the engine must
 pass its own audit (I1–I4) and agree with the model on every observable value.
 
-Where SPEC.md leaves a point open, the model decides as a Voucherify user would expect:
+Where the README leaves a point open, the model decides as a Voucherify user would expect:
 
 - a malformed request (credits on a non-gift voucher, points on a non-loyalty one, a gift card
   with neither credits nor order amount, a loyalty card without points) raises before the
@@ -17,22 +17,22 @@ Where SPEC.md leaves a point open, the model decides as a Voucherify user would 
 - a rollback exactly 3 calendar months after its redemption is still "within" the window;
   a FAILED or rolled-back redemption past the window may answer either error.
 
-Loyalty points (§8, and the semantics written down in the issue's note) are modelled just as
-independently: a card holds a list of expiring buckets ``(expires_at, points, accrual id)``,
-soonest first, a pool of points that never expire, and the accruals without expiry, oldest
-first; spending walks them in that order. Expiry walks the due buckets soonest first, each as
-of its own instant t: the sessions stored then (not released nor redeemed, expired or not) that
-are live at t keep what they hold, re-dated to the end of the latest of them; the rest leaves
-the balance with one ``POINTS_EXPIRATION``. The model applies it to every card whenever time
-moves (before dropping expired sessions) where the engine applies it lazily, when a card is
-next touched: the same thing, as nothing changes a card between two touches. Open points
-decided here: an expiry on a removal, on a gift card or not after now is ``invalid_payload``
-(``not_found``/``invalid_voucher`` also accepted where the voucher is missing or a discount);
-expiring plain points merge into the plain bucket just before them with the same expiry, never
-into an accrual's. The machines compare every card's balance, total, expired points, next
-expiry (date and points), its whole transaction log (type, amount, balance after, created_at,
-and the related ids and details of accruals, cancellations, expirations and transfers) and
-the error key of every failing call.
+Loyalty points (README "Loyalty points", and the semantics written down in the issue's note) are
+modelled just as independently: a card holds a list of expiring buckets ``(expires_at, points,
+accrual id)``, soonest first, a pool of points that never expire, and the accruals without
+expiry, oldest first; spending walks them in that order. Expiry walks the due buckets soonest
+first, each as of its own instant t: the sessions stored then (not released nor redeemed,
+expired or not) that are live at t keep what they hold, re-dated to the end of the latest of
+them; the rest leaves the balance with one ``POINTS_EXPIRATION``. The model applies it to every
+card whenever time moves (before dropping expired sessions) where the engine applies it lazily,
+when a card is next touched: the same thing, as nothing changes a card between two touches. Open
+points decided here: an expiry on a removal, on a gift card or not after now is
+``invalid_payload`` (``not_found``/``invalid_voucher`` also accepted where the voucher is
+missing or a discount); expiring plain points merge into the plain bucket just before them with
+the same expiry, never into an accrual's. The machines compare every card's balance, total,
+expired points, next expiry (date and points), its whole transaction log (type, amount, balance
+after, created_at, and the related ids and details of accruals, cancellations, expirations and
+transfers) and the error key of every failing call.
 
 :class:`LoyaltyCardsAgainstModel` runs the same rules on loyalty cards only, so that most
 steps add, accrue, lock, spend, transfer, cancel or expire points.
@@ -110,7 +110,7 @@ DEFAULT_TTL = (7, "DAYS")  # §3
 
 
 def ttl_to_us(ttl: int, unit: str) -> int:
-    """The session length SPEC §3 asks for, in microseconds."""
+    """The session length a validation asks for (README "LOCK sessions"), in microseconds."""
     if unit == "NANOSECONDS":
         return -(-ttl // 1000)
     return ttl * TTL_UNIT_US[unit]
@@ -131,7 +131,7 @@ SUCCEEDED, FAILED, ROLLED_BACK = "SUCCEEDED", "FAILED", "ROLLED_BACK"
 class Refusal(Exception):
     """The model predicts that the engine raises, with one of ``keys`` as the error key.
 
-    More than one key only where SPEC.md leaves the precedence of two errors open.
+    More than one key only where the README leaves the precedence of two errors open.
     """
 
     def __init__(self, *keys: str) -> None:
@@ -242,7 +242,8 @@ def discount_amount(discount: dict[str, Any], order_amount: int | None) -> int:
 
 
 class Model:
-    """SPEC.md restated with plain data: the engine's expected behaviour, step by step."""
+    """The README's rules restated with plain data: the engine's expected behaviour, step by
+    step."""
 
     def __init__(self, now: int) -> None:
         self.now = now
@@ -795,7 +796,7 @@ def outcome(call: Callable[[], Any]) -> tuple[Any, str | None]:
 class EngineAgainstModel(RuleBasedStateMachine):
     """Drive an in-memory :class:`Engine` on a :class:`FakeClock` and :class:`Model` together.
 
-    Every rule makes one engine call and asks the model what SPEC.md says it must do: the
+    Every rule makes one engine call and asks the model what the README says it must do: the
     outcome (result values, or the error key raised) must match, then the model takes the
     same step. The invariant compares every observable value of every voucher and runs the
     engine's audit.

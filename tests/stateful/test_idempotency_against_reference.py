@@ -314,7 +314,7 @@ class IdempotencyAgainstReference(RuleBasedStateMachine):
     def call(self, request: Request, key: str | None) -> None:
         now = self.clock.now_us()
         if request[0] == "transfer" and request[1] == request[2]:
-            # malformed (SPEC §3): raised before anything is read, the key included
+            # malformed (README "Validation"): raised before anything is read, the key included
             before = state_snapshot(self.engine, include_failed=True)
             with pytest.raises(InvalidPayload):
                 self._execute(request, key)

@@ -1,7 +1,7 @@
 """Differential mode: the same random steps on every store, in lockstep, must give the same answers.
 
 :class:`StoresAgree` is the stateful machine of ``test_engine_against_model.py`` (its rules,
-strategies and SPEC model, unchanged), with its engine replaced by a :class:`Lockstep` of
+strategies and README model, unchanged), with its engine replaced by a :class:`Lockstep` of
 engines on a :class:`~vouchercore.MemoryStore`, a :class:`~vouchercore.SQLiteStore` (a new file
 per example) and, when ``VOUCHERCORE_TEST_POSTGRES_DSN`` is set, a ``PostgresStore`` (a new
 schema per example, dropped after it). All engines read one :class:`~vouchercore.FakeClock` and
@@ -78,7 +78,7 @@ class Lockstep:
 
 
 class StoresAgree(EngineAgainstModel):
-    """The SPEC-model machine, run on every store at once (see the module docstring)."""
+    """The model machine, run on every store at once (see the module docstring)."""
 
     def __init__(self) -> None:
         super().__init__()  # the clock, the model (and an in-memory engine, replaced below)

@@ -12,13 +12,21 @@ other (see :mod:`vouchercore.ports`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from typing import Any, Final
+import operator
+import types
+import typing
+from collections.abc import Callable
+from datetime import datetime
+from enum import Enum
+from typing import Any, Final, TypeVar
 
 import attrs
 
 from vouchercore.domain.instants import MAX_US, from_us, to_us
+from vouchercore.domain.rows import RowBacked
 from vouchercore.domain.snapshots import (
     BalanceUpdate,
     PointsCancellation,
@@ -27,18 +35,20 @@ from vouchercore.domain.snapshots import (
     RedemptionRollback,
     Transaction,
 )
-from vouchercore.domain.values import TransactionType
 from vouchercore.errors import IdempotencyKeyReused
 
 __all__ = [
     "DEFAULT_RETENTION_US",
     "KeyRecord",
+    "Result",
+    "decode",
     "decode_balance_update",
     "decode_points_cancellation",
     "decode_points_transfer",
     "decode_redemption",
     "decode_rollback",
     "decode_transaction",
+    "encode",
     "encode_balance_update",
     "encode_points_cancellation",
     "encode_points_transfer",
@@ -100,105 +110,138 @@ def keep(key: str, request: str, result: str, now: int, retention_us: int) -> Ke
     return KeyRecord(key, request, result, now, min(now + retention_us, MAX_US))
 
 
-# --- results as JSON text (exact round trips: decode(encode(x)) == x) -------------------------
+# --- results as JSON text: one codec, by field name ---------------------------------------------
+#
+# Every result is written as a JSON object keyed by its field names, so that a stored key still
+# replays after the result classes gain, lose or reorder fields. Values are written as the
+# stores keep them: instants as integer microseconds UTC, enums as their string values, tuples
+# as lists, nested results as objects (a transaction inside a points transfer, say); anything
+# else (text, integers, metadata) as it is. decode(type(x), encode(x)) == x for every result.
+#
+# Before the codec a redemption was stored as the JSON list of its row (its fields by
+# position); decode still reads that form (a list where an object is expected).
+
+#: The results a keyed call keeps.
+Result = (
+    Redemption
+    | RedemptionRollback
+    | BalanceUpdate
+    | Transaction
+    | PointsCancellation
+    | PointsTransfer
+)
+R = TypeVar("R", bound=Result)
+
+_Convert = Callable[[Any], Any]
+
+
+@attrs.frozen
+class _Shape:
+    """How one result type is written: its fields by name with the JSON form of each, from
+    the object (``fields``) and back (``build``); ``legacy`` builds it from the positional list
+    of the format before the codec (None: the type was always stored by name)."""
+
+    fields: Callable[[Any], dict[str, Any]]
+    build: Callable[[dict[str, Any]], Any]
+    legacy: Callable[[list[Any]], Any] | None = None
+
+
+_SHAPES: dict[type, _Shape] = {}
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def encode_redemption(redemption: Redemption) -> str:
-    """A redemption as JSON (its row: plain values, ``date`` in µs)."""
-    return _dumps(list(redemption.to_row()))
+def _shape(kind: type) -> _Shape:
+    """The shape of *kind*, made on first use from its fields and their types."""
+    shape = _SHAPES.get(kind)
+    if shape is None:
+        if issubclass(kind, RowBacked):
+            # its row already holds every value in JSON form (see RowBacked.to_row)
+            shape = _Shape(kind.row_fields, kind.from_fields, lambda row: kind.from_row(tuple(row)))
+        elif attrs.has(kind):
+            shape = _attrs_shape(kind)
+        else:
+            raise TypeError(f"{kind.__name__} is not a result kept under idempotency keys")
+        _SHAPES[kind] = shape
+    return shape
 
 
-def decode_redemption(text: str) -> Redemption:
-    """The redemption :func:`encode_redemption` wrote."""
-    return Redemption.from_row(tuple(json.loads(text)))
+def _attrs_shape(kind: type) -> _Shape:
+    """The shape of an attrs class: each field converted by what its annotation says."""
+    attrs.resolve_types(kind)
+    plan = [(field.name, *_converters(field.type)) for field in attrs.fields(kind)]
+
+    def fields(obj: Any) -> dict[str, Any]:
+        values = {}
+        for name, out, _ in plan:
+            value = getattr(obj, name)
+            values[name] = value if out is None or value is None else out(value)
+        return values
+
+    def build(values: dict[str, Any]) -> Any:
+        for name, _, back in plan:
+            value = values.get(name)
+            if back is not None and value is not None:
+                values[name] = back(value)
+        return kind(**values)
+
+    return _Shape(fields, build)
 
 
-def encode_rollback(rollback: RedemptionRollback) -> str:
-    """A rollback as JSON (``date`` in µs)."""
-    fields = attrs.asdict(rollback)
-    fields["date"] = to_us(rollback.date)
-    return _dumps(fields)
+def _converters(hint: Any) -> tuple[_Convert | None, _Convert | None]:
+    """How a value of type *hint* becomes JSON and back (None: as it is). ``X | None`` is
+    converted as ``X`` (None stays None)."""
+    if isinstance(hint, types.UnionType):
+        others = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _converters(others[0]) if len(others) == 1 else (None, None)
+    if typing.get_origin(hint) is tuple:
+        out, back = _converters(typing.get_args(hint)[0])
+        return (
+            None if out is None else (lambda items: [out(item) for item in items]),
+            tuple if back is None else (lambda items: tuple(back(item) for item in items)),
+        )
+    if hint is datetime:
+        return to_us, from_us
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return operator.attrgetter("value"), hint
+    if isinstance(hint, type) and (attrs.has(hint) or issubclass(hint, RowBacked)):
+        nested = _shape(hint)
+        return nested.fields, nested.build
+    return None, None
 
 
-def decode_rollback(text: str) -> RedemptionRollback:
-    """The rollback :func:`encode_rollback` wrote."""
-    fields = json.loads(text)
-    fields["date"] = from_us(fields["date"])
-    return RedemptionRollback(**fields)
+def encode(result: Result) -> str:
+    """A result as JSON text: an object of its fields by name (instants in integer µs, enums
+    as their values, nested results as objects).
+
+    Raises:
+        TypeError: *result* is not of a result type (:data:`Result`).
+    """
+    return _dumps(_shape(type(result)).fields(result))
 
 
-def encode_balance_update(update: BalanceUpdate) -> str:
-    """A balance update as JSON."""
-    return _dumps(attrs.asdict(update))
+def decode(kind: type[R], text: str) -> R:
+    """The result of type *kind* that :func:`encode` wrote as *text*; also reads the
+    positional form a redemption was stored in before (a JSON list of its row)."""
+    shape = _shape(kind)
+    values = json.loads(text)
+    if isinstance(values, list) and shape.legacy is not None:
+        return typing.cast(R, shape.legacy(values))
+    return typing.cast(R, shape.build(values))
 
 
-def decode_balance_update(text: str) -> BalanceUpdate:
-    """The balance update :func:`encode_balance_update` wrote."""
-    return BalanceUpdate(**json.loads(text))
-
-
-def _transaction_fields(tx: Transaction) -> dict[str, Any]:
-    fields = attrs.asdict(tx)
-    fields["type"] = tx.type.value
-    fields["created_at"] = to_us(tx.created_at)
-    return fields
-
-
-def _transaction_from_fields(fields: dict[str, Any]) -> Transaction:
-    fields["type"] = TransactionType(fields["type"])
-    fields["created_at"] = from_us(fields["created_at"])
-    return Transaction(**fields)
-
-
-def encode_transaction(tx: Transaction) -> str:
-    """A transaction (the answer of ``accrue_points``) as JSON (``created_at`` in µs)."""
-    return _dumps(_transaction_fields(tx))
-
-
-def decode_transaction(text: str) -> Transaction:
-    """The transaction :func:`encode_transaction` wrote."""
-    return _transaction_from_fields(json.loads(text))
-
-
-def encode_points_cancellation(result: PointsCancellation) -> str:
-    """A points cancellation as JSON."""
-    return _dumps(
-        {
-            "accrued": result.accrued,
-            "cancelled": result.cancelled,
-            "not_cancelled": result.not_cancelled,
-            "transactions": [_transaction_fields(tx) for tx in result.transactions],
-        }
-    )
-
-
-def decode_points_cancellation(text: str) -> PointsCancellation:
-    """The points cancellation :func:`encode_points_cancellation` wrote."""
-    fields = json.loads(text)
-    fields["transactions"] = tuple(_transaction_from_fields(tx) for tx in fields["transactions"])
-    return PointsCancellation(**fields)
-
-
-def encode_points_transfer(result: PointsTransfer) -> str:
-    """A points transfer as JSON."""
-    return _dumps(
-        {
-            "points": result.points,
-            "source": _transaction_fields(result.source),
-            "destination": _transaction_fields(result.destination),
-        }
-    )
-
-
-def decode_points_transfer(text: str) -> PointsTransfer:
-    """The points transfer :func:`encode_points_transfer` wrote."""
-    fields = json.loads(text)
-    return PointsTransfer(
-        points=fields["points"],
-        source=_transaction_from_fields(fields["source"]),
-        destination=_transaction_from_fields(fields["destination"]),
-    )
+# The names the engine passes to its keyed calls: encode, and decode bound to each type.
+encode_redemption: Final[Callable[[Redemption], str]] = encode
+encode_rollback: Final[Callable[[RedemptionRollback], str]] = encode
+encode_balance_update: Final[Callable[[BalanceUpdate], str]] = encode
+encode_transaction: Final[Callable[[Transaction], str]] = encode
+encode_points_cancellation: Final[Callable[[PointsCancellation], str]] = encode
+encode_points_transfer: Final[Callable[[PointsTransfer], str]] = encode
+decode_redemption: Final = functools.partial(decode, Redemption)
+decode_rollback: Final = functools.partial(decode, RedemptionRollback)
+decode_balance_update: Final = functools.partial(decode, BalanceUpdate)
+decode_transaction: Final = functools.partial(decode, Transaction)
+decode_points_cancellation: Final = functools.partial(decode, PointsCancellation)
+decode_points_transfer: Final = functools.partial(decode, PointsTransfer)

@@ -12,7 +12,8 @@ Spending (a redemption, a removal, a transfer out, a cancellation) takes points 
 the soonest-expiring first, the pool next, accruals without expiry last.
 
 **Expiry and live locks.** A bucket's points leave the balance at its ``expires_at`` — but
-never the points that live LOCK sessions hold (invariant I2: Σ locked ≤ balance). When a bucket
+never the points that live LOCK sessions hold (Σ locked ≤ balance: audit invariant I2, README
+"Concurrency and the audit"). When a bucket
 expires while sessions hold more than the rest of the balance covers, only the part no lock
 needs expires; the rest is re-dated to the end of the latest of those locks and expires then,
 unless the lock's redemption spends it first. A lock therefore never loses its points, and

@@ -351,7 +351,7 @@ class Redemption(RowBacked):
     @property
     def result(self) -> str:
         """Voucherify's ``result``: ``"SUCCESS"`` or ``"FAILURE"``."""
-        return "FAILURE" if self._row[4] == "FAILED" else "SUCCESS"
+        return "FAILURE" if self.status is RedemptionStatus.FAILED else "SUCCESS"
 
 
 @attrs.frozen(kw_only=True)

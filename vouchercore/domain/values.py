@@ -81,7 +81,10 @@ class TransactionType(StrEnum):
 
 
 class TtlUnit(StrEnum):
-    """Units a session TTL may be given in; the value is microseconds per unit (or None)."""
+    """Units a session TTL may be given in; the value is the unit's name (``"DAYS"`` …).
+
+    :func:`ttl_to_us` turns a TTL into microseconds (nanoseconds round up to a whole one).
+    """
 
     DAYS = "DAYS"
     HOURS = "HOURS"

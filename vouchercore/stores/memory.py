@@ -5,10 +5,11 @@ lock, made on first use, so operations on one voucher are serialised and operati
 different vouchers never wait for each other. Changes are applied in place by the domain while
 the unit holds the voucher's lock, so ``commit`` only releases it.
 
-Redemptions and transactions are kept as plain tuples of strings, ints and datetimes — rows —
-not as objects: CPython's garbage collector stops tracking such tuples, so a book with millions
-of log entries costs the collector nothing, and a row is smaller than an object. Rows become
-domain objects again through the ``_*_from_row`` functions when read.
+Redemptions and transactions are kept as plain tuples of strings and ints (and a redemption's
+metadata) — rows — not as objects: CPython's garbage collector stops tracking such tuples, so a
+book with millions of log entries costs the collector nothing, and a row is smaller than an
+object. Rows are read by field name (:class:`~vouchercore.domain.rows.TransactionRows`,
+``Redemption.column``) and become domain objects again when read.
 
 The expiry index is a :class:`~sortedcontainers.SortedKeyList` of live sessions ordered by
 ``expires_at``, guarded by a small lock of its own: adding or removing a session costs
@@ -35,8 +36,9 @@ from vouchercore.domain.records import (
     VoucherState,
     transaction_id,
 )
+from vouchercore.domain.rows import TransactionRows
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
-from vouchercore.domain.values import TransactionType, VoucherType
+from vouchercore.domain.values import VoucherType
 from vouchercore.errors import DuplicateFound
 from vouchercore.ports import SessionCounts, Store, distinct_units
 
@@ -47,41 +49,13 @@ __all__ = ["MemoryStore"]
 TransactionRow = tuple[Any, ...]
 RedemptionRow = tuple[Any, ...]
 
-_TX_TYPE_NAME = {t: t.value for t in TransactionType}
-
-
-def _transaction_row(tx: TransactionRecord) -> TransactionRow:
-    # the links are spliced in flat: a row of plain strings and ints only, which the
-    # collector untracks at its first pass (a nested tuple would keep it tracked longer)
-    head = (
-        tx.id,
-        tx.voucher_id,
-        _TX_TYPE_NAME[tx.type],
-        tx.amount,
-        tx.balance,
-        tx.created_at,
-        tx.source_id,
-        tx.source,
-        tx.reason,
-        tx.related_transaction_id,
-    )
-    return head if tx.details is None else head + tx.details
-
-
-def _transaction_from_row(row: TransactionRow) -> TransactionRecord:
-    return TransactionRecord(
-        row[0],
-        row[1],
-        TransactionType(row[2]),
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-        row[10:] or None,
-    )
+#: transactions as rows of plain values, their links spliced in flat (see TransactionRows)
+_TRANSACTION_ROWS = TransactionRows()
+_transaction_row = _TRANSACTION_ROWS.row
+_transaction_from_row = _TRANSACTION_ROWS.record
+#: a redemption row's voucher id and rollback id
+_redeemed_voucher_id = itemgetter(Redemption.column("voucher_id"))
+_rollback_id = itemgetter(Redemption.column("rollback_id"))
 
 
 class _TransactionLog(Sequence[TransactionRecord]):
@@ -113,7 +87,7 @@ class _TransactionLog(Sequence[TransactionRecord]):
         return _transaction_from_row(self._rows[index])
 
 
-_id = itemgetter(0)  # a log row's transaction id
+_id = itemgetter(_TRANSACTION_ROWS.column("id"))  # a log row's transaction id
 
 _LOYALTY = VoucherType.LOYALTY_CARD
 _PURGED = VoucherState.PURGED
@@ -273,7 +247,7 @@ class MemoryStore(Store[_Unit]):
         row = self._redemptions.get(redemption_id)
         if row is None:
             return None
-        record = self._by_id.get(Redemption.from_row(row).voucher_id)
+        record = self._by_id.get(_redeemed_voucher_id(row))
         if record is None:
             return None
         unit = self._open(record)
@@ -409,8 +383,8 @@ class MemoryStore(Store[_Unit]):
         self._transactions.pop(record.id, None)
         for redemption_id in self._redemption_log.pop(record.id, ()):
             row = self._redemptions.pop(redemption_id, None)
-            if row is not None and row[14] is not None:
-                self._rollbacks.pop(row[14], None)
+            if row is not None and _rollback_id(row) is not None:
+                self._rollbacks.pop(_rollback_id(row), None)
 
     # --- reads ----------------------------------------------------------------------------
 

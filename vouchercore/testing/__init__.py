@@ -2,7 +2,8 @@
 
 * :class:`~vouchercore.clock.FakeClock` — a clock that moves only when told to;
 * :func:`state_snapshot` — everything observable about an engine's voucher book, as plain
-  data, to compare before and after a call (a failed call must change nothing: SPEC I5);
+  data, to compare before and after a call (a failed call must change nothing: README
+  "Concurrency and the audit");
 * :func:`all_transactions` — a voucher's whole transaction log, oldest first.
 """
 

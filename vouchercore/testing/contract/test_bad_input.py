@@ -1,4 +1,5 @@
-"""SPEC §3 (malformed requests), §12 and I5: every public call rejects bad input with an
+"""Malformed requests (README "Validation", "Errors"; a failed call changes nothing: README
+"Concurrency and the audit"): every public call rejects bad input with an
 ``InvalidArgument`` (also a ``ValueError``) whose key is ``invalid_amount``, ``missing_amount``
 or ``invalid_payload`` and whose message names the argument — and changes nothing."""
 

@@ -1,4 +1,4 @@
-"""SPEC §7: update_voucher_balance — additions and removals on gift and loyalty cards."""
+"""README "Balance": update_voucher_balance — additions and removals on gift and loyalty cards."""
 
 from __future__ import annotations
 

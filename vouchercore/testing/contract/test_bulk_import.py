@@ -1,4 +1,4 @@
-"""SPEC §10 on every store: the CSV import in batches, and bad input tried on purpose.
+"""README "CSV import" on every store: the CSV import in batches, and bad input tried on purpose.
 
 Batches are made small here (``bulk.BATCH``) so that a few rows cross several of them: a
 repeated code in a later batch, failures in file order across batches, a store failure in the

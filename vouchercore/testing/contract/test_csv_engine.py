@@ -1,4 +1,5 @@
-"""SPEC §9 export and §10 import through the Engine facade (the formats are in test_csvio)."""
+"""The export and the import through the Engine facade (README "Transactions", "CSV import";
+the formats are in test_csvio)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC §13: one clock read per operation, aware UTC instants, seeded runs — on every store.
+"""One clock read per operation, aware UTC instants, seeded runs — on every store (README
+"Time, ids and reproducible runs").
 
 FakeClock and SystemClock themselves are tested in ``tests/test_clock.py``.
 """

@@ -1,4 +1,4 @@
-"""SPEC §12 on every store: errors the engine raises carry the key, code, resource and
+"""README "Errors" on every store: errors the engine raises carry the key, code, resource and
 message of what they concern (the error tree itself is tested in ``tests/test_errors.py``)."""
 
 from __future__ import annotations

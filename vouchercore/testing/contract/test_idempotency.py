@@ -1,5 +1,6 @@
 """Idempotent retries: ``idempotency_key=`` on ``redeem_voucher``, ``rollback_redemption`` and
-``update_voucher_balance`` (README "Redemption", "Rollback", "Balance"; SPEC §4, §5, §7, §12, I5).
+``update_voucher_balance`` (README "Idempotent retries", "Redemption", "Rollback", "Balance",
+"Errors"; a failed call changes nothing: README "Concurrency and the audit").
 
 - A key is 1–200 printable characters without leading/trailing space (like a session key);
   anything else is ``InvalidArgument`` naming ``idempotency_key`` (see ``test_bad_input.py``).
@@ -351,7 +352,7 @@ def test_a_redemption_refused_for_credits_can_be_retried_with_its_key_after_a_to
     engine.create_voucher("G", gift={"amount": 100})
     with pytest.raises(GiftAmountExceeded):
         engine.redeem_voucher("G", credits=500, order_id="o-1", idempotency_key="k")
-    [failed] = engine.list_redemptions("G")  # the attempt is logged, as SPEC §4 says
+    [failed] = engine.list_redemptions("G")  # the attempt is logged, as README "Redemption" says
     assert (failed.status, failed.failure_code) == (RedemptionStatus.FAILED, "gift_amount_exceeded")
     engine.update_voucher_balance("G", 400)
     redemption = engine.redeem_voucher("G", credits=500, order_id="o-1", idempotency_key="k")

@@ -1,4 +1,4 @@
-"""SPEC §11: enable, disable, soft and forced delete."""
+"""README "Lifecycle": enable, disable, soft and forced delete."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §1 (objects) and §11 (create_voucher): types, discounts, ids, codes, metadata."""
+"""Vouchers and create_voucher (README "Vouchers"): types, discounts, ids, codes, metadata."""
 
 from __future__ import annotations
 
@@ -317,7 +317,7 @@ def test_generated_codes_differ(engine: Engine) -> None:
 
 
 def test_generated_code_never_breaks_the_hundred_character_rule(engine: Engine) -> None:
-    """SPEC §1: a code is 1–100 chars, also a generated one."""
+    """README "Vouchers": a code is 1–100 chars, also a generated one."""
     try:
         v = engine.create_voucher(gift={"amount": 1}, code_length=101)
     except InvalidArgument:
@@ -368,7 +368,7 @@ def test_metadata_of_a_returned_voucher_cannot_change_the_stored_one(engine: Eng
 def test_nested_non_str_metadata_keys_are_rejected_not_silently_rewritten(
     engine: Engine, meta: dict[str, object]
 ) -> None:
-    """SPEC §1: metadata is a JSON dict with str keys; it is never silently altered."""
+    """README "Vouchers": metadata is a JSON dict with str keys; it is never silently altered."""
     try:
         v = engine.create_voucher("M", gift={"amount": 1}, metadata=meta)
     except InvalidArgument as exc:

@@ -1,6 +1,6 @@
-"""SPEC §8: loyalty points — expiring buckets spent soonest-first, expiry (lazy, swept, and
-never under a live lock), accrual and its cancellation, transfers between cards, and idempotent
-retries of each."""
+"""Loyalty points (README "Loyalty points") — expiring buckets spent soonest-first,
+expiry (lazy, swept, and never under a live lock), accrual and its cancellation, transfers
+between cards, and idempotent retries of each."""
 
 from __future__ import annotations
 

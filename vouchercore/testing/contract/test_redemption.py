@@ -1,4 +1,5 @@
-"""SPEC §4: redeem_voucher — effects on success, nothing but a FAILED entry on failure."""
+"""redeem_voucher (README "Redemption") — effects on success, nothing but a FAILED entry on
+failure."""
 
 from __future__ import annotations
 

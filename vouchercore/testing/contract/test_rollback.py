@@ -1,4 +1,5 @@
-"""SPEC §5: rollback_redemption — effects, refunds, errors and the 3-calendar-month window."""
+"""rollback_redemption (README "Rollback") — effects, refunds, errors and the 3-calendar-month
+window."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §3 "With a session" and §6: LOCK sessions, keys, TTLs, expiry and release."""
+"""README "Validation", "LOCK sessions": LOCK sessions, keys, TTLs, expiry and release."""
 
 from __future__ import annotations
 
@@ -501,7 +501,7 @@ def test_session_expiring_past_year_9999_is_invalid_even_for_an_invalid_voucher(
 def test_session_expiring_past_year_9999_is_invalid_even_for_an_unknown_code(
     engine: Engine,
 ) -> None:
-    """SPEC §3: malformed requests raise from validate before anything is read."""
+    """README "Validation": malformed requests raise from validate before anything is read."""
     with pytest.raises(InvalidArgument):
         engine.validate_voucher("NOPE", session={"ttl": 10**7, "ttl_unit": "DAYS"})
 
@@ -523,7 +523,8 @@ def test_session_may_expire_at_the_last_representable_microsecond(
 def test_sweep_given_a_future_instant_does_not_end_live_sessions_early(
     engine: Engine, clock: FakeClock
 ) -> None:
-    """SPEC §1: a session expires exactly at expires_at, never earlier, sweep or not."""
+    """A session expires exactly at expires_at, never earlier, sweep or not (README "LOCK
+    sessions")."""
     engine.create_voucher("D", discount=Discount.amount(1), quantity=1)
     session = _lock(engine, "D", "a", ttl=1, ttl_unit="HOURS")
     with contextlib.suppress(InvalidArgument):  # refusing a future instant is fine too

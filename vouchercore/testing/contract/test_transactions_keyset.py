@@ -1,4 +1,4 @@
-"""SPEC §9 served by keyset reads on every store: ``Store.transactions_page`` and
+"""README "Transactions" served by keyset reads on every store: ``Store.transactions_page`` and
 ``transaction_count`` against the whole log, cursors of any text, and the export read in
 chunks (the same output whatever the chunk size, the log as of the call)."""
 

@@ -1,4 +1,4 @@
-"""SPEC §9 (listing): list_voucher_transactions — order, pages, cursors, validation."""
+"""README "Transactions": list_voucher_transactions — order, pages, cursors, validation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §2 (availability) and §3 (validation): check order, boundaries, pricing."""
+"""README "Validation": check order, boundaries, pricing."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def test_expired_disabled_exhausted_overdrawn_gift_card_reports_checks_in_spec_o
     engine: Engine, clock: FakeClock
 ) -> None:
     """One gift card failing disabled, expired, quantity and credits at once: the first check
-    in SPEC order decides, and removing each failure in turn reveals the next one."""
+    in the README's order ("Validation") decides, and removing each failure in turn reveals the
+    next one."""
     engine.create_voucher(
         "ALL", gift={"amount": 1000}, quantity=1, expiration_date=clock.now() + timedelta(hours=1)
     )
