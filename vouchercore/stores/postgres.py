@@ -131,6 +131,7 @@ REDEMPTION_INSTANTS: Final = REDEMPTIONS.instants
 ROLLBACK_INSTANTS: Final = ROLLBACKS.instants
 KEY_INSTANTS: Final = KEYS.instants
 
+#: the names the unit-of-work methods use
 _Lease = Lease
 T = TypeVar("T")
 

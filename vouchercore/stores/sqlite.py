@@ -42,7 +42,6 @@ from vouchercore.stores._sql import (
     ROLLBACK_COLUMNS,
     SCHEMA_VERSION,
     SESSION_COLUMNS,
-    SESSION_REASONS,
     TRANSACTION_COLUMNS,
     VOUCHER_COLUMNS,
     VOUCHER_MUTABLE_COLUMNS,
@@ -606,9 +605,11 @@ class SQLiteStore:
 
     def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
         """Sessions with ``expires_at <= now``, soonest first, through the expiry index."""
-        columns = ", ".join(f"s.{c}" for c in SESSION_COLUMNS)
+        columns = ", ".join(
+            "v.code" if c == "code" else f"s.{c}" for c in _sql.DETACHED_SESSION.names
+        )
         rows = self._read(
-            f"SELECT {columns}, v.code FROM sessions AS s JOIN vouchers AS v ON v.id = s.voucher_id"
+            f"SELECT {columns} FROM sessions AS s JOIN vouchers AS v ON v.id = s.voucher_id"
             " WHERE s.expires_at <= ? ORDER BY s.expires_at LIMIT ?",
             (now, -1 if limit is None else limit),
         )
@@ -635,11 +636,8 @@ class SQLiteStore:
 
     def session_counts(self) -> SessionCounts:
         """Sessions opened, resolved and stored, read in one statement (one snapshot)."""
-        sums = ", ".join(f"COALESCE(SUM(sessions_{r}), 0)" for r in SESSION_REASONS)
-        row = self._read(
-            f"SELECT COALESCE(SUM(sessions_opened), 0), {sums}, "
-            "(SELECT COUNT(*) FROM sessions) FROM vouchers"
-        )[0]
+        sums = ", ".join(f"COALESCE(SUM({c}), 0)" for c in _sql.COUNTER_COLUMNS)
+        row = self._read(f"SELECT {sums}, (SELECT COUNT(*) FROM sessions) FROM vouchers")[0]
         return _sql.session_counts_from_row(row)
 
     def session_count(self) -> int:
