@@ -218,6 +218,11 @@ class Layout:
 # --- the specification -----------------------------------------------------------------------
 
 
+def _nullable(type_: Type, *names: str) -> tuple[Column, ...]:
+    """Columns of one type that may be NULL and have no constraint."""
+    return tuple(Column(name, type_, null=True) for name in names)
+
+
 def _count(name: str) -> Column:
     """A counter or amount that never goes below zero."""
     return Column(name, "int", check=f"{name} >= 0")
@@ -246,10 +251,8 @@ VOUCHERS: Final = Table(
         _count("total"),
         Column("balance", "int", check="balance >= 0 AND balance <= total"),
         Column("discount", "json", null=True),
-        Column("start_date", "instant", null=True),
-        Column("expiration_date", "instant", null=True),
-        Column("category", "text", null=True),
-        Column("additional_info", "text", null=True),
+        *_nullable("instant", "start_date", "expiration_date"),
+        *_nullable("text", "category", "additional_info"),
         Column("metadata", "json", null=True),
         Column("campaign_id", "text", null=True),
         _count("opening_redeemed_quantity"),
@@ -299,14 +302,14 @@ TRANSACTIONS: Final = Table(
         Column("amount", "int"),
         _count("balance"),
         Column("created_at", "instant"),
-        Column("source_id", "text", null=True),
-        Column("source", "text", null=True),
-        Column("reason", "text", null=True),
-        Column("related_transaction_id", "text", null=True),
+        *_nullable("text", "source_id", "source", "reason", "related_transaction_id"),
         Column("details", "json", null=True),
     ),
     indexes=(Index("transactions_by_voucher", ("voucher_id", "seq")),),
 )
+
+#: The voucher a log entry belongs to (its code as it was then).
+_OF_VOUCHER: Final = (Column("voucher_id", "key"), Column("voucher_code", "text"))
 
 #: ``seq`` orders the log; the rest are the columns of a redemption.
 REDEMPTIONS: Final = Table(
@@ -314,20 +317,15 @@ REDEMPTIONS: Final = Table(
     (
         Column("seq", "identity", primary=True),
         Column("id", "key", unique=True),
-        Column("voucher_id", "key"),
-        Column("voucher_code", "text"),
+        *_OF_VOUCHER,
         Column("voucher_type", "text"),
         Column("status", "text", check="status IN ('SUCCEEDED', 'FAILED', 'ROLLED_BACK')"),
         _count("amount"),
         Column("order_amount", "int", null=True),
-        Column("order_id", "text", null=True),
-        Column("session_key", "text", null=True),
+        *_nullable("text", "order_id", "session_key"),
         Column("metadata", "json", null=True),
         Column("date", "instant"),
-        Column("failure_code", "text", null=True),
-        Column("failure_message", "text", null=True),
-        Column("transaction_id", "text", null=True),
-        Column("rollback_id", "text", null=True),
+        *_nullable("text", "failure_code", "failure_message", "transaction_id", "rollback_id"),
     ),
     indexes=(Index("redemptions_by_voucher", ("voucher_id", "seq")),),
 )
@@ -337,8 +335,7 @@ ROLLBACKS: Final = Table(
     (
         Column("id", "key", primary=True),
         Column("redemption_id", "key", unique=True),
-        Column("voucher_id", "key"),
-        Column("voucher_code", "text"),
+        *_OF_VOUCHER,
         Column("amount", "int", check="amount <= 0"),
         Column("reason", "text", null=True),
         Column("date", "instant"),

@@ -266,6 +266,15 @@ def _discount_from_json(text: str | None) -> Discount | None:
 
 # --- vouchers --------------------------------------------------------------------------------
 
+#: The columns of a voucher's :class:`VoucherInfo`, in its fields' order.
+_INFO_COLUMNS: Final = (
+    "category",
+    "additional_info",
+    "metadata",
+    "campaign_id",
+    "opening_redeemed_quantity",
+    "opening_redeemed_amount",
+)
 #: A new voucher's values, given in this order, put in column order.
 _ARRANGE_VOUCHER: Final = VOUCHERS.arrange(
     "id",
@@ -280,12 +289,7 @@ _ARRANGE_VOUCHER: Final = VOUCHERS.arrange(
     "discount",
     "start_date",
     "expiration_date",
-    "category",
-    "additional_info",
-    "metadata",
-    "campaign_id",
-    "opening_redeemed_quantity",
-    "opening_redeemed_amount",
+    *_INFO_COLUMNS,
     "created_at",
     "updated_at",
     "expired_points",
@@ -326,30 +330,23 @@ def voucher_row(record: VoucherRecord) -> tuple[Any, ...]:
     )
 
 
-_READ_VOUCHER: Final = VOUCHERS.getter(
+#: Columns read as the record's constructor arguments of the same name.
+_RECORD_ARGUMENTS: Final = (
     "id",
     "code",
-    "type",
-    "state",
     "quantity",
     "redeemed_quantity",
     "redeemed_amount",
     "total",
     "balance",
-    "discount",
     "start_date",
     "expiration_date",
-    "category",
-    "additional_info",
-    "metadata",
-    "campaign_id",
-    "opening_redeemed_quantity",
-    "opening_redeemed_amount",
     "created_at",
     "updated_at",
-    "expired_points",
-    "points_buckets",
 )
+_READ_ARGUMENTS: Final = VOUCHERS.getter(*_RECORD_ARGUMENTS)
+_READ_INFO: Final = VOUCHERS.getter(*_INFO_COLUMNS)
+_READ_REST: Final = VOUCHERS.getter("type", "state", "discount", "expired_points", "points_buckets")
 #: A stored session's values, in :class:`SessionRecord`'s order after its voucher.
 _READ_SESSION: Final = SESSIONS.getter("key", "credits", "points", "created_at", "expires_at")
 
@@ -357,37 +354,17 @@ _READ_SESSION: Final = SESSIONS.getter("key", "credits", "points", "created_at",
 def record_from_row(row: Sequence[Any], sessions: Iterable[Sequence[Any]] = ()) -> VoucherRecord:
     """The voucher record of a row in :data:`VOUCHER_COLUMNS` order, with its stored *sessions*
     (rows in :data:`SESSION_COLUMNS` order)."""
-    (
-        id_,
-        code,
-        type_,
-        state,
-        quantity,
-        redeemed_quantity,
-        redeemed_amount,
-        total,
-        balance,
-        discount,
-        start_date,
-        expiration_date,
-        category,
-        additional_info,
-        metadata,
-        campaign_id,
-        opening_redeemed_quantity,
-        opening_redeemed_amount,
-        created_at,
-        updated_at,
-        expired_points,
-        points_buckets,
-    ) = _READ_VOUCHER(row)
+    type_, state, discount, expired_points, points_buckets = _READ_REST(row)
+    category, additional_info, metadata, campaign_id, opening_quantity, opening_amount = _READ_INFO(
+        row
+    )
     has_info = (
         category is not None
         or additional_info is not None
         or metadata is not None
         or campaign_id is not None
-        or opening_redeemed_quantity
-        or opening_redeemed_amount
+        or opening_quantity
+        or opening_amount
     )
     info = (
         VoucherInfo(
@@ -395,8 +372,8 @@ def record_from_row(row: Sequence[Any], sessions: Iterable[Sequence[Any]] = ()) 
             additional_info=additional_info,
             metadata=_unjson(metadata),
             campaign_id=campaign_id,
-            opening_redeemed_quantity=opening_redeemed_quantity,
-            opening_redeemed_amount=opening_redeemed_amount,
+            opening_redeemed_quantity=opening_quantity,
+            opening_redeemed_amount=opening_amount,
         )
         if has_info
         else None
@@ -410,20 +387,10 @@ def record_from_row(row: Sequence[Any], sessions: Iterable[Sequence[Any]] = ()) 
     record = VoucherRecord.new(
         kind,
         **points,
+        **dict(zip(_RECORD_ARGUMENTS, _READ_ARGUMENTS(row), strict=True)),
         discount=_discount_from_json(discount),
-        total=total,
-        balance=balance,
-        id=id_,
-        code=code,
-        quantity=quantity,
-        redeemed_quantity=redeemed_quantity,
-        redeemed_amount=redeemed_amount,
         active=True,
-        start_date=start_date,
-        expiration_date=expiration_date,
         info=info,
-        created_at=created_at,
-        updated_at=updated_at,
     )
     record.state = _STATES[state]
     ledger = None
@@ -520,7 +487,11 @@ _TRANSACTION_ORDER: Final = (
     "details",
 )
 _ARRANGE_TRANSACTION: Final = TRANSACTIONS.arrange(*_TRANSACTION_ORDER)
-_READ_TRANSACTION: Final = TRANSACTIONS.getter(*_TRANSACTION_ORDER)
+_READ_TRANSACTION_KEYS: Final = TRANSACTIONS.getter("seq", "voucher_id", "type")
+#: the constructor's arguments between the type and the links, in its order
+_READ_TRANSACTION_VALUES: Final = TRANSACTIONS.getter(*_TRANSACTION_ORDER[3:-1])
+_READ_LINKS: Final = TRANSACTIONS.getter("details")
+_new_transaction: Final[Callable[..., TransactionRecord]] = TransactionRecord
 
 
 def transaction_row(tx: TransactionRecord) -> tuple[Any, ...]:
@@ -555,30 +526,13 @@ def _links_from_json(text: str) -> Links:
 
 def transaction_from_row(row: Sequence[Any]) -> TransactionRecord:
     """The transaction of a row in :data:`TRANSACTION_COLUMNS` order."""
-    (
-        seq,
-        voucher_id_,
-        type_,
-        amount,
-        balance,
-        created_at,
-        source_id,
-        source,
-        reason,
-        related,
-        links,
-    ) = _READ_TRANSACTION(row)
-    return TransactionRecord(
+    seq, voucher_id_, type_ = _READ_TRANSACTION_KEYS(row)
+    links = _READ_LINKS(row)
+    return _new_transaction(
         transaction_id(seq),
         voucher_id_,
         _TX_TYPES[type_],
-        amount,
-        balance,
-        created_at,
-        source_id,
-        source,
-        reason,
-        related,
+        *_READ_TRANSACTION_VALUES(row),
         None if links is None else _links_from_json(links),
     )
 

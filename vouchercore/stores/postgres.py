@@ -121,16 +121,6 @@ _NO_FLUSH: Final = NO_FLUSH
 _JSON_COLUMNS: Final = frozenset(
     column.name for table in _schema.TABLES for column in table.columns if column.type == "json"
 )
-#: Positions of the instants of each kind of row (converted at this boundary).
-VOUCHER_INSTANTS: Final = VOUCHERS.instants
-_MUTABLE_INSTANTS: Final = VOUCHER_MUTABLE.instants
-SESSION_INSTANTS: Final = SESSIONS.instants
-DETACHED_SESSION_INSTANTS: Final = DETACHED_SESSION.instants
-TRANSACTION_INSTANTS: Final = TRANSACTIONS.instants
-REDEMPTION_INSTANTS: Final = REDEMPTIONS.instants
-ROLLBACK_INSTANTS: Final = ROLLBACKS.instants
-KEY_INSTANTS: Final = KEYS.instants
-
 #: the names the unit-of-work methods use
 _Lease = Lease
 T = TypeVar("T")
@@ -457,7 +447,7 @@ class PostgresStore:
         Raises:
             DuplicateFound: its code or id is taken.
         """
-        row = _to_db(_sql.voucher_row(record), VOUCHER_INSTANTS)
+        row = _to_db(_sql.voucher_row(record), VOUCHERS.instants)
         tries = 0
 
         def insert(lease: _Lease) -> bool:
@@ -488,7 +478,7 @@ class PostgresStore:
         staging table, then one ``INSERT … SELECT … ON CONFLICT DO NOTHING``); the positions
         of the others. Retried whole on a serialization failure, a deadlock or a dead
         connection."""
-        rows = [_to_db(_sql.voucher_row(record), VOUCHER_INSTANTS) for record in records]
+        rows = [_to_db(_sql.voucher_row(record), VOUCHERS.instants) for record in records]
         keys = [(record.id, record.code) for record in records]
         tries = 0
 
@@ -523,8 +513,8 @@ class PostgresStore:
     def _unit(
         self, lease: _Lease, row: tuple[Any, ...], sessions: Sequence[Sequence[Any]]
     ) -> SqlUnit:
-        voucher = _from_db(row, VOUCHER_INSTANTS)
-        record = _sql.record_from_row(voucher, (_from_db(s, SESSION_INSTANTS) for s in sessions))
+        voucher = _from_db(row, VOUCHERS.instants)
+        record = _sql.record_from_row(voucher, (_from_db(s, SESSIONS.instants) for s in sessions))
         return SqlUnit(
             record,
             _sql.counters_of(voucher),
@@ -590,7 +580,7 @@ class PostgresStore:
             if row is None or found is None or _sql.voucher_state(row) == _DELETED:
                 return None
             unit = self._unit(lease, row, sessions.fetchall())
-            return unit, _sql.redemption_from_row(_from_db(found, REDEMPTION_INSTANTS))
+            return unit, _sql.redemption_from_row(_from_db(found, REDEMPTIONS.instants))
 
         lease, opened = self._attempt("begin", load)
         return self._opened(lease, opened)
@@ -636,7 +626,7 @@ class PostgresStore:
         """Queue the unit's writes (in a pipeline: sent with the ``COMMIT``)."""
         voucher_id = changes.voucher_id
         for row in changes.keys:
-            conn.execute(self._sql.upsert_key, _to_db(row, KEY_INSTANTS))
+            conn.execute(self._sql.upsert_key, _to_db(row, KEYS.instants))
         for key in changes.key_placeholders:
             conn.execute(self._sql.delete_key, (key,))
         if changes.purged:
@@ -645,24 +635,25 @@ class PostgresStore:
             return
         if changes.voucher is not None:
             conn.execute(
-                self._sql.update_voucher, (*_to_db(changes.voucher, _MUTABLE_INSTANTS), voucher_id)
+                self._sql.update_voucher,
+                (*_to_db(changes.voucher, VOUCHER_MUTABLE.instants), voucher_id),
             )
         batches: tuple[tuple[str, Sequence[Sequence[Any]]], ...] = (
             (self._sql.delete_session, [(voucher_id, key) for key in changes.session_deletes]),
             (
                 self._sql.insert_session,
-                [_to_db(s, SESSION_INSTANTS) for s in changes.session_inserts],
+                [_to_db(s, SESSIONS.instants) for s in changes.session_inserts],
             ),
             (
                 self._sql.insert_transaction,
-                [_to_db(t, TRANSACTION_INSTANTS) for t in changes.transactions],
+                [_to_db(t, TRANSACTIONS.instants) for t in changes.transactions],
             ),
             (
                 self._sql.insert_redemption,
-                [_to_db(r, REDEMPTION_INSTANTS) for r in changes.redemptions],
+                [_to_db(r, REDEMPTIONS.instants) for r in changes.redemptions],
             ),
             (self._sql.update_redemption, changes.redemption_updates),
-            (self._sql.insert_rollback, [_to_db(r, ROLLBACK_INSTANTS) for r in changes.rollbacks]),
+            (self._sql.insert_rollback, [_to_db(r, ROLLBACKS.instants) for r in changes.rollbacks]),
         )
         for sql, rows in batches:
             if len(rows) == 1:
@@ -726,7 +717,7 @@ class PostgresStore:
                     return None
                 row = conn.execute(self._sql.lock_key, (key,)).fetchone()
                 if row is not None:
-                    return _sql.key_from_row(_from_db(row, KEY_INSTANTS))
+                    return _sql.key_from_row(_from_db(row, KEYS.instants))
         except psycopg.Error as error:
             raise self._fail("claim idempotency key", error) from error
         raise StorageError(f"PostgreSQL store {self.address}: idempotency key {key!r} keeps moving")
@@ -751,12 +742,12 @@ class PostgresStore:
     def get_redemption(self, redemption_id: str) -> Redemption | None:
         """A redemption by id, or None."""
         rows = self._read(self._sql.redemption, (redemption_id,))
-        return _sql.redemption_from_row(_from_db(rows[0], REDEMPTION_INSTANTS)) if rows else None
+        return _sql.redemption_from_row(_from_db(rows[0], REDEMPTIONS.instants)) if rows else None
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
         """The voucher's transactions, oldest first (one statement: one snapshot)."""
         rows = self._read(self._sql.transactions, (voucher_id,))
-        return [_sql.transaction_from_row(_from_db(row, TRANSACTION_INSTANTS)) for row in rows]
+        return [_sql.transaction_from_row(_from_db(row, TRANSACTIONS.instants)) for row in rows]
 
     def transactions_page(
         self,
@@ -777,7 +768,7 @@ class PostgresStore:
             descending=descending,
             offset=offset,
             limit=limit,
-            convert=functools.partial(_from_db, instants=TRANSACTION_INSTANTS),
+            convert=functools.partial(_from_db, instants=TRANSACTIONS.instants),
         )
 
     def transaction_count(self, voucher_id: str) -> int:
@@ -788,13 +779,13 @@ class PostgresStore:
     def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
         """The voucher's redemption log, oldest first (one statement: one snapshot)."""
         rows = self._read(self._sql.redemptions, (voucher_id,))
-        return tuple(_sql.redemption_from_row(_from_db(row, REDEMPTION_INSTANTS)) for row in rows)
+        return tuple(_sql.redemption_from_row(_from_db(row, REDEMPTIONS.instants)) for row in rows)
 
     def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
         """Sessions with ``expires_at <= now``, soonest first (ties by voucher id and key),
         straight from the expiry index."""
         rows = self._read(self._sql.expiring, (from_us(now), limit))
-        return [_sql.detached_session(_from_db(row, DETACHED_SESSION_INSTANTS)) for row in rows]
+        return [_sql.detached_session(_from_db(row, DETACHED_SESSION.instants)) for row in rows]
 
     def points_due(self, now: int, limit: int | None = None) -> list[str]:
         """Ids of loyalty cards with points due to expire at *now*, soonest first (through the
