@@ -1,5 +1,6 @@
-"""What the SQL stores share: the row layout of each table, rows ↔ records, and the unit of work
-that remembers what the domain changed so a store can write it in one database transaction.
+"""What the SQL stores share: the rows of each table (their layouts come from the schema in
+:mod:`vouchercore.stores._schema`), rows ↔ records by column name, and the unit of work that
+remembers what the domain changed so a store can write it in one database transaction.
 
 Nothing here decides a voucher rule. A SQL unit of work is loaded from rows (the voucher, locked
 by the store, and its stored sessions), handed to the domain, which changes ``unit.record`` in
@@ -8,7 +9,8 @@ the voucher's new counters, sessions deleted and inserted, transactions, redempt
 rollbacks appended — and the store renders them in its own dialect.
 
 Instants are integer microseconds UTC here (the domain's unit); SQLite stores them as such,
-PostgreSQL converts them to ``timestamptz`` at its boundary.
+PostgreSQL converts them to ``timestamptz`` at its boundary (at the positions each layout's
+``instants`` names). Free JSON (discount, metadata, a transaction's links) is JSON text.
 """
 
 from __future__ import annotations
@@ -35,183 +37,121 @@ from vouchercore.domain.records import (
     transaction_id,
     transaction_seq,
 )
+from vouchercore.domain.rows import TRANSACTION_FIELDS, TransactionRows
 from vouchercore.domain.snapshots import Redemption, RedemptionRollback
-from vouchercore.domain.values import DiscountType, TransactionType, VoucherType
+from vouchercore.domain.values import DiscountType, VoucherType
 from vouchercore.ports import SessionCounts
+from vouchercore.stores import _schema
+from vouchercore.stores._schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SESSION_REASONS,
+    schema_problem,
+)
 
 __all__ = [
     "CODE_PAGE",
-    "COUNTERS_AT",
+    "COUNTERS",
+    "COUNTER_COLUMNS",
+    "DETACHED_SESSION",
+    "KEYS",
     "KEY_COLUMNS",
     "MIGRATIONS",
+    "REDEMPTIONS",
     "REDEMPTION_COLUMNS",
+    "ROLLBACKS",
     "ROLLBACK_COLUMNS",
     "SCHEMA_VERSION",
+    "SESSIONS",
     "SESSION_COLUMNS",
     "SESSION_REASONS",
+    "TRANSACTIONS",
     "TRANSACTION_COLUMNS",
+    "VOUCHERS",
     "VOUCHER_COLUMNS",
+    "VOUCHER_MUTABLE",
     "VOUCHER_MUTABLE_COLUMNS",
     "Changes",
     "SqlUnit",
+    "counters_of",
     "detached_session",
     "first_seq_above",
+    "key_from_row",
+    "key_row",
     "paged_codes",
     "read_transactions_page",
     "record_from_row",
     "redemption_from_row",
+    "redemption_voucher_id",
     "schema_problem",
     "session_counts_from_row",
+    "session_key",
     "session_row",
+    "session_voucher_id",
     "transaction_from_row",
     "transaction_row",
+    "voucher_id",
     "voucher_row",
+    "voucher_state",
 ]
 
-#: The schema version this release writes; a store refuses a database with a newer one and
-#: migrates an older one (:data:`MIGRATIONS`).
-SCHEMA_VERSION: Final = 2
+# --- layouts: every position in a row comes from here ----------------------------------------
 
-#: Why a session left the ledger; each has a counter column ``sessions_<reason>`` on the voucher.
-SESSION_REASONS: Final = ("redeemed", "released", "expired", "replaced", "dropped")
+VOUCHERS: Final = _schema.VOUCHERS.layout
+SESSIONS: Final = _schema.SESSIONS.layout
+TRANSACTIONS: Final = _schema.TRANSACTIONS.layout
+#: The columns of a redemption: its table's but ``seq`` (the database numbers the log).
+REDEMPTIONS: Final = _schema.REDEMPTIONS.layout.subset(
+    c.name for c in _schema.REDEMPTIONS.columns if c.type != "identity"
+)
+ROLLBACKS: Final = _schema.ROLLBACKS.layout
+KEYS: Final = _schema.IDEMPOTENCY_KEYS.layout
+#: The voucher columns an operation may change, in the order :meth:`Changes.voucher` lists them.
+VOUCHER_MUTABLE: Final = VOUCHERS.subset(
+    (
+        "state",
+        "redeemed_quantity",
+        "redeemed_amount",
+        "total",
+        "balance",
+        "updated_at",
+        "expired_points",
+        "points_buckets",
+        "points_due_at",
+        "sessions_opened",
+        *(f"sessions_{reason}" for reason in SESSION_REASONS),
+    )
+)
+#: A session read by a sweep: its columns, then its voucher's code.
+DETACHED_SESSION: Final = SESSIONS.extended("code")
 
-VOUCHER_COLUMNS: Final = (
-    "id",
-    "code",
-    "type",
-    "state",
-    "quantity",
-    "redeemed_quantity",
-    "redeemed_amount",
-    "total",
-    "balance",
-    "discount",
-    "start_date",
-    "expiration_date",
-    "category",
-    "additional_info",
-    "metadata",
-    "campaign_id",
-    "opening_redeemed_quantity",
-    "opening_redeemed_amount",
-    "created_at",
-    "updated_at",
-    "expired_points",
-    "points_buckets",
-    "points_due_at",
-    "sessions_opened",
-    *(f"sessions_{reason}" for reason in SESSION_REASONS),
-)
-#: Positions in :data:`VOUCHER_COLUMNS` of instants (for stores that convert them).
-VOUCHER_INSTANTS: Final = (10, 11, 18, 19, 22)
-#: Where the session counters start in :data:`VOUCHER_COLUMNS`.
-COUNTERS_AT: Final = 23
-#: The columns an operation may change, in the order :meth:`Changes.voucher` lists them.
-VOUCHER_MUTABLE_COLUMNS: Final = (
-    "state",
-    "redeemed_quantity",
-    "redeemed_amount",
-    "total",
-    "balance",
-    "updated_at",
-    "expired_points",
-    "points_buckets",
-    "points_due_at",
-    "sessions_opened",
-    *(f"sessions_{reason}" for reason in SESSION_REASONS),
-)
-#: Positions in :data:`VOUCHER_MUTABLE_COLUMNS` of instants.
-VOUCHER_MUTABLE_INSTANTS: Final = (5, 8)
-SESSION_COLUMNS: Final = ("voucher_id", "key", "credits", "points", "created_at", "expires_at")
-SESSION_INSTANTS: Final = (4, 5)
-TRANSACTION_COLUMNS: Final = (
-    "seq",
-    "voucher_id",
-    "type",
-    "amount",
-    "balance",
-    "created_at",
-    "source_id",
-    "source",
-    "reason",
-    "related_transaction_id",
-    "details",
-)
-TRANSACTION_INSTANTS: Final = (5,)
-#: Same order as :attr:`Redemption.FIELDS` (``date`` is microseconds).
-REDEMPTION_COLUMNS: Final = (
-    "id",
-    "voucher_id",
-    "voucher_code",
-    "voucher_type",
-    "status",
-    "amount",
-    "order_amount",
-    "order_id",
-    "session_key",
-    "metadata",
-    "date",
-    "failure_code",
-    "failure_message",
-    "transaction_id",
-    "rollback_id",
-)
-REDEMPTION_INSTANTS: Final = (10,)
-ROLLBACK_COLUMNS: Final = (
-    "id",
-    "redemption_id",
-    "voucher_id",
-    "voucher_code",
-    "amount",
-    "reason",
-    "date",
-    "transaction_id",
-)
-ROLLBACK_INSTANTS: Final = (6,)
-KEY_COLUMNS: Final = ("key", "fingerprint", "result", "created_at", "expires_at")
-KEY_INSTANTS: Final = (3, 4)
+VOUCHER_COLUMNS: Final = VOUCHERS.names
+VOUCHER_MUTABLE_COLUMNS: Final = VOUCHER_MUTABLE.names
+SESSION_COLUMNS: Final = SESSIONS.names
+TRANSACTION_COLUMNS: Final = TRANSACTIONS.names
+#: Same names as :attr:`Redemption.FIELDS` (``date`` is microseconds).
+REDEMPTION_COLUMNS: Final = REDEMPTIONS.names
+ROLLBACK_COLUMNS: Final = ROLLBACKS.names
+KEY_COLUMNS: Final = KEYS.names
+
+#: The voucher's session counters (opened, then resolved by each of :data:`SESSION_REASONS`).
+COUNTERS: Final = VOUCHERS.since("sessions_opened")
+COUNTER_COLUMNS: Final = VOUCHER_COLUMNS[COUNTERS]
+#: Named values of a row (voucher, session, redemption).
+voucher_id: Final = VOUCHERS.getter("id")
+voucher_state: Final = VOUCHERS.getter("state")
+session_voucher_id: Final = SESSIONS.getter("voucher_id")
+session_key: Final = SESSIONS.getter("key")
+redemption_voucher_id: Final = REDEMPTIONS.getter("voucher_id")
+
+
+def counters_of(row: Sequence[Any]) -> list[int]:
+    """The session counters of a voucher row, as the unit's mutable list."""
+    return list(row[COUNTERS])
+
 
 _VOUCHER_TYPES: Final = {t.value: t for t in VoucherType}
-_TX_TYPES: Final = {t.value: t for t in TransactionType}
 _STATES: Final = tuple(VoucherState)
-
-
-# --- the schema ------------------------------------------------------------------------------
-
-
-#: Schema migrations, by the version they start from: the columns each adds to ``vouchers``
-#: (name, SQLite type, PostgreSQL type), in order. Version 2: loyalty points buckets.
-MIGRATIONS: Final[dict[int, tuple[tuple[str, str, str], ...]]] = {
-    1: (
-        (
-            "expired_points",
-            "INTEGER NOT NULL DEFAULT 0 CHECK (expired_points >= 0)",
-            "bigint NOT NULL DEFAULT 0 CHECK (expired_points >= 0)",
-        ),
-        ("points_buckets", "TEXT", "text"),
-        ("points_due_at", "INTEGER", "timestamptz"),
-    ),
-}
-
-
-def schema_problem(tables: Sequence[str], version: object) -> str | None:
-    """Why this release cannot use a database holding *tables* whose ``vouchercore_meta`` says
-    schema *version* (``None`` when it has no meta table) — or None: it is ours (at this
-    version or one :data:`MIGRATIONS` upgrades), or empty.
-
-    One decision for every SQL store: a database with other tables and no vouchercore schema
-    is someone else's; a newer version needs a newer vouchercore; an older one is migrated.
-    """
-    if "vouchercore_meta" not in tables:
-        if tables:
-            return f"holds other tables ({', '.join(sorted(tables)[:5])}) and no vouchercore schema"
-        return None
-    if version == SCHEMA_VERSION or (isinstance(version, int) and version in MIGRATIONS):
-        return None
-    newer = isinstance(version, int) and version > SCHEMA_VERSION
-    return f"schema version {version}, this vouchercore reads version {SCHEMA_VERSION}" + (
-        " (upgrade vouchercore)" if newer else ""
-    )
 
 
 def session_counts_from_row(row: Sequence[int]) -> SessionCounts:
@@ -326,83 +266,138 @@ def _discount_from_json(text: str | None) -> Discount | None:
 
 # --- vouchers --------------------------------------------------------------------------------
 
+#: The columns of a voucher's :class:`VoucherInfo`, in its fields' order.
+_INFO_COLUMNS: Final = (
+    "category",
+    "additional_info",
+    "metadata",
+    "campaign_id",
+    "opening_redeemed_quantity",
+    "opening_redeemed_amount",
+)
+#: A new voucher's values, given in this order, put in column order.
+_ARRANGE_VOUCHER: Final = VOUCHERS.arrange(
+    "id",
+    "code",
+    "type",
+    "state",
+    "quantity",
+    "redeemed_quantity",
+    "redeemed_amount",
+    "total",
+    "balance",
+    "discount",
+    "start_date",
+    "expiration_date",
+    *_INFO_COLUMNS,
+    "created_at",
+    "updated_at",
+    "expired_points",
+    "points_buckets",
+    "points_due_at",
+    *COUNTER_COLUMNS,
+)
+
 
 def voucher_row(record: VoucherRecord) -> tuple[Any, ...]:
     """A new voucher's row, in :data:`VOUCHER_COLUMNS` order (no sessions yet: counters 0)."""
     info = record.info or VoucherInfo()
-    return (
-        record.id,
-        record.code,
-        record.type.value,
-        int(record.state),
-        record.quantity,
-        record.redeemed_quantity,
-        record.redeemed_amount,
-        record.total,
-        record.balance,
-        _discount_json(record.discount),
-        record.start_date,
-        record.expiration_date,
-        info.category,
-        info.additional_info,
-        _json(info.metadata),
-        info.campaign_id,
-        info.opening_redeemed_quantity,
-        info.opening_redeemed_amount,
-        record.created_at,
-        record.updated_at,
-        *_points_state(record),
-        0,
-        *(0 for _ in SESSION_REASONS),
+    return _ARRANGE_VOUCHER(
+        (
+            record.id,
+            record.code,
+            record.type.value,
+            int(record.state),
+            record.quantity,
+            record.redeemed_quantity,
+            record.redeemed_amount,
+            record.total,
+            record.balance,
+            _discount_json(record.discount),
+            record.start_date,
+            record.expiration_date,
+            info.category,
+            info.additional_info,
+            _json(info.metadata),
+            info.campaign_id,
+            info.opening_redeemed_quantity,
+            info.opening_redeemed_amount,
+            record.created_at,
+            record.updated_at,
+            *_points_state(record),
+            *(0 for _ in COUNTER_COLUMNS),
+        )
     )
+
+
+#: Columns read as the record's constructor arguments of the same name.
+_RECORD_ARGUMENTS: Final = (
+    "id",
+    "code",
+    "quantity",
+    "redeemed_quantity",
+    "redeemed_amount",
+    "total",
+    "balance",
+    "start_date",
+    "expiration_date",
+    "created_at",
+    "updated_at",
+)
+_READ_ARGUMENTS: Final = VOUCHERS.getter(*_RECORD_ARGUMENTS)
+_READ_INFO: Final = VOUCHERS.getter(*_INFO_COLUMNS)
+_READ_REST: Final = VOUCHERS.getter("type", "state", "discount", "expired_points", "points_buckets")
+#: A stored session's values, in :class:`SessionRecord`'s order after its voucher.
+_READ_SESSION: Final = SESSIONS.getter("key", "credits", "points", "created_at", "expires_at")
 
 
 def record_from_row(row: Sequence[Any], sessions: Iterable[Sequence[Any]] = ()) -> VoucherRecord:
     """The voucher record of a row in :data:`VOUCHER_COLUMNS` order, with its stored *sessions*
     (rows in :data:`SESSION_COLUMNS` order)."""
-    has_info = any(row[i] is not None for i in (12, 13, 14, 15)) or row[16] or row[17]
+    type_, state, discount, expired_points, points_buckets = _READ_REST(row)
+    category, additional_info, metadata, campaign_id, opening_quantity, opening_amount = _READ_INFO(
+        row
+    )
+    has_info = (
+        category is not None
+        or additional_info is not None
+        or metadata is not None
+        or campaign_id is not None
+        or opening_quantity
+        or opening_amount
+    )
     info = (
         VoucherInfo(
-            category=row[12],
-            additional_info=row[13],
-            metadata=_unjson(row[14]),
-            campaign_id=row[15],
-            opening_redeemed_quantity=row[16],
-            opening_redeemed_amount=row[17],
+            category=category,
+            additional_info=additional_info,
+            metadata=_unjson(metadata),
+            campaign_id=campaign_id,
+            opening_redeemed_quantity=opening_quantity,
+            opening_redeemed_amount=opening_amount,
         )
         if has_info
         else None
     )
-    kind = _VOUCHER_TYPES[row[2]]
+    kind = _VOUCHER_TYPES[type_]
     points: dict[str, Any] = {}
     if kind is VoucherType.LOYALTY_CARD:
-        points["expired_points"] = row[20]
-        if row[21] is not None:
-            points["buckets"] = [PointsBucket(*b) for b in json.loads(row[21])]
+        points["expired_points"] = expired_points
+        if points_buckets is not None:
+            points["buckets"] = [PointsBucket(*b) for b in json.loads(points_buckets)]
     record = VoucherRecord.new(
         kind,
         **points,
-        discount=_discount_from_json(row[9]),
-        total=row[7],
-        balance=row[8],
-        id=row[0],
-        code=row[1],
-        quantity=row[4],
-        redeemed_quantity=row[5],
-        redeemed_amount=row[6],
+        **dict(zip(_RECORD_ARGUMENTS, _READ_ARGUMENTS(row), strict=True)),
+        discount=_discount_from_json(discount),
         active=True,
-        start_date=row[10],
-        expiration_date=row[11],
         info=info,
-        created_at=row[18],
-        updated_at=row[19],
     )
-    record.state = _STATES[row[3]]
+    record.state = _STATES[state]
     ledger = None
     for s in sessions:
         if ledger is None:
             ledger = record.sessions = VoucherSessions()
-        ledger.add(SessionRecord(record, s[1], s[2], s[3], s[4], s[5]))
+        ledger.add(SessionRecord(record, *_READ_SESSION(s)))
     return record
 
 
@@ -419,6 +414,7 @@ def _points_state(record: VoucherRecord) -> tuple[int, str | None, int | None]:
 
 
 def _mutable_state(record: VoucherRecord, counters: Sequence[int]) -> tuple[Any, ...]:
+    """The values of :data:`VOUCHER_MUTABLE_COLUMNS` (that layout is this list of names)."""
     return (
         int(record.state),
         record.redeemed_quantity,
@@ -431,16 +427,22 @@ def _mutable_state(record: VoucherRecord, counters: Sequence[int]) -> tuple[Any,
     )
 
 
-# --- sessions, transactions, redemptions -----------------------------------------------------
+# --- sessions, transactions, redemptions, keys -----------------------------------------------
+
+_READ_DETACHED: Final = DETACHED_SESSION.getter(
+    "voucher_id", "code", "key", "credits", "points", "created_at", "expires_at"
+)
 
 
 def detached_session(row: Sequence[Any]) -> SessionRecord:
-    """A session read outside a unit of work (by a sweep): a row in :data:`SESSION_COLUMNS`
-    order plus the voucher's code. Its ``voucher`` is a stand-in naming only the voucher's id
-    and code — enough to open a unit on it, which then reads the session as stored."""
+    """A session read outside a unit of work (by a sweep): a row in :data:`DETACHED_SESSION`
+    order (the session's columns, then the voucher's code). Its ``voucher`` is a stand-in
+    naming only the voucher's id and code — enough to open a unit on it, which then reads the
+    session as stored."""
+    voucher_id_, code, key, credits, points, created_at, expires_at = _READ_DETACHED(row)
     voucher = VoucherRecord(
-        id=row[0],
-        code=row[6],
+        id=voucher_id_,
+        code=code,
         quantity=None,
         active=True,
         start_date=None,
@@ -448,35 +450,25 @@ def detached_session(row: Sequence[Any]) -> SessionRecord:
         info=None,
         created_at=0,
     )
-    return SessionRecord(voucher, row[1], row[2], row[3], row[4], row[5])
+    return SessionRecord(voucher, key, credits, points, created_at, expires_at)
+
+
+_ARRANGE_SESSION: Final = SESSIONS.arrange(
+    "voucher_id", "key", "credits", "points", "created_at", "expires_at"
+)
 
 
 def session_row(session: SessionRecord) -> tuple[Any, ...]:
     """A session's row, in :data:`SESSION_COLUMNS` order."""
-    return (
-        session.voucher.id,
-        session.key,
-        session.credits,
-        session.points,
-        session.created_at,
-        session.expires_at,
-    )
-
-
-def transaction_row(tx: TransactionRecord) -> tuple[Any, ...]:
-    """A transaction's row, in :data:`TRANSACTION_COLUMNS` order."""
-    return (
-        transaction_seq(tx.id),
-        tx.voucher_id,
-        tx.type.value,
-        tx.amount,
-        tx.balance,
-        tx.created_at,
-        tx.source_id,
-        tx.source,
-        tx.reason,
-        tx.related_transaction_id,
-        _json(list(tx.details)) if tx.details is not None else None,
+    return _ARRANGE_SESSION(
+        (
+            session.voucher.id,
+            session.key,
+            session.credits,
+            session.points,
+            session.created_at,
+            session.expires_at,
+        )
     )
 
 
@@ -491,47 +483,97 @@ def _links_from_json(text: str) -> Links:
     return tuple(text[2:-2].split('","'))
 
 
+def _links_to_json(links: Links) -> str | None:
+    return _json(list(links))
+
+
+#: The one transaction-row codec (:class:`~vouchercore.domain.rows.TransactionRows`), as a
+#: table keeps it: the id as its sequence number, the links as one column of JSON text.
+_TRANSACTION_ROWS: Final = TransactionRows(
+    id_to_row=transaction_seq,
+    id_from_row=transaction_id,
+    links_to_row=_links_to_json,
+    links_from_row=_links_from_json,
+)
+#: the codec's field order, with the seq in place of the id and the links last
+_TRANSACTION_ORDER: Final = ("seq", *TRANSACTION_FIELDS[1:], "details")
+_ARRANGE_TRANSACTION: Final = TRANSACTIONS.arrange(*_TRANSACTION_ORDER)
+_READ_TRANSACTION: Final = TRANSACTIONS.getter(*_TRANSACTION_ORDER)
+
+
+def transaction_row(tx: TransactionRecord) -> tuple[Any, ...]:
+    """A transaction's row, in :data:`TRANSACTION_COLUMNS` order (links as JSON text)."""
+    return _ARRANGE_TRANSACTION(_TRANSACTION_ROWS.row(tx))
+
+
 def transaction_from_row(row: Sequence[Any]) -> TransactionRecord:
     """The transaction of a row in :data:`TRANSACTION_COLUMNS` order."""
-    details: Links | None = None if row[10] is None else _links_from_json(row[10])
-    return TransactionRecord(
-        transaction_id(row[0]),
-        row[1],
-        _TX_TYPES[row[2]],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-        details,
-    )
+    return _TRANSACTION_ROWS.record(_READ_TRANSACTION(row))
+
+
+#: A redemption's row (:meth:`Redemption.to_row`, in ``Redemption.FIELDS`` order) in column
+#: order, and back; ``metadata`` is JSON text in the database.
+_ARRANGE_REDEMPTION: Final = REDEMPTIONS.arrange(*Redemption.FIELDS)
+_READ_REDEMPTION: Final = REDEMPTIONS.getter(*Redemption.FIELDS)
+_REDEMPTION_METADATA: Final = REDEMPTIONS.index("metadata")
+_FIELDS_METADATA: Final = Redemption.FIELDS.index("metadata")
 
 
 def redemption_row(redemption: Redemption) -> tuple[Any, ...]:
     """A redemption's row, in :data:`REDEMPTION_COLUMNS` order (metadata as JSON)."""
-    row = redemption.to_row()
-    return (*row[:9], _json(row[9]), *row[10:])
+    row = list(_ARRANGE_REDEMPTION(redemption.to_row()))
+    row[_REDEMPTION_METADATA] = _json(row[_REDEMPTION_METADATA])
+    return tuple(row)
 
 
 def redemption_from_row(row: Sequence[Any]) -> Redemption:
     """The redemption of a row in :data:`REDEMPTION_COLUMNS` order."""
-    return Redemption.from_row((*row[:9], _unjson(row[9]), *row[10:]))
+    fields = list(_READ_REDEMPTION(row))
+    fields[_FIELDS_METADATA] = _unjson(fields[_FIELDS_METADATA])
+    return Redemption.from_row(tuple(fields))
+
+
+_ARRANGE_ROLLBACK: Final = ROLLBACKS.arrange(
+    "id",
+    "redemption_id",
+    "voucher_id",
+    "voucher_code",
+    "amount",
+    "reason",
+    "date",
+    "transaction_id",
+)
 
 
 def rollback_row(rollback: RedemptionRollback) -> tuple[Any, ...]:
     """A rollback's row, in :data:`ROLLBACK_COLUMNS` order (``date`` in microseconds)."""
-    return (
-        rollback.id,
-        rollback.redemption_id,
-        rollback.voucher_id,
-        rollback.voucher_code,
-        rollback.amount,
-        rollback.reason,
-        to_us(rollback.date),
-        rollback.transaction_id,
+    return _ARRANGE_ROLLBACK(
+        (
+            rollback.id,
+            rollback.redemption_id,
+            rollback.voucher_id,
+            rollback.voucher_code,
+            rollback.amount,
+            rollback.reason,
+            to_us(rollback.date),
+            rollback.transaction_id,
+        )
     )
+
+
+_KEY_FIELDS: Final = tuple(field.name for field in attrs.fields(KeyRecord))
+_ARRANGE_KEY: Final = KEYS.arrange(*_KEY_FIELDS)
+_READ_KEY: Final = KEYS.getter(*_KEY_FIELDS)
+
+
+def key_row(record: KeyRecord) -> tuple[Any, ...]:
+    """An idempotency key record's row, in :data:`KEY_COLUMNS` order."""
+    return _ARRANGE_KEY(attrs.astuple(record))
+
+
+def key_from_row(row: Sequence[Any]) -> KeyRecord:
+    """The idempotency key record of a row in :data:`KEY_COLUMNS` order."""
+    return KeyRecord(*_READ_KEY(row))
 
 
 # --- the unit of work ------------------------------------------------------------------------
@@ -681,6 +723,6 @@ class SqlUnit:
             ],
             rollbacks=[rollback_row(r) for r in self.rollbacks],
             purged=self.purged,
-            keys=[attrs.astuple(r) for r in self.kept],
+            keys=[key_row(r) for r in self.kept],
             key_placeholders=[k for k in self.placeholders if all(r.key != k for r in self.kept)],
         )

@@ -44,18 +44,21 @@ on first open inside a transaction holding an advisory lock, so two processes op
 database at once do not both create it. ``vouchercore_meta`` holds the schema version; a newer
 version, or a schema holding other tables and no vouchercore schema, is refused. Instants are
 ``timestamptz`` (the domain's integer microseconds are converted at this boundary); free JSON
-(discount, metadata, details) is ``json``, kept as written. ``CHECK`` constraints back the domain
+(discount, metadata, details) is ``json``, kept as written. The tables, their constraints and
+indexes, and the migrations are rendered from the one specification in
+:mod:`vouchercore.stores._schema`. ``CHECK`` constraints back the domain
 — counters and balances never below zero, redeemed quantity never above the limit — and codes
 are ``UNIQUE``. Text keys sort byte-wise (``COLLATE "C"``), as in SQLite.
 
-**Connections.** Given a conninfo string or URL the store opens its own
-:class:`psycopg_pool.ConnectionPool` (autocommit connections, ``TimeZone`` UTC) and closes it in
-:meth:`PostgresStore.close`. Given a pool or a :class:`psycopg.Connection` it uses it and never
-closes it; a single connection serves one unit at a time (others wait for it, up to *timeout*).
-A unit holds its connection until commit or abort, and reads made by the thread holding an open
-unit run on that connection (they see the unit's voucher as locked, and never wait for a second
-connection from an exhausted pool). A forked child never touches its parent's connections: it
-opens a pool of its own on first use (a store on a single connection cannot cross ``fork``).
+**Connections** come from :mod:`vouchercore.stores._pgconn` (:class:`Connections`). Given a
+conninfo string or URL the store opens its own :class:`psycopg_pool.ConnectionPool` (autocommit
+connections, ``TimeZone`` UTC) and closes it in :meth:`PostgresStore.close`. Given a pool or a
+:class:`psycopg.Connection` it uses it and never closes it; a single connection serves one unit at
+a time (others wait for it, up to *timeout*). A unit holds its connection until commit or abort,
+and reads made by the thread holding an open unit run on that connection (they see the unit's
+voucher as locked, and never wait for a second connection from an exhausted pool). A forked
+child never touches its parent's connections: it opens a pool of its own on first use (a store
+on a single connection cannot cross ``fork``).
 
 Complexity: a unit reads the voucher by a unique index and its sessions by the primary key
 prefix, O(log n + s); :meth:`PostgresStore.expiring_sessions` walks the expiry index.
@@ -65,20 +68,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import random
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.instants import from_us, to_us
@@ -86,49 +81,46 @@ from vouchercore.domain.records import SessionRecord, TransactionRecord, Voucher
 from vouchercore.domain.snapshots import Redemption
 from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
 from vouchercore.ports import SessionCounts, Store, distinct_units
-from vouchercore.stores import _sql
+from vouchercore.stores import _schema, _sql
+from vouchercore.stores._pgconn import (
+    NO_FLUSH,
+    STORE_OPTIONS,
+    Conn,
+    Connections,
+    Lease,
+    number_option,
+    parse_postgres_url,
+)
 from vouchercore.stores._sql import (
+    COUNTER_COLUMNS,
+    DETACHED_SESSION,
     KEY_COLUMNS,
-    KEY_INSTANTS,
+    KEYS,
     REDEMPTION_COLUMNS,
-    REDEMPTION_INSTANTS,
+    REDEMPTIONS,
     ROLLBACK_COLUMNS,
-    ROLLBACK_INSTANTS,
+    ROLLBACKS,
     SCHEMA_VERSION,
     SESSION_COLUMNS,
-    SESSION_INSTANTS,
-    SESSION_REASONS,
+    SESSIONS,
     TRANSACTION_COLUMNS,
-    TRANSACTION_INSTANTS,
+    TRANSACTIONS,
     VOUCHER_COLUMNS,
-    VOUCHER_INSTANTS,
+    VOUCHER_MUTABLE,
     VOUCHER_MUTABLE_COLUMNS,
+    VOUCHERS,
     Changes,
     SqlUnit,
 )
 
-__all__ = ["PostgresStore", "parse_postgres_url"]
+__all__ = ["STORE_OPTIONS", "PostgresStore", "parse_postgres_url"]
 
-#: ``from_url`` query parameters that configure the store (every other one goes to libpq).
-STORE_OPTIONS: Final = ("schema", "min_size", "max_size", "timeout", "retries")
-
-_RETRYABLE: Final = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
-_FIRST_BACKOFF: Final = 0.01
-_MAX_BACKOFF: Final = 1.0
 _DELETED: Final = int(VoucherState.DELETED)
-_IDLE: Final = TransactionStatus.IDLE
-_INTRANS: Final = TransactionStatus.INTRANS
-#: Sent before the ``COMMIT`` of a unit that wrote nothing: its row lock need not be flushed.
-_NO_FLUSH: Final = "SET LOCAL synchronous_commit TO OFF"
-_JSON_COLUMNS: Final = frozenset({"discount", "metadata", "details"})
-_MUTABLE_INSTANTS: Final = _sql.VOUCHER_MUTABLE_INSTANTS
-_COUNTERS_AT: Final = VOUCHER_COLUMNS.index("sessions_opened")
-
-#: Pools a forked child inherited: kept referenced (never closed, never collected) so that the
-#: child never writes to its parent's sockets.
-_FORSAKEN: list[object] = []
-
-Conn = psycopg.Connection[Any]
+#: Columns holding free JSON: ``json`` in the database, text in rows (kept exactly as written).
+_JSON_COLUMNS: Final = frozenset(
+    column.name for table in _schema.TABLES for column in table.columns if column.type == "json"
+)
+#: the names the unit-of-work methods use
 T = TypeVar("T")
 
 
@@ -151,135 +143,6 @@ def _insert(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
 
 
-def _points_index(s: str) -> str:
-    return (
-        f"CREATE INDEX vouchers_by_points_due ON {s}.vouchers (points_due_at, id) "
-        "WHERE points_due_at IS NOT NULL"
-    )
-
-
-def _migration_ddl(s: str, version: int) -> tuple[str, ...]:
-    """The statements upgrading schema *s* from *version* to the next."""
-    columns = tuple(
-        f"ALTER TABLE {s}.vouchers ADD COLUMN {name} {pg_type}"
-        for name, _, pg_type in _sql.MIGRATIONS[version]
-    )
-    return (*columns, _points_index(s)) if version == 1 else columns
-
-
-def _schema_ddl(s: str) -> tuple[str, ...]:
-    """The statements creating schema *s* (quoted) and its tables."""
-
-    def count(column: str) -> str:
-        return f"{column} bigint NOT NULL CHECK ({column} >= 0)"
-
-    counters = ",\n    ".join(count(f"sessions_{r}") for r in SESSION_REASONS)
-    return (
-        f"CREATE SCHEMA IF NOT EXISTS {s}",
-        f"""CREATE TABLE {s}.vouchercore_meta (
-    name text COLLATE "C" PRIMARY KEY,
-    value bigint NOT NULL
-)""",
-        f"""CREATE TABLE {s}.vouchers (
-    id text COLLATE "C" NOT NULL,
-    code text COLLATE "C" NOT NULL,
-    type text NOT NULL CHECK (type IN ('DISCOUNT_VOUCHER', 'GIFT_VOUCHER', 'LOYALTY_CARD')),
-    state smallint NOT NULL CHECK (state IN (0, 1, 2)),
-    quantity bigint CHECK (quantity IS NULL OR quantity >= 0),
-    {count("redeemed_quantity")},
-    {count("redeemed_amount")},
-    {count("total")},
-    balance bigint NOT NULL CHECK (balance >= 0 AND balance <= total),
-    discount json,
-    start_date timestamptz,
-    expiration_date timestamptz,
-    category text,
-    additional_info text,
-    metadata json,
-    campaign_id text,
-    {count("opening_redeemed_quantity")},
-    {count("opening_redeemed_amount")},
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    expired_points bigint NOT NULL DEFAULT 0 CHECK (expired_points >= 0),
-    points_buckets text,
-    points_due_at timestamptz,
-    {count("sessions_opened")},
-    {counters},
-    CONSTRAINT vouchers_pkey PRIMARY KEY (id),
-    CONSTRAINT vouchers_code_key UNIQUE (code),
-    CHECK (quantity IS NULL OR redeemed_quantity <= quantity)
-)""",
-        _points_index(s),
-        f"""CREATE TABLE {s}.sessions (
-    voucher_id text COLLATE "C" NOT NULL,
-    key text COLLATE "C" NOT NULL,
-    {count("credits")},
-    {count("points")},
-    created_at timestamptz NOT NULL,
-    expires_at timestamptz NOT NULL,
-    PRIMARY KEY (voucher_id, key)
-)""",
-        # the sweep's order (ties by voucher and key, as SQLite's index) straight from the index
-        f"CREATE INDEX sessions_by_expiry ON {s}.sessions (expires_at, voucher_id, key)",
-        f"CREATE SEQUENCE {s}.transaction_seq AS bigint MINVALUE 1 START 1 CACHE 1 NO CYCLE",
-        f"""CREATE TABLE {s}.transactions (
-    seq bigint PRIMARY KEY,
-    voucher_id text COLLATE "C" NOT NULL,
-    type text NOT NULL,
-    amount bigint NOT NULL,
-    {count("balance")},
-    created_at timestamptz NOT NULL,
-    source_id text,
-    source text,
-    reason text,
-    related_transaction_id text,
-    details json
-)""",
-        f"CREATE INDEX transactions_by_voucher ON {s}.transactions (voucher_id, seq)",
-        f"""CREATE TABLE {s}.redemptions (
-    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id text COLLATE "C" NOT NULL UNIQUE,
-    voucher_id text COLLATE "C" NOT NULL,
-    voucher_code text NOT NULL,
-    voucher_type text NOT NULL,
-    status text NOT NULL CHECK (status IN ('SUCCEEDED', 'FAILED', 'ROLLED_BACK')),
-    {count("amount")},
-    order_amount bigint,
-    order_id text,
-    session_key text,
-    metadata json,
-    date timestamptz NOT NULL,
-    failure_code text,
-    failure_message text,
-    transaction_id text,
-    rollback_id text
-)""",
-        f"CREATE INDEX redemptions_by_voucher ON {s}.redemptions (voucher_id, seq)",
-        f"""CREATE TABLE {s}.rollbacks (
-    id text COLLATE "C" PRIMARY KEY,
-    redemption_id text COLLATE "C" NOT NULL UNIQUE,
-    voucher_id text COLLATE "C" NOT NULL,
-    voucher_code text NOT NULL,
-    amount bigint NOT NULL CHECK (amount <= 0),
-    reason text,
-    date timestamptz NOT NULL,
-    transaction_id text
-)""",
-        f"CREATE INDEX rollbacks_by_voucher ON {s}.rollbacks (voucher_id)",
-        f"""CREATE TABLE {s}.idempotency_keys (
-    key text COLLATE "C" PRIMARY KEY,
-    fingerprint text NOT NULL,
-    result text NOT NULL,
-    created_at timestamptz NOT NULL,
-    expires_at timestamptz NOT NULL CHECK (expires_at >= created_at)
-)""",
-        f"CREATE INDEX idempotency_keys_by_expiry ON {s}.idempotency_keys (expires_at)",
-        f"INSERT INTO {s}.vouchercore_meta (name, value) "
-        f"VALUES ('schema_version', {SCHEMA_VERSION})",
-    )
-
-
 class _Statements:
     """Every statement the store runs, qualified with its schema."""
 
@@ -287,7 +150,8 @@ class _Statements:
         s = _quote_ident(schema)
         v = _select_list(VOUCHER_COLUMNS)
         r = _select_list(REDEMPTION_COLUMNS)
-        self.ddl = _schema_ddl(s)
+        self.dialect = _schema.Dialect.postgresql(s)
+        self.ddl = _schema.create_statements(self.dialect)
         self.version = f"SELECT value FROM {s}.vouchercore_meta WHERE name = 'schema_version'"
         # code first, else id: one statement, locking only the row it returns
         self.lock_voucher = (
@@ -297,9 +161,9 @@ class _Statements:
         # run after the lock is granted (its own snapshot); names the voucher it resolved, so
         # a voucher created meanwhile under the code that resolved by id is noticed. Sessions
         # load in key order (byte-wise), as from SQLite's primary key.
-        sessions = ", ".join(f"s.{c}" for c in SESSION_COLUMNS[1:])
+        sessions = ", ".join("v.id" if c == "voucher_id" else f"s.{c}" for c in SESSION_COLUMNS)
         self.sessions_of = (
-            f"SELECT v.id, {sessions} FROM (SELECT id FROM {s}.vouchers "
+            f"SELECT {sessions} FROM (SELECT id FROM {s}.vouchers "
             "WHERE code = %s OR id = %s ORDER BY code = %s DESC LIMIT 1) AS v "
             f"LEFT JOIN {s}.sessions AS s ON s.voucher_id = v.id ORDER BY s.key"
         )
@@ -353,18 +217,16 @@ class _Statements:
             "WHERE voucher_id = %s ORDER BY seq"
         )
         self.redemptions = f"SELECT {r} FROM {s}.redemptions WHERE voucher_id = %s ORDER BY seq"
+        detached = ", ".join("v.code" if c == "code" else f"s.{c}" for c in DETACHED_SESSION.names)
         self.expiring = (
-            f"SELECT {_select_list(SESSION_COLUMNS, 's.')}, v.code "
+            f"SELECT {detached} "
             f"FROM {s}.sessions AS s JOIN {s}.vouchers AS v ON v.id = s.voucher_id "
             "WHERE s.expires_at <= %s ORDER BY s.expires_at, s.voucher_id, s.key LIMIT %s"
         )
         self.codes = (
             f"SELECT code FROM {s}.vouchers WHERE state < %s AND code > %s ORDER BY code LIMIT %s"
         )
-        sums = ", ".join(
-            f"COALESCE(SUM(sessions_{reason}), 0)::bigint"
-            for reason in ("opened", *SESSION_REASONS)
-        )
+        sums = ", ".join(f"COALESCE(SUM({c}), 0)::bigint" for c in COUNTER_COLUMNS)
         self.session_counts = (
             f"SELECT {sums}, (SELECT COUNT(*) FROM {s}.sessions) FROM {s}.vouchers"
         )
@@ -379,10 +241,14 @@ class _Statements:
         self.lock_key = f"SELECT {_select_list(KEY_COLUMNS)} FROM {keys} WHERE key = %s FOR UPDATE"
         self.upsert_key = (
             f"{_insert(keys, KEY_COLUMNS)} ON CONFLICT (key) DO UPDATE SET "
-            + ", ".join(f"{c} = EXCLUDED.{c}" for c in KEY_COLUMNS[1:])
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in KEY_COLUMNS if c != "key")
         )
         self.delete_key = f"DELETE FROM {keys} WHERE key = %s"
         self.expire_keys = f"DELETE FROM {keys} WHERE expires_at <= %s"
+
+    def upgrade(self, version: int) -> tuple[str, ...]:
+        """The statements upgrading the schema from *version* (see :data:`_schema.MIGRATIONS`)."""
+        return _schema.upgrade_statements(self.dialect, version)
 
 
 class _BulkStatements:
@@ -436,50 +302,6 @@ def _from_db(row: Sequence[Any], instants: Sequence[int]) -> tuple[Any, ...]:
         if values[i] is not None:
             values[i] = to_us(values[i])
     return tuple(values)
-
-
-def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
-    """Split ``postgresql://…?schema=NAME&max_size=N&sslmode=…`` into the URL libpq gets (every
-    other query parameter kept) and the store's own options (:data:`STORE_OPTIONS`)."""
-    parts = urlsplit(url)
-    options: dict[str, str] = {}
-    kept: list[tuple[str, str]] = []
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name in STORE_OPTIONS:
-            options[name] = value
-        else:
-            kept.append((name, value))
-    query = urlencode(kept, quote_via=quote)
-    return urlunsplit(parts._replace(query=query)), options
-
-
-def _number(options: dict[str, str], name: str, kind: Callable[[str], T], default: T) -> T:
-    if name not in options:
-        return default
-    try:
-        return kind(options[name])
-    except ValueError:
-        raise InvalidPayload(f"{name} must be a number, got {options[name]!r}") from None
-
-
-def _pool_settings(pool: ConnectionPool[Any]) -> tuple[str, dict[str, Any]]:
-    """The conninfo and connection arguments a pool connects with (as of now)."""
-    conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
-    kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs
-    return conninfo, dict(kwargs or {})
-
-
-class _Lease:
-    """A connection a store took (from its pool or its one connection) and must give back."""
-
-    __slots__ = ("conn", "done", "held", "pool", "restore_autocommit")
-
-    def __init__(self, conn: Conn, pool: ConnectionPool[Any] | None) -> None:
-        self.conn = conn
-        self.pool = pool
-        self.restore_autocommit = False
-        self.done = False
-        self.held: list[_Lease] | None = None  # the opening thread's open units, while open
 
 
 class PostgresStore(Store[SqlUnit]):
@@ -537,37 +359,21 @@ class PostgresStore(Store[SqlUnit]):
             "big",
             signed=True,
         )
-        self._local = threading.local()
-        self._pid = os.getpid()
-        self._closed = False
-        self._pool: ConnectionPool[Any] | None = None
-        self._owns_pool = False
-        self._connection: Conn | None = None
-        self._connection_lock = threading.Lock()
-        self._conninfo = ""
-        self._kwargs: dict[str, Any] = {}
-        if isinstance(conninfo, str):
-            self._conninfo = conninfo
-            params = self._describe(conninfo, {})
-            self._kwargs = self._own_kwargs(params)
-            self._connect_and_ensure_schema()
-            self._pool = self._open_pool(conninfo, self._kwargs)
-            self._owns_pool = True
-        elif isinstance(conninfo, ConnectionPool):
-            self._pool = conninfo
-            self._describe(*_pool_settings(conninfo))
-            self._ensure_schema_on_lease()
-        elif isinstance(conninfo, psycopg.Connection):
-            self._connection = conninfo
-            info = conninfo.info
-            self.address = f"{info.host}:{info.port}/{info.dbname}"
-            self._password = ""
-            self._ensure_schema_on_lease()
-        else:
-            raise InvalidPayload(
-                "conninfo must be a connection string or URL, a psycopg_pool.ConnectionPool or "
-                f"a psycopg.Connection, got {type(conninfo).__name__}"
-            )
+        self._connections = connections = Connections(
+            conninfo,
+            schema=schema,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=self.timeout,
+            retries=retries,
+        )
+        # the connection handling the port's methods use, bound once (see _pgconn.Connections)
+        self._fail = connections.fail
+        self._release = connections.release
+        self._attempt = connections.attempt
+        self._held = connections.held
+        self._read = connections.read
+        connections.open(self._ensure_schema)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -577,79 +383,21 @@ class PostgresStore(Store[SqlUnit]):
         return cls(
             conninfo,
             schema=options.get("schema", "public"),
-            min_size=_number(options, "min_size", int, 1),
-            max_size=_number(options, "max_size", int, 10),
-            timeout=_number(options, "timeout", float, 30.0),
-            retries=_number(options, "retries", int, 5),
+            min_size=number_option(options, "min_size", int, 1),
+            max_size=number_option(options, "max_size", int, 10),
+            timeout=number_option(options, "timeout", float, 30.0),
+            retries=number_option(options, "retries", int, 5),
         )
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.address!r}, schema={self.schema!r})"
 
-    # --- connections ----------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        """The database's host, port and name (never its password), as errors name it."""
+        return self._connections.address
 
-    def _describe(self, conninfo: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Parse *conninfo*; remember the address to name in errors and the password to keep
-        out of them."""
-        try:
-            params: dict[str, Any] = dict(conninfo_to_dict(conninfo, **kwargs))
-        except psycopg.Error as error:
-            raise InvalidPayload(f"not a PostgreSQL connection string: {error}") from None
-        host = params.get("host") or params.get("hostaddr") or "localhost"
-        port = params.get("port") or "5432"
-        dbname = params.get("dbname") or params.get("user") or "(default database)"
-        self.address = f"{host}:{port}/{dbname}"
-        self._password = str(params.get("password") or "")
-        return params
-
-    def _own_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Connection settings of the store's own connections: autocommit (the store writes
-        ``BEGIN``/``COMMIT`` itself, pipelined), ``TimeZone`` UTC, a connect timeout."""
-        options = f"{params.get('options') or ''} -c TimeZone=UTC".strip()
-        kwargs: dict[str, Any] = {"autocommit": True, "options": options}
-        if not params.get("connect_timeout"):
-            kwargs["connect_timeout"] = max(2, round(self.timeout))
-        if not params.get("application_name"):
-            kwargs["application_name"] = "vouchercore"
-        return kwargs
-
-    def _open_pool(self, conninfo: str, kwargs: dict[str, Any]) -> ConnectionPool[Any]:
-        return ConnectionPool(
-            conninfo,
-            kwargs=kwargs,
-            min_size=self.min_size,
-            max_size=self.max_size,
-            timeout=self.timeout,
-            name=f"vouchercore:{self.schema}",
-            open=True,
-        )
-
-    def _fail(self, action: str, error: BaseException) -> StorageError:
-        message = str(error).strip()
-        if self._password:
-            message = message.replace(self._password, "***")
-        return StorageError(
-            f"PostgreSQL store {self.address} (schema {self.schema!r}): {action} failed: {message}"
-        )
-
-    def _connect_and_ensure_schema(self) -> None:
-        """Open one connection of our own and create or check the schema: an unreachable
-        database fails here, with libpq's reason."""
-        try:
-            conn = psycopg.Connection.connect(self._conninfo, **self._kwargs)
-        except psycopg.Error as error:
-            raise self._fail("connect", error) from None
-        try:
-            self._ensure_schema(conn)
-        finally:
-            conn.close()
-
-    def _ensure_schema_on_lease(self) -> None:
-        lease = self._lease()
-        try:
-            self._ensure_schema(lease.conn)
-        finally:
-            self._release(lease, rollback=True)
+    # --- the schema -----------------------------------------------------------------------
 
     def _ensure_schema(self, conn: Conn) -> None:
         """Create the schema (first open) or check its version, under an advisory lock."""
@@ -679,186 +427,15 @@ class PostgresStore(Store[SqlUnit]):
                 for statement in self._sql.ddl:
                     conn.execute(statement)
             elif isinstance(version, int) and version < SCHEMA_VERSION:
-                schema = _quote_ident(self.schema)
-                for step in range(version, SCHEMA_VERSION):
-                    for statement in _migration_ddl(schema, step):
-                        conn.execute(statement)
-                conn.execute(
-                    f"UPDATE {schema}.vouchercore_meta SET value = %s "
-                    "WHERE name = 'schema_version'",
-                    (SCHEMA_VERSION,),
-                )
+                for statement in self._sql.upgrade(version):
+                    conn.execute(statement)
             conn.execute("COMMIT")
         except psycopg.Error as error:
-            self._rollback(conn)
+            self._connections.rollback(conn)
             raise self._fail("open", error) from error
         except BaseException:
-            self._rollback(conn)
+            self._connections.rollback(conn)
             raise
-
-    @staticmethod
-    def _rollback(conn: Conn) -> None:
-        with suppress(psycopg.Error):
-            if not conn.closed and conn.info.transaction_status != _IDLE:
-                conn.execute("ROLLBACK")
-
-    @staticmethod
-    def _end_quietly(conn: Conn) -> None:
-        """End a transaction that wrote nothing (a unit's writes are only ever sent with its
-        ``COMMIT``): ``COMMIT`` without waiting for the WAL flush its row lock would cost. Not
-        ``ROLLBACK``: psycopg drops every prepared statement of a connection that rolls back.
-        A transaction in error is rolled back."""
-        with suppress(psycopg.Error):
-            if conn.closed:
-                return
-            status = conn.info.transaction_status
-            if status == _INTRANS:
-                with conn.pipeline():
-                    conn.execute(_NO_FLUSH)
-                    conn.execute("COMMIT")
-            elif status != _IDLE:
-                conn.execute("ROLLBACK")
-
-    def _after_fork(self) -> None:
-        """In a forked child: forget the parent's connections, open a pool of our own."""
-        self._pid = os.getpid()
-        self._local = threading.local()
-        self._connection_lock = threading.Lock()
-        if self._connection is not None:
-            raise StorageError(
-                f"PostgreSQL store {self.address}: a store on a single connection cannot be "
-                "used in a forked child; give it a connection string or a pool"
-            )
-        parent = self._pool
-        _FORSAKEN.append(parent)  # never closed here: its sockets are the parent's
-        if not self._owns_pool and parent is not None:
-            self._conninfo, kwargs = _pool_settings(parent)
-            self._kwargs = {**kwargs, "autocommit": True}
-        self._pool = self._open_pool(self._conninfo, self._kwargs)
-        self._owns_pool = True
-
-    def _lease(self) -> _Lease:
-        """A connection for one unit or read: from the pool (waiting up to *timeout*) or the
-        store's one connection (waiting for its other user)."""
-        if self._closed:
-            raise StorageError(f"PostgreSQL store {self.address} is closed")
-        if self._pid != os.getpid():
-            self._after_fork()
-        if self._connection is not None:
-            if any(lease.conn is self._connection for lease in self._held()):
-                raise StorageError(
-                    f"PostgreSQL store {self.address}: this thread holds the store's one "
-                    "connection in an open unit of work"
-                )
-            if not self._connection_lock.acquire(timeout=self.timeout):
-                raise StorageError(
-                    f"PostgreSQL store {self.address}: the connection stayed busy for "
-                    f"{self.timeout:g} s"
-                )
-            lease = _Lease(self._connection, None)
-        else:
-            pool = self._pool
-            assert pool is not None
-            try:
-                conn = pool.getconn(self.timeout)
-            except PoolTimeout:
-                raise StorageError(
-                    f"PostgreSQL store {self.address}: no database connection within "
-                    f"{self.timeout:g} s (is the server reachable?)"
-                ) from None
-            except PoolClosed as error:
-                raise self._fail("connect", error) from error
-            lease = _Lease(conn, pool)
-        conn = lease.conn
-        if not conn.autocommit:  # a connection handed to us: the store writes BEGIN itself
-            try:
-                conn.autocommit = True
-            except psycopg.Error as error:
-                self._release(lease, rollback=True)
-                raise self._fail("connect", error) from error
-            lease.restore_autocommit = True
-        return lease
-
-    def _release(self, lease: _Lease, *, rollback: bool = False, quietly: bool = False) -> None:
-        """Give the connection back, first rolling back or quietly ending (see
-        :meth:`_end_quietly`) its transaction if asked; idempotent."""
-        if lease.done:
-            return
-        lease.done = True
-        conn = lease.conn
-        if rollback:
-            self._rollback(conn)
-        elif quietly:
-            self._end_quietly(conn)
-        if lease.held is not None:
-            with suppress(ValueError):
-                lease.held.remove(lease)
-            lease.held = None
-        if lease.restore_autocommit:
-            lease.restore_autocommit = False
-            with suppress(psycopg.Error):
-                if not conn.closed:
-                    conn.autocommit = False
-        if lease.pool is not None:
-            pool, lease.pool = lease.pool, None
-            with suppress(psycopg.Error):
-                pool.putconn(conn)  # a broken connection is discarded and replaced by the pool
-        elif conn is self._connection:
-            with suppress(RuntimeError):
-                self._connection_lock.release()
-
-    def _held(self) -> list[_Lease]:
-        """The leases of units open in this thread, oldest first."""
-        held: list[_Lease] | None = getattr(self._local, "held", None)
-        if held is None:
-            held = self._local.held = []
-        return held
-
-    def _attempt(self, action: str, work: Callable[[_Lease], T]) -> tuple[_Lease, T]:
-        """Run *work* on a fresh lease, retrying on a serialization failure or deadlock (with
-        backoff) and on a dead pooled connection. Returns the lease (still held) and result."""
-        delay = _FIRST_BACKOFF
-        attempt = 0
-        while True:
-            lease = self._lease()
-            pooled = lease.pool is not None
-            try:
-                return lease, work(lease)
-            except psycopg.Error as error:
-                broken = lease.conn.closed
-                self._release(lease, rollback=True)
-                retry = (broken and pooled) or error.sqlstate in _RETRYABLE
-                if attempt >= self.retries or not retry:
-                    raise self._fail(action, error) from error
-            except BaseException:
-                self._release(lease, rollback=True)
-                raise
-            attempt += 1
-            if broken:
-                # the server (or the network) dropped connections: test the idle ones now
-                # rather than fail once more on each
-                pool = self._pool
-                if pool is not None:
-                    with suppress(psycopg.Error):
-                        pool.check()
-            else:
-                time.sleep(delay * (0.5 + random.random()))  # jitter, not a secret
-                delay = min(delay * 2, _MAX_BACKOFF)
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """One statement (one snapshot): on the connection of this thread's open unit if it
-        has one, else on a connection of its own."""
-        held = self._held()
-        if held:
-            try:
-                return held[-1].conn.execute(sql, params).fetchall()
-            except psycopg.Error as error:
-                raise self._fail("read", error) from error
-        lease, rows = self._attempt(
-            "read", lambda lease: lease.conn.execute(sql, params).fetchall()
-        )
-        self._release(lease)
-        return rows
 
     # --- vouchers -------------------------------------------------------------------------
 
@@ -868,10 +445,10 @@ class PostgresStore(Store[SqlUnit]):
         Raises:
             DuplicateFound: its code or id is taken.
         """
-        row = _to_db(_sql.voucher_row(record), VOUCHER_INSTANTS)
+        row = _to_db(_sql.voucher_row(record), VOUCHERS.instants)
         tries = 0
 
-        def insert(lease: _Lease) -> bool:
+        def insert(lease: Lease) -> bool:
             nonlocal tries
             tries += 1
             try:
@@ -899,11 +476,11 @@ class PostgresStore(Store[SqlUnit]):
         staging table, then one ``INSERT … SELECT … ON CONFLICT DO NOTHING``); the positions
         of the others. Retried whole on a serialization failure, a deadlock or a dead
         connection."""
-        rows = [_to_db(_sql.voucher_row(record), VOUCHER_INSTANTS) for record in records]
+        rows = [_to_db(_sql.voucher_row(record), VOUCHERS.instants) for record in records]
         keys = [(record.id, record.code) for record in records]
         tries = 0
 
-        def insert(lease: _Lease) -> set[tuple[str, str]]:
+        def insert(lease: Lease) -> set[tuple[str, str]]:
             nonlocal tries
             tries += 1
             conn = lease.conn
@@ -911,13 +488,13 @@ class PostgresStore(Store[SqlUnit]):
             conn.execute("BEGIN")
             if tries > 1:  # a lost answer to our own COMMIT: what is stored already is ours
                 found = conn.execute(self._bulk.ids_stored, ([k[0] for k in keys],)).fetchall()
-                stored.update((row[0], row[1]) for row in found)
+                stored.update((id_, code) for id_, code in found)
             conn.execute(self._bulk.create_staging)
             with conn.cursor().copy(self._bulk.copy_staging) as copy:
                 for row in rows:
                     copy.write_row(row)
             cursor = conn.execute(self._bulk.insert_staged)
-            stored.update((row[0], row[1]) for row in cursor.fetchall())
+            stored.update((id_, code) for id_, code in cursor.fetchall())
             conn.execute("COMMIT")
             return stored
 
@@ -932,18 +509,18 @@ class PostgresStore(Store[SqlUnit]):
         return taken
 
     def _unit(
-        self, lease: _Lease, row: tuple[Any, ...], sessions: Sequence[Sequence[Any]]
+        self, lease: Lease, row: tuple[Any, ...], sessions: Sequence[Sequence[Any]]
     ) -> SqlUnit:
-        voucher = _from_db(row, VOUCHER_INSTANTS)
-        record = _sql.record_from_row(voucher, (_from_db(s, SESSION_INSTANTS) for s in sessions))
+        voucher = _from_db(row, VOUCHERS.instants)
+        record = _sql.record_from_row(voucher, (_from_db(s, SESSIONS.instants) for s in sessions))
         return SqlUnit(
             record,
-            list(voucher[_COUNTERS_AT:]),
+            _sql.counters_of(voucher),
             lease,
             functools.partial(self._next_transaction_seq, lease),
         )
 
-    def _load(self, lease: _Lease, code_or_id: str) -> SqlUnit | None:
+    def _load(self, lease: Lease, code_or_id: str) -> SqlUnit | None:
         conn = lease.conn
         key = (code_or_id, code_or_id, code_or_id)
         with conn.pipeline():  # one round trip
@@ -954,12 +531,13 @@ class PostgresStore(Store[SqlUnit]):
         if row is None:
             return None
         found = sessions.fetchall()
-        if not found or any(s[0] != row[0] for s in found):
+        voucher_id = _sql.voucher_id(row)
+        if not found or any(_sql.session_voucher_id(s) != voucher_id for s in found):
             # another voucher resolved (created meanwhile with this code): read ours by id
-            found = conn.execute(self._sql.sessions_by_id, (row[0],)).fetchall()
-        return self._unit(lease, row, [s for s in found if s[1] is not None])
+            found = conn.execute(self._sql.sessions_by_id, (voucher_id,)).fetchall()
+        return self._unit(lease, row, [s for s in found if _sql.session_key(s) is not None])
 
-    def _next_transaction_seq(self, lease: _Lease) -> int:
+    def _next_transaction_seq(self, lease: Lease) -> int:
         try:
             row = lease.conn.execute(self._sql.next_transaction).fetchone()
         except psycopg.Error as error:
@@ -967,7 +545,7 @@ class PostgresStore(Store[SqlUnit]):
         assert row is not None
         return int(row[0])
 
-    def _opened(self, lease: _Lease, unit: T | None) -> T | None:
+    def _opened(self, lease: Lease, unit: T | None) -> T | None:
         if unit is None:
             self._release(lease, quietly=True)
             return None
@@ -986,7 +564,7 @@ class PostgresStore(Store[SqlUnit]):
         """Open a transaction on the voucher of a redemption, locked, with the redemption as
         stored once the lock is held (one round trip)."""
 
-        def load(lease: _Lease) -> tuple[SqlUnit, Redemption] | None:
+        def load(lease: Lease) -> tuple[SqlUnit, Redemption] | None:
             conn = lease.conn
             with conn.pipeline():
                 conn.execute("BEGIN")
@@ -998,7 +576,7 @@ class PostgresStore(Store[SqlUnit]):
             if row is None or found is None:
                 return None
             unit = self._unit(lease, row, sessions.fetchall())
-            return unit, _sql.redemption_from_row(_from_db(found, REDEMPTION_INSTANTS))
+            return unit, _sql.redemption_from_row(_from_db(found, REDEMPTIONS.instants))
 
         lease, opened = self._attempt("begin", load)
         return self._opened(lease, opened)
@@ -1009,7 +587,7 @@ class PostgresStore(Store[SqlUnit]):
         deadlock): one round trip to resolve the codes, then one per voucher. One unit per
         voucher, in the order of *codes*; None when a code names no voucher."""
 
-        def load(lease: _Lease) -> list[SqlUnit] | None:
+        def load(lease: Lease) -> list[SqlUnit] | None:
             conn = lease.conn
             with conn.pipeline():
                 conn.execute("BEGIN")
@@ -1047,7 +625,7 @@ class PostgresStore(Store[SqlUnit]):
         """Queue the unit's writes (in a pipeline: sent with the ``COMMIT``)."""
         voucher_id = changes.voucher_id
         for row in changes.keys:
-            conn.execute(self._sql.upsert_key, _to_db(row, KEY_INSTANTS))
+            conn.execute(self._sql.upsert_key, _to_db(row, KEYS.instants))
         for key in changes.key_placeholders:
             conn.execute(self._sql.delete_key, (key,))
         if changes.purged:
@@ -1056,24 +634,25 @@ class PostgresStore(Store[SqlUnit]):
             return
         if changes.voucher is not None:
             conn.execute(
-                self._sql.update_voucher, (*_to_db(changes.voucher, _MUTABLE_INSTANTS), voucher_id)
+                self._sql.update_voucher,
+                (*_to_db(changes.voucher, VOUCHER_MUTABLE.instants), voucher_id),
             )
         batches: tuple[tuple[str, Sequence[Sequence[Any]]], ...] = (
             (self._sql.delete_session, [(voucher_id, key) for key in changes.session_deletes]),
             (
                 self._sql.insert_session,
-                [_to_db(s, SESSION_INSTANTS) for s in changes.session_inserts],
+                [_to_db(s, SESSIONS.instants) for s in changes.session_inserts],
             ),
             (
                 self._sql.insert_transaction,
-                [_to_db(t, TRANSACTION_INSTANTS) for t in changes.transactions],
+                [_to_db(t, TRANSACTIONS.instants) for t in changes.transactions],
             ),
             (
                 self._sql.insert_redemption,
-                [_to_db(r, REDEMPTION_INSTANTS) for r in changes.redemptions],
+                [_to_db(r, REDEMPTIONS.instants) for r in changes.redemptions],
             ),
             (self._sql.update_redemption, changes.redemption_updates),
-            (self._sql.insert_rollback, [_to_db(r, ROLLBACK_INSTANTS) for r in changes.rollbacks]),
+            (self._sql.insert_rollback, [_to_db(r, ROLLBACKS.instants) for r in changes.rollbacks]),
         )
         for sql, rows in batches:
             if len(rows) == 1:
@@ -1091,7 +670,7 @@ class PostgresStore(Store[SqlUnit]):
         self._commit((unit,))
 
     def _commit(self, units: Sequence[SqlUnit]) -> None:
-        lease: _Lease = units[0].handle
+        lease: Lease = units[0].handle
         if lease.done:
             raise StorageError(f"PostgreSQL store {self.address}: {units[0]!r} has ended already")
         every = [unit.changes() for unit in units]
@@ -1099,7 +678,7 @@ class PostgresStore(Store[SqlUnit]):
         try:
             with conn.pipeline():
                 if all(changes.empty for changes in every):
-                    conn.execute(_NO_FLUSH)
+                    conn.execute(NO_FLUSH)
                 else:
                     for changes in every:
                         self._write(conn, changes)
@@ -1123,7 +702,7 @@ class PostgresStore(Store[SqlUnit]):
     def claim_key(self, unit: SqlUnit, key: str) -> KeyRecord | None:
         """Claim *key* in the unit's transaction: insert a placeholder row (a concurrent claim
         waits on it until this transaction ends), or lock and read the stored record."""
-        lease: _Lease = unit.handle
+        lease: Lease = unit.handle
         conn = lease.conn
         try:
             for _ in range(10):  # a record deleted between the two statements: claim again
@@ -1132,7 +711,7 @@ class PostgresStore(Store[SqlUnit]):
                     return None
                 row = conn.execute(self._sql.lock_key, (key,)).fetchone()
                 if row is not None:
-                    return KeyRecord(*_from_db(row, KEY_INSTANTS))
+                    return _sql.key_from_row(_from_db(row, KEYS.instants))
         except psycopg.Error as error:
             raise self._fail("claim idempotency key", error) from error
         raise StorageError(f"PostgreSQL store {self.address}: idempotency key {key!r} keeps moving")
@@ -1144,7 +723,7 @@ class PostgresStore(Store[SqlUnit]):
     def expire_keys(self, now: int) -> int:
         """Delete key records with ``expires_at <= now`` (one statement, through the index)."""
 
-        def delete(lease: _Lease) -> int:
+        def delete(lease: Lease) -> int:
             count: int = lease.conn.execute(self._sql.expire_keys, (from_us(now),)).rowcount
             return count
 
@@ -1157,12 +736,12 @@ class PostgresStore(Store[SqlUnit]):
     def get_redemption(self, redemption_id: str) -> Redemption | None:
         """A redemption by id, or None."""
         rows = self._read(self._sql.redemption, (redemption_id,))
-        return _sql.redemption_from_row(_from_db(rows[0], REDEMPTION_INSTANTS)) if rows else None
+        return _sql.redemption_from_row(_from_db(rows[0], REDEMPTIONS.instants)) if rows else None
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
         """The voucher's transactions, oldest first (one statement: one snapshot)."""
         rows = self._read(self._sql.transactions, (voucher_id,))
-        return [_sql.transaction_from_row(_from_db(row, TRANSACTION_INSTANTS)) for row in rows]
+        return [_sql.transaction_from_row(_from_db(row, TRANSACTIONS.instants)) for row in rows]
 
     def transactions_page(
         self,
@@ -1183,7 +762,7 @@ class PostgresStore(Store[SqlUnit]):
             descending=descending,
             offset=offset,
             limit=limit,
-            convert=functools.partial(_from_db, instants=TRANSACTION_INSTANTS),
+            convert=functools.partial(_from_db, instants=TRANSACTIONS.instants),
         )
 
     def transaction_count(self, voucher_id: str) -> int:
@@ -1194,13 +773,13 @@ class PostgresStore(Store[SqlUnit]):
     def redemptions(self, voucher_id: str) -> Sequence[Redemption]:
         """The voucher's redemption log, oldest first (one statement: one snapshot)."""
         rows = self._read(self._sql.redemptions, (voucher_id,))
-        return tuple(_sql.redemption_from_row(_from_db(row, REDEMPTION_INSTANTS)) for row in rows)
+        return tuple(_sql.redemption_from_row(_from_db(row, REDEMPTIONS.instants)) for row in rows)
 
     def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
         """Sessions with ``expires_at <= now``, soonest first (ties by voucher id and key),
         straight from the expiry index."""
         rows = self._read(self._sql.expiring, (from_us(now), limit))
-        return [_sql.detached_session(_from_db(row, SESSION_INSTANTS)) for row in rows]
+        return [_sql.detached_session(_from_db(row, DETACHED_SESSION.instants)) for row in rows]
 
     def points_due(self, now: int, limit: int | None = None) -> list[str]:
         """Ids of loyalty cards with points due to expire at *now*, soonest first (through the
@@ -1227,7 +806,4 @@ class PostgresStore(Store[SqlUnit]):
     def close(self) -> None:
         """Close the store's own pool (in this process); a pool or connection handed to the
         store is left open. Idempotent."""
-        self._closed = True
-        pool, self._pool = self._pool, None
-        if self._owns_pool and pool is not None and self._pid == os.getpid():
-            pool.close()
+        self._connections.close()

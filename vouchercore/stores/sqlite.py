@@ -20,7 +20,6 @@ its cost grows with what has expired, not with the table.
 from __future__ import annotations
 
 import contextlib
-import operator
 import os
 import random
 import sqlite3
@@ -36,14 +35,13 @@ from vouchercore.domain.records import SessionRecord, TransactionRecord, Voucher
 from vouchercore.domain.snapshots import Redemption
 from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
 from vouchercore.ports import SessionCounts, Store, distinct_units
-from vouchercore.stores import _sql
+from vouchercore.stores import _schema, _sql
 from vouchercore.stores._sql import (
     KEY_COLUMNS,
     REDEMPTION_COLUMNS,
     ROLLBACK_COLUMNS,
     SCHEMA_VERSION,
     SESSION_COLUMNS,
-    SESSION_REASONS,
     TRANSACTION_COLUMNS,
     VOUCHER_COLUMNS,
     VOUCHER_MUTABLE_COLUMNS,
@@ -64,120 +62,13 @@ _T: Final = ", ".join(TRANSACTION_COLUMNS)
 _R: Final = ", ".join(REDEMPTION_COLUMNS)
 
 
-_first = operator.itemgetter(0)
-
-
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-_COUNTER_COLUMNS: Final = ",\n    ".join(
-    f"sessions_{r} INTEGER NOT NULL CHECK (sessions_{r} >= 0)" for r in SESSION_REASONS
-)
-#: The index of loyalty cards by when their next points expire (schema version 2).
-_POINTS_INDEX: Final = (
-    "CREATE INDEX vouchers_by_points_due ON vouchers (points_due_at) "
-    "WHERE points_due_at IS NOT NULL"
-)
-_SCHEMA: Final = f"""
-CREATE TABLE vouchercore_meta (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE vouchers (
-    id TEXT PRIMARY KEY,
-    code TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL CHECK (type IN ('DISCOUNT_VOUCHER', 'GIFT_VOUCHER', 'LOYALTY_CARD')),
-    state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),
-    quantity INTEGER CHECK (quantity IS NULL OR quantity >= 0),
-    redeemed_quantity INTEGER NOT NULL CHECK (redeemed_quantity >= 0),
-    redeemed_amount INTEGER NOT NULL CHECK (redeemed_amount >= 0),
-    total INTEGER NOT NULL CHECK (total >= 0),
-    balance INTEGER NOT NULL CHECK (balance >= 0 AND balance <= total),
-    discount TEXT,
-    start_date INTEGER,
-    expiration_date INTEGER,
-    category TEXT,
-    additional_info TEXT,
-    metadata TEXT,
-    campaign_id TEXT,
-    opening_redeemed_quantity INTEGER NOT NULL CHECK (opening_redeemed_quantity >= 0),
-    opening_redeemed_amount INTEGER NOT NULL CHECK (opening_redeemed_amount >= 0),
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    expired_points INTEGER NOT NULL DEFAULT 0 CHECK (expired_points >= 0),
-    points_buckets TEXT,
-    points_due_at INTEGER,
-    sessions_opened INTEGER NOT NULL CHECK (sessions_opened >= 0),
-    {_COUNTER_COLUMNS},
-    CHECK (quantity IS NULL OR redeemed_quantity <= quantity)
-);
-{_POINTS_INDEX};
-CREATE TABLE sessions (
-    voucher_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    credits INTEGER NOT NULL CHECK (credits >= 0),
-    points INTEGER NOT NULL CHECK (points >= 0),
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (voucher_id, key)
-) WITHOUT ROWID;
-CREATE INDEX sessions_by_expiry ON sessions (expires_at);
-CREATE TABLE transactions (
-    seq INTEGER PRIMARY KEY,
-    voucher_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    amount INTEGER NOT NULL,
-    balance INTEGER NOT NULL CHECK (balance >= 0),
-    created_at INTEGER NOT NULL,
-    source_id TEXT,
-    source TEXT,
-    reason TEXT,
-    related_transaction_id TEXT,
-    details TEXT
-);
-CREATE INDEX transactions_by_voucher ON transactions (voucher_id, seq);
-CREATE TABLE redemptions (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    voucher_id TEXT NOT NULL,
-    voucher_code TEXT NOT NULL,
-    voucher_type TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('SUCCEEDED', 'FAILED', 'ROLLED_BACK')),
-    amount INTEGER NOT NULL CHECK (amount >= 0),
-    order_amount INTEGER,
-    order_id TEXT,
-    session_key TEXT,
-    metadata TEXT,
-    date INTEGER NOT NULL,
-    failure_code TEXT,
-    failure_message TEXT,
-    transaction_id TEXT,
-    rollback_id TEXT
-);
-CREATE INDEX redemptions_by_voucher ON redemptions (voucher_id, seq);
-CREATE TABLE rollbacks (
-    id TEXT PRIMARY KEY,
-    redemption_id TEXT NOT NULL UNIQUE,
-    voucher_id TEXT NOT NULL,
-    voucher_code TEXT NOT NULL,
-    amount INTEGER NOT NULL CHECK (amount <= 0),
-    reason TEXT,
-    date INTEGER NOT NULL,
-    transaction_id TEXT
-);
-CREATE INDEX rollbacks_by_voucher ON rollbacks (voucher_id);
-CREATE TABLE idempotency_keys (
-    key TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    result TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL CHECK (expires_at >= created_at)
-) WITHOUT ROWID;
-CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
-INSERT INTO vouchercore_meta (name, value) VALUES
-    ('schema_version', {SCHEMA_VERSION}), ('transaction_seq', 0);
-"""
+#: The schema, created statement by statement (see :mod:`vouchercore.stores._schema`).
+_SQLITE: Final = _schema.Dialect.sqlite()
+_SCHEMA: Final = _schema.create_statements(_SQLITE)
 
 _SELECT_BY_CODE: Final = f"SELECT {_V} FROM vouchers WHERE code = ?"
 _SELECT_BY_ID: Final = f"SELECT {_V} FROM vouchers WHERE id = ?"
@@ -199,13 +90,14 @@ _INSERT_ROLLBACK: Final = (
     f"INSERT INTO rollbacks ({', '.join(ROLLBACK_COLUMNS)}) "
     f"VALUES ({_marks(len(ROLLBACK_COLUMNS))})"
 )
+_SELECT_KEY: Final = f"SELECT {', '.join(KEY_COLUMNS)} FROM idempotency_keys WHERE key = ?"
+_UPSERT_KEY: Final = (
+    f"INSERT OR REPLACE INTO idempotency_keys ({', '.join(KEY_COLUMNS)}) "
+    f"VALUES ({_marks(len(KEY_COLUMNS))})"
+)
 #: The last transaction seq handed out: the log's largest, or the high-water mark a forced
 #: delete left (so a purged voucher's ids are never handed out again). Writers are serialised by
 #: BEGIN IMMEDIATE, so reading it costs a lookup on the rowid's right edge and no page write.
-_SELECT_KEY: Final = f"SELECT {', '.join(KEY_COLUMNS)} FROM idempotency_keys WHERE key = ?"
-_UPSERT_KEY: Final = (
-    f"INSERT OR REPLACE INTO idempotency_keys ({', '.join(KEY_COLUMNS)}) VALUES (?, ?, ?, ?, ?)"
-)
 _LAST_TX: Final = (
     "SELECT max(COALESCE((SELECT max(seq) FROM transactions), 0), "
     "(SELECT value FROM vouchercore_meta WHERE name = 'transaction_seq'))"
@@ -251,13 +143,8 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Upgrade the schema from *version* to :data:`SCHEMA_VERSION`, in the open transaction
     (another process opening the file meanwhile waits, then finds it upgraded)."""
-    while version < SCHEMA_VERSION:
-        for name, sqlite_type, _ in _sql.MIGRATIONS[version]:
-            conn.execute(f"ALTER TABLE vouchers ADD COLUMN {name} {sqlite_type}")
-        if version == 1:
-            conn.execute(_POINTS_INDEX)
-        version += 1
-    conn.execute("UPDATE vouchercore_meta SET value = ? WHERE name = 'schema_version'", (version,))
+    for statement in _schema.upgrade_statements(_SQLITE, version):
+        conn.execute(statement)
 
 
 class SQLiteStore(Store[SqlUnit]):
@@ -378,9 +265,8 @@ class SQLiteStore(Store[SqlUnit]):
             if not tables:
                 # statement by statement: executescript would commit the open transaction
                 # first, and two processes creating the file at once must not both create
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _SCHEMA:
+                    conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -483,7 +369,8 @@ class SQLiteStore(Store[SqlUnit]):
             before = conn.total_changes
             conn.execute("SAVEPOINT batch")
             # in id order: consecutive inserts land on neighbouring pages of the id index
-            conn.executemany(_INSERT_NEW_VOUCHER, sorted(rows, key=_first))
+            ordered: list[tuple[Any, ...]] = sorted(rows, key=_sql.voucher_id)
+            conn.executemany(_INSERT_NEW_VOUCHER, ordered)
             if conn.total_changes - before == len(rows):
                 conn.execute("RELEASE batch")
                 return taken
@@ -507,11 +394,11 @@ class SQLiteStore(Store[SqlUnit]):
             row = conn.execute(_SELECT_BY_ID, (code_or_id,)).fetchone()
         if row is None:
             return None
-        sessions = conn.execute(_SELECT_SESSIONS, (row[0],)).fetchall()
+        sessions = conn.execute(_SELECT_SESSIONS, (_sql.voucher_id(row),)).fetchall()
         record = _sql.record_from_row(row, sessions)
         return SqlUnit(
             record,
-            list(row[_sql.COUNTERS_AT :]),
+            _sql.counters_of(row),
             conn,
             self._transaction_seqs(conn) if seqs is None else seqs,
         )
@@ -553,7 +440,11 @@ class SQLiteStore(Store[SqlUnit]):
             row = conn.execute(
                 f"SELECT {_R} FROM redemptions WHERE id = ?", (redemption_id,)
             ).fetchone()
-            unit = None if row is None else self._load(conn, row[1], by_id=True)
+            unit = (
+                None
+                if row is None
+                else self._load(conn, _sql.redemption_voucher_id(row), by_id=True)
+            )
         except sqlite3.Error as error:
             self._rollback(conn)
             raise self._fail("begin", error) from error
@@ -647,7 +538,7 @@ class SQLiteStore(Store[SqlUnit]):
             row = conn.execute(_SELECT_KEY, (key,)).fetchone()
         except sqlite3.Error as error:
             raise self._fail("read idempotency key", error) from error
-        return None if row is None else KeyRecord(*row)
+        return None if row is None else _sql.key_from_row(row)
 
     def keep_key(self, unit: SqlUnit, record: KeyRecord) -> None:
         """Write *record* with the unit's other changes at commit."""
@@ -712,9 +603,11 @@ class SQLiteStore(Store[SqlUnit]):
 
     def expiring_sessions(self, now: int, limit: int | None = None) -> list[SessionRecord]:
         """Sessions with ``expires_at <= now``, soonest first, through the expiry index."""
-        columns = ", ".join(f"s.{c}" for c in SESSION_COLUMNS)
+        columns = ", ".join(
+            "v.code" if c == "code" else f"s.{c}" for c in _sql.DETACHED_SESSION.names
+        )
         rows = self._read(
-            f"SELECT {columns}, v.code FROM sessions AS s JOIN vouchers AS v ON v.id = s.voucher_id"
+            f"SELECT {columns} FROM sessions AS s JOIN vouchers AS v ON v.id = s.voucher_id"
             " WHERE s.expires_at <= ? ORDER BY s.expires_at LIMIT ?",
             (now, -1 if limit is None else limit),
         )
@@ -741,11 +634,8 @@ class SQLiteStore(Store[SqlUnit]):
 
     def session_counts(self) -> SessionCounts:
         """Sessions opened, resolved and stored, read in one statement (one snapshot)."""
-        sums = ", ".join(f"COALESCE(SUM(sessions_{r}), 0)" for r in SESSION_REASONS)
-        row = self._read(
-            f"SELECT COALESCE(SUM(sessions_opened), 0), {sums}, "
-            "(SELECT COUNT(*) FROM sessions) FROM vouchers"
-        )[0]
+        sums = ", ".join(f"COALESCE(SUM({c}), 0)" for c in _sql.COUNTER_COLUMNS)
+        row = self._read(f"SELECT {sums}, (SELECT COUNT(*) FROM sessions) FROM vouchers")[0]
         return _sql.session_counts_from_row(row)
 
     def session_count(self) -> int:
