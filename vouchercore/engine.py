@@ -295,10 +295,11 @@ class Engine:
         now = self._clock.now_us()
         if lock is not None:
             lock.expires_at(now)  # an unrepresentable expiry is malformed: raise before reading
-        work = self._find(code)
-        if work is None:
+        try:
+            work = self._open(code)
+        except NotFound as missing:  # not an error for a validation: an invalid answer
             return ValidationResult(
-                valid=False, code=code, voucher_id=None, type=None, error=_not_found(code)
+                valid=False, code=code, voucher_id=None, type=None, error=missing
             )
         with work as unit:
             return operations.validate(unit, self._ids, now, request, lock)

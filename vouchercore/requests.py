@@ -57,7 +57,7 @@ DEFAULT_TTL_UNIT: Final = TtlUnit.DAYS
 # --- a new voucher ----------------------------------------------------------------------------
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, slots=False)
 class VoucherTemplate:
     """A new voucher's fields, checked: what every voucher made from it shares but its code.
 
@@ -115,19 +115,9 @@ class VoucherTemplate:
     def record(self, ids: IdSource, code: str, now: int) -> VoucherRecord:
         """A new voucher with these fields and *code*, created at *now* (the domain's
         cross-field checks: :func:`~vouchercore.domain.operations.new_voucher`)."""
-        return operations.new_voucher(
-            ids,
-            now,
-            code=code,
-            type=self.type,
-            discount=self.discount,
-            total=self.total,
-            quantity=self.quantity,
-            active=self.active,
-            start_date=self.start_date,
-            expiration_date=self.expiration_date,
-            info=self.info,
-        )
+        # the fields are new_voucher's keyword arguments, by name: a dict-backed attrs class
+        # hands them over as its __dict__, without a copy per field
+        return operations.new_voucher(ids, now, code=code, **vars(self))
 
 
 def parse_discount(value: Discount | Mapping[str, Any]) -> Discount:

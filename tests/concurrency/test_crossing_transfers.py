@@ -220,10 +220,11 @@ def test_crossing_transfers_never_deadlock_and_conserve_points(
 ) -> None:
     store = request.node.callspec.params["engine"]
     acks = crossing_race(engine, TRANSFERS[store], expiry=expiry, seed=11 + expiry)
-    # the race raced: transfers both went through and were refused
-    assert len(acks.transfers) > len(EDGES) * TRANSFERS[store] // 2
+    # transfers went through (the first one commits on full cards, whatever the interleaving),
+    # and a refused one was refused only for want of points; how many of each depends on the
+    # scheduling, which the library does not promise (this once failed a loaded run, 295 of 840)
+    assert acks.transfers
     assert set(acks.refused) <= {LoyaltyCardPointsExceeded.key}
-    assert acks.refused[LoyaltyCardPointsExceeded.key] > 0
     if expiry:
         assert acks.added > 0
     check(engine, acks)
