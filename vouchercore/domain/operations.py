@@ -86,6 +86,11 @@ __all__ = [
 ]
 
 # Enum members bound once: attribute lookups on an Enum class cost ~10x a global on the hot path.
+_REDEEMED = SessionEnd.REDEEMED
+_RELEASED = SessionEnd.RELEASED
+_EXPIRED = SessionEnd.EXPIRED
+_REPLACED = SessionEnd.REPLACED
+_DROPPED = SessionEnd.DROPPED
 _GIFT = VoucherType.GIFT_VOUCHER
 _LOYALTY = VoucherType.LOYALTY_CARD
 _DISCOUNT = VoucherType.DISCOUNT_VOUCHER
@@ -277,7 +282,7 @@ def purge_expired(unit: VoucherUnit, now: int) -> int:
     ``expires_at``, and points at theirs, whether or not a sweep ever runs.
     """
     record = unit.record
-    if record.points_due_at is not None:  # a loyalty card with points that expire
+    if record.type is _LOYALTY and record.points_due_at is not None:  # points that expire
         _settle(unit, now, _expire_points(record, now))
     return _purge_sessions(unit, now)
 
@@ -298,7 +303,7 @@ def _purge_sessions(unit: VoucherUnit, now: int) -> int:
         return 0
     expired = sessions.purge_expired(now)
     for session in expired:
-        unit.session_removed(session, SessionEnd.EXPIRED)
+        unit.session_removed(session, _EXPIRED)
     return len(expired)
 
 
@@ -318,8 +323,11 @@ def _touch(unit: VoucherUnit, now: int) -> loyalty.PointsExpiry | None:
     :func:`_settle` s it (before writing its own transactions) or undoes it and fails — a
     failed call changes nothing (purging expired sessions changes nothing anyone can see)."""
     record = unit.record
-    # the common cases skip both calls: no points that expire, no sessions
-    expiry = None if record.points_due_at is None else _expire_points(record, now)
+    # the common cases skip both calls: not a loyalty card with points that expire, no sessions
+    if record.type is _LOYALTY and record.points_due_at is not None:
+        expiry = _expire_points(record, now)
+    else:
+        expiry = None
     if record.sessions is not None:
         _purge_sessions(unit, now)
     return expiry
@@ -389,7 +397,7 @@ def _lock(
     created_at = now
     if own is not None:
         created_at = own.created_at
-        _remove_session(unit, own, SessionEnd.REPLACED)
+        _remove_session(unit, own, _REPLACED)
     key = lock.key if lock.key is not None else ids.session_key()
     session = SessionRecord(record, key, credits, points, created_at, expires_at)
     if record.sessions is None:
@@ -417,7 +425,7 @@ def release_session(unit: VoucherUnit, now: int, key: str) -> None:
             ),
         )
     _settle(unit, now, expiry)
-    _remove_session(unit, own, SessionEnd.RELEASED)
+    _remove_session(unit, own, _RELEASED)
 
 
 # --- validation and redemption ----------------------------------------------------------------
@@ -595,7 +603,7 @@ def redeem(
     record.redeemed_amount += amount
     record.updated_at = now
     if demand.own is not None:
-        _remove_session(unit, demand.own, SessionEnd.REDEEMED)
+        _remove_session(unit, demand.own, _REDEEMED)
     tx_id = None
     if isinstance(record, CardRecord):
         if isinstance(record, LoyaltyRecord) and record.buckets is not None:
@@ -812,7 +820,7 @@ def delete(unit: VoucherUnit, now: int, *, force: bool) -> None:
     record = unit.record
     if record.sessions is not None:
         for session in list(record.sessions):
-            end = SessionEnd.DROPPED if session.live_at(now) else SessionEnd.EXPIRED
+            end = _DROPPED if session.live_at(now) else _EXPIRED
             _remove_session(unit, session, end)
     record.updated_at = now
     if force:
@@ -837,7 +845,7 @@ def expire_session(unit: VoucherUnit, now: int, session: SessionRecord) -> int:
     # a loyalty card's due points expire first, while the session that may have protected
     # them at their instant is still stored
     _settle(unit, now, _expire_points(unit.record, now))
-    _remove_session(unit, stored, SessionEnd.EXPIRED)
+    _remove_session(unit, stored, _EXPIRED)
     return 1
 
 

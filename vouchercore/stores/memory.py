@@ -54,6 +54,7 @@ _TRANSACTION_ROWS = TransactionRows()
 _transaction_row = _TRANSACTION_ROWS.row
 _transaction_from_row = _TRANSACTION_ROWS.record
 #: a redemption row's voucher id and rollback id
+_redemption_id = itemgetter(Redemption.column("id"))
 _redeemed_voucher_id = itemgetter(Redemption.column("voucher_id"))
 _rollback_id = itemgetter(Redemption.column("rollback_id"))
 
@@ -142,15 +143,19 @@ class _Unit:
 
     def redemption_added(self, redemption: Redemption) -> None:
         store = self._store
-        store._redemptions[redemption.id] = redemption.to_row()
-        log = store._redemption_log.get(redemption.voucher_id)
+        row = redemption.to_row()  # read by its getters: C calls, not descriptors (hot path)
+        redemption_id = _redemption_id(row)
+        store._redemptions[redemption_id] = row
+        voucher_id = _redeemed_voucher_id(row)
+        log = store._redemption_log.get(voucher_id)
         if log is None:
-            store._redemption_log[redemption.voucher_id] = [redemption.id]
+            store._redemption_log[voucher_id] = [redemption_id]
         else:
-            log.append(redemption.id)
+            log.append(redemption_id)
 
     def redemption_replaced(self, redemption: Redemption) -> None:
-        self._store._redemptions[redemption.id] = redemption.to_row()
+        row = redemption.to_row()
+        self._store._redemptions[_redemption_id(row)] = row
 
     def rollback_added(self, rollback: RedemptionRollback) -> None:
         self._store._rollbacks[rollback.id] = rollback
