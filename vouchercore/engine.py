@@ -22,7 +22,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, NamedTuple, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from vouchercore import bulk, csvio, requests
 from vouchercore.clock import Clock, SystemClock
@@ -75,6 +75,8 @@ from vouchercore.stores import open_store
 __all__ = ["Engine"]
 
 T = TypeVar("T")
+#: A result kept under an idempotency key.
+R = TypeVar("R", bound=idempotency.Result)
 
 #: How many expired sessions :meth:`Engine.expire_sessions` reads from the store at a time.
 SWEEP_BATCH = 1_000
@@ -359,7 +361,7 @@ class Engine:
                 unit,
                 now,
                 keyed,
-                _REDEMPTIONS,
+                Redemption,
                 lambda: operations.redeem(unit, self._ids, now, request),
             )
         if error is not None:
@@ -477,7 +479,7 @@ class Engine:
                 unit,
                 now,
                 keyed,
-                _ROLLBACKS,
+                RedemptionRollback,
                 lambda: (operations.rollback(unit, self._ids, now, redemption, reason)[0], None),
             )
         return rollback
@@ -528,7 +530,7 @@ class Engine:
                 unit,
                 now,
                 keyed,
-                _BALANCE_UPDATES,
+                BalanceUpdate,
                 lambda: (
                     operations.update_balance(
                         unit, now, amount, source_id=source_id, reason=reason, expires_at=expires_us
@@ -598,7 +600,7 @@ class Engine:
                 )
                 return Transaction.from_record(tx, unit.record.campaign_id), None
 
-            accrual, _ = self._once(unit, now, keyed, _TRANSACTIONS, step)
+            accrual, _ = self._once(unit, now, keyed, Transaction, step)
         return accrual
 
     def cancel_points_accrual(
@@ -661,7 +663,7 @@ class Engine:
                 )
                 return result, None
 
-            cancellation, _ = self._once(unit, now, keyed, _CANCELLATIONS, step)
+            cancellation, _ = self._once(unit, now, keyed, PointsCancellation, step)
         return cancellation
 
     def transfer_points(
@@ -722,7 +724,7 @@ class Engine:
                 return result, None
 
             # the key is claimed on the source (a store claims keys on any unit it holds)
-            transfer, _ = self._once(source, now, keyed, _TRANSFERS, step)
+            transfer, _ = self._once(source, now, keyed, PointsTransfer, step)
         return transfer
 
     def expire_points(self, now: datetime | None = None) -> int:
@@ -1112,9 +1114,9 @@ class Engine:
         unit: VoucherUnit,
         now: int,
         keyed: tuple[str, str] | None,
-        codec: _Codec[T],
-        step: Callable[[], tuple[T, VoucherError | None]],
-    ) -> tuple[T, VoucherError | None]:
+        kind: type[R],
+        step: Callable[[], tuple[R, VoucherError | None]],
+    ) -> tuple[R, VoucherError | None]:
         """``step()`` in an open *unit*, at most once per idempotency key: its result, and the
         error it reports (a FAILED redemption is committed, then raised by the caller).
 
@@ -1122,17 +1124,20 @@ class Engine:
         or ``None``. With a key, it is claimed in the unit first: a live record for this
         request is replayed (``step`` does not run, nothing changes), one for another request
         raises :class:`~vouchercore.errors.IdempotencyKeyReused`; a step that succeeds keeps
-        its result under the key, atomically with its effects; one that fails keeps nothing.
+        its result (of type *kind*: :func:`vouchercore.domain.idempotency.encode`) under the
+        key, atomically with its effects; one that fails keeps nothing.
         """
         if keyed is None:  # the hot path: nothing to claim or keep
             return step()
         key, fingerprint = keyed
         replayed = idempotency.replay(self._store.claim_key(unit, key), key, fingerprint, now)
         if replayed is not None:
-            return codec.decode(replayed), None
+            return idempotency.decode(kind, replayed), None
         result, error = step()
         if error is None:
-            kept = idempotency.keep(key, fingerprint, codec.encode(result), now, self._retention_us)
+            kept = idempotency.keep(
+                key, fingerprint, idempotency.encode(result), now, self._retention_us
+            )
             self._store.keep_key(unit, kept)
         return result, error
 
@@ -1150,23 +1155,6 @@ def _redemption_not_found(redemption_id: str) -> NotFound:
         resource_id=redemption_id,
         resource_type="redemption",
     )
-
-
-class _Codec(NamedTuple, Generic[T]):
-    """How a result is kept under an idempotency key, and read back."""
-
-    encode: Callable[[T], str]
-    decode: Callable[[str], T]
-
-
-_REDEMPTIONS = _Codec(idempotency.encode_redemption, idempotency.decode_redemption)
-_ROLLBACKS = _Codec(idempotency.encode_rollback, idempotency.decode_rollback)
-_BALANCE_UPDATES = _Codec(idempotency.encode_balance_update, idempotency.decode_balance_update)
-_TRANSACTIONS = _Codec(idempotency.encode_transaction, idempotency.decode_transaction)
-_CANCELLATIONS = _Codec(
-    idempotency.encode_points_cancellation, idempotency.decode_points_cancellation
-)
-_TRANSFERS = _Codec(idempotency.encode_points_transfer, idempotency.decode_points_transfer)
 
 
 def _voucher_id_of(session: SessionRecord) -> str:

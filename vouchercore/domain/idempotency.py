@@ -12,7 +12,6 @@ other (see :mod:`vouchercore.ports`).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import operator
@@ -42,19 +41,7 @@ __all__ = [
     "KeyRecord",
     "Result",
     "decode",
-    "decode_balance_update",
-    "decode_points_cancellation",
-    "decode_points_transfer",
-    "decode_redemption",
-    "decode_rollback",
-    "decode_transaction",
     "encode",
-    "encode_balance_update",
-    "encode_points_cancellation",
-    "encode_points_transfer",
-    "encode_redemption",
-    "encode_rollback",
-    "encode_transaction",
     "fingerprint",
     "keep",
     "replay",
@@ -233,15 +220,3 @@ def decode(kind: type[R], text: str) -> R:
 
 
 # The names the engine passes to its keyed calls: encode, and decode bound to each type.
-encode_redemption: Final[Callable[[Redemption], str]] = encode
-encode_rollback: Final[Callable[[RedemptionRollback], str]] = encode
-encode_balance_update: Final[Callable[[BalanceUpdate], str]] = encode
-encode_transaction: Final[Callable[[Transaction], str]] = encode
-encode_points_cancellation: Final[Callable[[PointsCancellation], str]] = encode
-encode_points_transfer: Final[Callable[[PointsTransfer], str]] = encode
-decode_redemption: Final = functools.partial(decode, Redemption)
-decode_rollback: Final = functools.partial(decode, RedemptionRollback)
-decode_balance_update: Final = functools.partial(decode, BalanceUpdate)
-decode_transaction: Final = functools.partial(decode, Transaction)
-decode_points_cancellation: Final = functools.partial(decode, PointsCancellation)
-decode_points_transfer: Final = functools.partial(decode, PointsTransfer)
