@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from vouchercore import AuditReport, Engine, FakeClock
+from vouchercore.domain.instants import to_us
 from vouchercore.stores.sqlite import SQLiteStore
 from vouchercore.testing.contract.test_audit import mixed_workload
 from vouchercore.testing.stores import (
@@ -287,3 +288,28 @@ def test_audit_names_the_invariant_a_sql_corruption_breaks(
         if v.code is not None:
             assert v.voucher_id == engine.get_voucher(v.code).id
     assert {v.code for v in report.violations} <= {code}, str(report)
+
+
+def test_a_session_the_redemption_should_have_ended_is_still_reported_after_a_clock_step(
+    clock: FakeClock,
+) -> None:
+    """The rule that lets a key be locked again after its redemption (whatever the wall clock
+    did) still reports real double use: a live session opened before a redemption with its
+    key — the one that redemption should have ended."""
+    from vouchercore.testing.contract.test_audit import SteppingClock  # noqa: PLC0415
+
+    wall = SteppingClock(clock)
+    engine = Engine(clock=wall, seed=7)
+    engine.create_voucher("V", gift={"amount": 10_000})
+    assert engine.validate_voucher("V", credits=500, session={"key": "k"}).valid
+    wall.us += 1_000_000
+    redeemed = engine.redeem_voucher("V", credits=500, session_key="k")
+    wall.us -= 150_000_000
+    assert engine.validate_voucher("V", credits=500, session={"key": "k"}).valid
+    assert engine.audit().ok
+    # the live session made to be the one the redemption used: opened before it
+    [session] = _record(engine, "V").sessions
+    session.created_at = to_us(redeemed.date) - 1_000_000
+    report = engine.audit()
+    assert [v.invariant for v in report.violations] == ["I4"], str(report)
+    assert "live after a redemption with its key" in report.violations[0].message

@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, TextIO
+from typing import Any, Final, NoReturn, TextIO
 
 import attrs
 
@@ -48,6 +48,7 @@ __all__ = [
     "EXPORT_FIELDS",
     "FIELD_SIZE_LIMIT",
     "IMPORT_COLUMNS",
+    "ROW_SIZE_LIMIT",
     "ImportFailure",
     "ImportReport",
     "InvalidExportFields",
@@ -363,8 +364,18 @@ def write_records_jsonl(
 
 # --- import ------------------------------------------------------------------------------------
 
-#: The largest CSV cell the import reads (16 MiB); a larger one makes its row a bad row.
-FIELD_SIZE_LIMIT: Final = 16 * 1024 * 1024
+#: The longest CSV row the import reads, in characters, its line ends included (16 MiB): a
+#: longer row is one bad row, skipped to its end without being held (see :class:`_Lines`).
+ROW_SIZE_LIMIT: Final = 16 * 1024 * 1024
+#: The largest CSV cell the import reads: a cell is never longer than its row, so the csv
+#: module's own limit (which leaves its reader in the middle of a record) is never reached.
+FIELD_SIZE_LIMIT: Final = ROW_SIZE_LIMIT
+_ROW_SIZE_TEXT: Final = f"{ROW_SIZE_LIMIT // (1024 * 1024)} MiB ({ROW_SIZE_LIMIT:,} characters)"
+_OVERSIZED_REASON: Final = (
+    f"the row is longer than {_ROW_SIZE_TEXT}; it was skipped to its end without being read"
+)
+#: A text stream is read this many characters at a time (a longer line in several pieces).
+_PIECE: Final = 1024 * 1024
 
 #: The recognised headers (matched case-insensitively after trimming); others are metadata.
 IMPORT_COLUMNS: Final[tuple[str, ...]] = (
@@ -464,6 +475,206 @@ class _Layout:
     unnamed: tuple[int, ...]  # positions of columns with an empty header
 
 
+class _Oversized(Exception):
+    """Internal: the record being read is longer than :data:`ROW_SIZE_LIMIT`; it has been
+    skipped to its end (the next line read starts the next record)."""
+
+
+# Where a skipped record stands after a piece of text (the csv reader's states, strict, with
+# the default dialect: ',' delimiter, '"' quote, doubled quotes, no escape character).
+_FIELD_START: Final = 0  # a field starts here (a '"' opens a quoted field)
+_UNQUOTED: Final = 1  # inside an unquoted field (a '"' is literal)
+_QUOTED: Final = 2  # inside a quoted field (line ends are part of the cell)
+_QUOTE: Final = 3  # just after a lone '"' in a quoted field (one more '"' makes a literal one)
+_UNQUOTED_STOP: Final = re.compile(r',"|[\r\n]')  # what ends an unquoted stretch
+_QUOTE_RUN: Final = re.compile('"+')
+
+
+def _scan(text: str, state: int) -> int | None:
+    """The state of a record after *text*, starting in *state*; ``None`` when the record
+    ends in *text* — at a line end outside quotes, or where the strict csv reader gives up on
+    the line (a closing quote followed by anything but ',' or a line end): either way the
+    reader goes on with the next line. Jumps from one '"' or line end to the next (C speed)."""
+    position = 0
+    size = len(text)
+    while position < size:
+        if state == _QUOTED:
+            quote = text.find('"', position)
+            if quote < 0:
+                return _QUOTED
+            end = _QUOTE_RUN.match(text, quote).end()  # type: ignore[union-attr]
+            position = end
+            if (end - quote) % 2:  # pairs are literal quotes; an odd one closes the field
+                state = _QUOTE
+        elif state == _QUOTE:
+            char = text[position]
+            position += 1
+            if char == '"':
+                state = _QUOTED  # the pair of a '"' that ended the previous piece
+            elif char == ",":
+                state = _FIELD_START
+            else:
+                return None  # a line end, or the strict reader's "',' expected after '\"'"
+        elif state == _FIELD_START and text[position] == '"':
+            state = _QUOTED
+            position += 1
+        else:
+            stop = _UNQUOTED_STOP.search(text, position)
+            if stop is None:
+                return _FIELD_START if text.endswith(",") else _UNQUOTED
+            if stop.group() != ',"':
+                return None
+            state = _QUOTED
+            position = stop.end()
+    return state
+
+
+class _Lines:
+    """The lines of a CSV file as :func:`csv.reader` takes them, with the length of each
+    record bounded by :data:`ROW_SIZE_LIMIT` (:func:`_lines` makes one).
+
+    A record longer than that makes :meth:`__next__` raise :class:`_Oversized` instead of
+    handing the reader its next line; by then the rest of the record has been read and
+    dropped (tracking quotes the way the strict reader does), so the reader — which starts
+    afresh after an exception from its input — begins its next record where the file's next
+    record begins. Whoever reads the records sets :attr:`used` to 0 after each one.
+    """
+
+    __slots__ = ("used",)
+
+    def __init__(self) -> None:
+        #: characters of the current record handed to the reader so far
+        self.used = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        raise NotImplementedError
+
+    def _start_state(self) -> int:
+        # a record goes on past a line end only inside a quoted field
+        return _QUOTED if self.used else _FIELD_START
+
+
+class _ItemLines(_Lines):
+    """An iterable's items, each taken as the line it is (already in memory: only the
+    records are bounded)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[str]) -> None:
+        super().__init__()
+        self._items = iter(items)
+
+    def __next__(self) -> str:
+        line = next(self._items)
+        try:
+            used = self.used + len(line)
+        except TypeError:
+            return line  # not text: the reader says so
+        if used > ROW_SIZE_LIMIT and isinstance(line, str):
+            state = _scan(line, self._start_state())
+            while state == _QUOTED:  # the record ends with the item unless inside quotes
+                line = next(self._items, "")
+                if not isinstance(line, str) or not line:
+                    break
+                state = _scan(line, state)
+            self.used = 0
+            raise _Oversized
+        self.used = used
+        return line
+
+
+class _StreamLines(_Lines):
+    """A text stream read :data:`_PIECE` characters at most at a time, so that even a line of
+    gigabytes never sits in memory whole: a line is put together from its pieces only while
+    its record stays within the limit."""
+
+    __slots__ = ("_carry", "_read", "_readline")
+
+    def __init__(self, stream: io.TextIOBase) -> None:
+        super().__init__()
+        self._carry = ""
+        self._readline: Callable[[], str] = functools.partial(stream.readline, _PIECE)
+        self._read: Callable[[], str] = self._readline
+
+    def __next__(self) -> str:
+        line = self._read()
+        size = len(line)
+        if size == _PIECE:
+            return self._long_line(line)  # perhaps the first piece of a longer line
+        if not size:
+            raise StopIteration
+        used = self.used + size
+        if used > ROW_SIZE_LIMIT:
+            self._skip([line])
+        self.used = used
+        return line
+
+    def _from_carry(self) -> str:
+        """The piece read ahead (after a line ending in a bare CR), then reading again."""
+        self._read = self._readline
+        piece, self._carry = self._carry, ""
+        return piece
+
+    def _carry_over(self, piece: str) -> None:
+        self._carry = piece
+        self._read = self._from_carry
+
+    def _long_line(self, piece: str) -> str:
+        """A line whose first piece is *piece* (:data:`_PIECE` characters)."""
+        pieces: list[str] = []
+        used = self.used
+        while True:
+            pieces.append(piece)
+            used += len(piece)
+            if used > ROW_SIZE_LIMIT:
+                self._skip(pieces)
+            if len(piece) < _PIECE or piece[-1] == "\n":
+                break  # the line (or the file) ends here
+            following = self._readline()
+            if piece[-1] == "\r" and following != "\n":
+                self._carry_over(following)  # a bare CR ended the line
+                break
+            piece = following
+        self.used = used
+        return "".join(pieces)
+
+    def _skip(self, pieces: list[str]) -> NoReturn:
+        """Drop the rest of the current record, whose line beginning with *pieces* makes it
+        too long; raise :class:`_Oversized`."""
+        state: int | None = self._start_state()
+        for piece in pieces:
+            if state is not None:  # else: the rest of the line, dropped below
+                state = _scan(piece, state)
+        last = pieces[-1]
+        pieces.clear()
+        while state is not None:
+            last = self._read()
+            if not last:
+                break  # the file ends the record
+            state = _scan(last, state)
+        # the reader goes on at the next line: drop the rest of this one
+        while len(last) == _PIECE and last[-1] != "\n":
+            following = self._readline()
+            if last[-1] == "\r":
+                if following != "\n":
+                    self._carry_over(following)
+                break
+            last = following
+        self.used = 0
+        raise _Oversized
+
+
+def _lines(lines: Iterable[str]) -> _Lines:
+    """The bounded lines of a text stream (:class:`io.TextIOBase`: a file, ``sys.stdin``,
+    ``io.StringIO``) or of any other iterable of lines."""
+    if isinstance(lines, io.TextIOBase):
+        return _StreamLines(lines)
+    return _ItemLines(lines)
+
+
 def parse_voucher_rows(
     lines: Iterable[str], *, remember_codes: bool = True
 ) -> Iterator[tuple[int, ParsedRow | ImportFailure]]:
@@ -491,10 +702,18 @@ def parse_voucher_rows(
     skipped (but counted).
 
     A row is bad (an :class:`ImportFailure`, and parsing goes on) when it has more or fewer
-    cells than the header, is not valid CSV, holds a NUL character or a cell over
-    :data:`FIELD_SIZE_LIMIT`, a value under a header-less column, an invalid code, a code
-    of an earlier good row, or any value that does not parse (the reason says which and
-    why). Only good rows reserve their code.
+    cells than the header, is not valid CSV, holds a NUL character, is longer than
+    :data:`ROW_SIZE_LIMIT` (16 MiB of characters, line ends included: one bad row however
+    many lines its quoted cells span; it is skipped to its end, quotes tracked, and the next
+    row is read), has a value under a header-less column, an invalid code, a code of an
+    earlier good row, or any value that does not parse (the reason says which and why). Only
+    good rows reserve their code.
+
+    Memory: a text stream (:class:`io.TextIOBase`) is read 1 MiB at a time and a row is held
+    only while it stays within the limit, so memory stays within about 6 × 16 MiB for ASCII
+    text (the row, its pieces, the csv module's cell buffer of 4 bytes a character) and
+    12 × 16 MiB at worst, whatever the length of a line. Other iterables' lines are already
+    in memory (only the rows made of them are bounded).
 
     Note:
         Raises the process-wide :func:`csv.field_size_limit` to :data:`FIELD_SIZE_LIMIT`
@@ -524,21 +743,28 @@ def parse_voucher_rows(
     if isinstance(lines, str):
         lines = io.StringIO(lines, newline="")
     try:
-        source = iter(lines)
+        items = lines if isinstance(lines, io.TextIOBase) else iter(lines)
     except TypeError:
         raise InvalidPayload(
             f"the CSV file must be an iterable of text lines, got {type(lines).__name__}"
         ) from None
     if csv.field_size_limit() < FIELD_SIZE_LIMIT:
         csv.field_size_limit(FIELD_SIZE_LIMIT)
+    source = _lines(items)
     reader = csv.reader(source, strict=True)
     layout = _read_header(reader)
-    return _rows(reader, layout, remember_codes)
+    source.used = 0
+    return _rows(reader, source, layout, remember_codes)
 
 
 def _read_header(reader: Iterator[list[str]]) -> _Layout:
     try:
         header = next(reader)
+    except _Oversized:
+        raise InvalidPayload(
+            f"the CSV header row is longer than {_ROW_SIZE_TEXT}: the first line must be the "
+            "header row naming the columns (at least Code and Voucher Type)"
+        ) from None
     except StopIteration:
         raise InvalidPayload(
             "the CSV file is empty: its first line must be the header row naming the "
@@ -602,7 +828,7 @@ def _read_header(reader: Iterator[list[str]]) -> _Layout:
 
 
 def _rows(
-    reader: Iterator[list[str]], layout: _Layout, remember_codes: bool
+    reader: Iterator[list[str]], source: _Lines, layout: _Layout, remember_codes: bool
 ) -> Iterator[tuple[int, ParsedRow | ImportFailure]]:
     seen: set[str] = set()
     shapes: dict[tuple[str, ...], dict[str, Any]] = {}  # row cells (code blanked) → fields
@@ -618,9 +844,14 @@ def _rows(
             raise InvalidPayload(
                 f"the CSV file is not UTF-8 text (at row {row}): {error}"
             ) from None
+        except _Oversized:
+            yield row, ImportFailure(None, row, _OVERSIZED_REASON)
+            continue
         except csv.Error as error:
+            source.used = 0
             yield row, ImportFailure(None, row, _csv_error_reason(error))
             continue
+        source.used = 0
         code_cell = cells[code_at] if code_at < len(cells) else ""
         if not code_cell.strip() and not any(cell.strip() for cell in cells):
             continue  # a blank row (or a row of empty cells): nothing to import

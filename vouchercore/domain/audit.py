@@ -13,6 +13,16 @@ audit").
   is counted once expired (:func:`audit_voucher`); and store-wide, every session opened was
   resolved at most once: ``opened − Σ resolved == stored`` (:func:`audit_session_ledger`,
   from the store's :class:`SessionCounts`).
+
+  The key rule, and the wall clock: a redemption with key *k* ends the session of *k* (it
+  leaves the voucher for good). A live session of *k* is double use only if a redemption
+  with *k* came *after* it was opened — the redemption that should have ended it; a lock
+  with *k* after the redemption is a new session. "After" is in the voucher's own time,
+  which never goes back even when the wall clock steps back (NTP): the domain keeps a
+  voucher's ``updated_at`` from moving backwards and dates a new session no earlier than it
+  (``created_at = max(now, updated_at)``, :func:`~vouchercore.domain.operations._lock`), so
+  every redemption made before a session opened is dated at or before its ``created_at``.
+  With a clock that never steps back, both are plain "now".
 """
 
 from __future__ import annotations
@@ -167,8 +177,11 @@ def audit_voucher(
                 f"{record.expired_points}",
             )
 
-    # I4: a session resolves once — a redemption with its key released it, so no live session
-    # may predate a successful redemption made with its key on this voucher
+    # I4: a session resolves once — a redemption with its key ended it, so no live session
+    # may have been opened before a (not failed) redemption made with its key on this voucher.
+    # Sessions are dated in the voucher's own time (never before its updated_at, which never
+    # goes back): a lock with the key after the redemption is dated at or after it, whatever
+    # the wall clock did (see the module docstring)
     redeemed_at: dict[str, int] = {}
     for r in redemptions:
         if r.session_key is not None and r.status is not RedemptionStatus.FAILED:

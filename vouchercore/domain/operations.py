@@ -339,7 +339,7 @@ def _settle(unit: VoucherUnit, now: int, expiry: loyalty.PointsExpiry | None) ->
     if expiry is None or not expiry.expired:
         return
     record = unit.record
-    record.updated_at = now
+    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
     balance = record.balance + sum(e.points for e in expiry.expired)
     for expired in expiry.expired:
         balance -= expired.points
@@ -394,7 +394,9 @@ def _lock(
     """Set (or, same key again, replace) the LOCK session, expiring at *expires_at*; returns
     it."""
     record = unit.record
-    created_at = now
+    # a session is never dated before the voucher's latest change (a redemption with this
+    # key included), whatever the wall clock did since: the audit's I4 compares the two
+    created_at = max(now, record.updated_at)
     if own is not None:
         created_at = own.created_at
         _remove_session(unit, own, _REPLACED)
@@ -601,7 +603,7 @@ def redeem(
     amount = _amount(record, demand, request)
     record.redeemed_quantity += 1
     record.redeemed_amount += amount
-    record.updated_at = now
+    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
     if demand.own is not None:
         _remove_session(unit, demand.own, _REDEEMED)
     tx_id = None
@@ -686,7 +688,7 @@ def rollback(
     amount = redemption.amount
     record.redeemed_quantity -= 1
     record.redeemed_amount -= amount
-    record.updated_at = now
+    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
     tx_id = None
     if isinstance(record, CardRecord):
         record.balance += amount
@@ -784,7 +786,7 @@ def update_balance(
             loyalty.spend_points(record, -amount)
     else:
         record.balance += amount
-    record.updated_at = now
+    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
     tx = _transaction(unit, now, kind, amount, source_id=source_id, reason=reason)
     return BalanceUpdate(
         amount=amount,
@@ -809,7 +811,7 @@ def set_active(unit: VoucherUnit, now: int, active: bool) -> None:
     state = VoucherState.ACTIVE if active else VoucherState.DISABLED
     if record.state is not state:
         record.state = state
-        record.updated_at = now
+        record.updated_at = max(record.updated_at, now)  # never goes back (I4)
 
 
 def delete(unit: VoucherUnit, now: int, *, force: bool) -> None:
@@ -822,7 +824,7 @@ def delete(unit: VoucherUnit, now: int, *, force: bool) -> None:
         for session in list(record.sessions):
             end = _DROPPED if session.live_at(now) else _EXPIRED
             _remove_session(unit, session, end)
-    record.updated_at = now
+    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
     if force:
         record.state = VoucherState.PURGED
         unit.voucher_purged()
@@ -915,7 +917,7 @@ def accrue(
     tx_id = unit.next_transaction_id()
     record.total += points
     loyalty.add_points(record, points, expires_at, accrual_id=tx_id)
-    record.updated_at = now
+    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
     tx = TransactionRecord(
         tx_id,
         record.id,
@@ -996,7 +998,7 @@ def cancel_accrual(
         free = record.balance - held_by_sessions(record)
         take = min(loyalty.accrual_points_left(record, accrual.id), max(0, free))
         loyalty.take_accrual(record, accrual.id, take)
-        record.updated_at = now
+        record.updated_at = max(record.updated_at, now)  # never goes back (I4)
         tx = TransactionRecord(
             unit.next_transaction_id(),
             record.id,
@@ -1067,7 +1069,8 @@ def transfer(
     for expires_at, chunk in loyalty.spend_points(source, points):
         loyalty.add_points(destination, chunk, expires_at)
     destination.total += points
-    source.updated_at = destination.updated_at = now
+    for card in (source, destination):
+        card.updated_at = max(card.updated_at, now)  # never goes back (I4)
     sent = TransactionRecord(
         out_id,
         source.id,

@@ -4,10 +4,14 @@ corruption breaks is tested per store in ``tests/test_audit.py``.)"""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
-from vouchercore import Discount, Engine, FakeClock, GiftAmountExceeded
+from vouchercore import Clock, Discount, Engine, FakeClock, GiftAmountExceeded
+from vouchercore.domain.instants import from_us
 from vouchercore.testing import state_snapshot
+from vouchercore.testing.contract.conftest import MakeEngine
 
 
 def mixed_workload(engine: Engine, clock: FakeClock) -> None:
@@ -82,3 +86,48 @@ def test_audit_does_not_change_anything(worked: Engine) -> None:
     before = state_snapshot(worked, include_failed=True)
     worked.audit()
     assert state_snapshot(worked, include_failed=True) == before
+
+
+class SteppingClock(Clock):
+    """A wall clock that an NTP correction can step back (``FakeClock`` only moves forward)."""
+
+    def __init__(self, start: FakeClock) -> None:
+        self.us = start.now_us()
+
+    def now(self) -> datetime:
+        return from_us(self.us)
+
+    def now_us(self) -> int:
+        return self.us
+
+
+@pytest.mark.parametrize("kind", ["gift", "discount"])
+def test_a_key_locked_again_after_its_redemption_and_a_clock_step_back_is_no_double_use(
+    make_engine: MakeEngine, clock: FakeClock, kind: str
+) -> None:
+    """Reported: lock with key k, redeem with k, the wall clock steps back 150 s (NTP), lock
+    with k again: the audit said "session live after a redemption with its key" on every
+    store, though nothing was used twice. The session the redemption ended is gone; the new
+    lock is a new session, whatever the clock says."""
+    wall = SteppingClock(clock)
+    engine = make_engine(clock=wall, seed=7)
+    if kind == "gift":
+        engine.create_voucher("V", gift={"amount": 10_000})
+        use = {"credits": 500}
+    else:
+        engine.create_voucher("V", discount=Discount.amount(100), quantity=5)
+        use = {"order_amount": 1_000}
+    assert engine.validate_voucher("V", session={"key": "k"}, **use).valid  # type: ignore[arg-type]
+    wall.us += 1_000_000
+    engine.redeem_voucher("V", session_key="k", **use)  # type: ignore[arg-type]
+    wall.us -= 150_000_000
+    assert engine.validate_voucher("V", session={"key": "k"}, **use).valid  # type: ignore[arg-type]
+    report = engine.audit()
+    assert report.ok, str(report)
+    assert report.sessions == 1
+    # the new session is used by a second redemption with the same key: still no double use
+    wall.us += 1_000_000
+    engine.redeem_voucher("V", session_key="k", **use)  # type: ignore[arg-type]
+    assert engine.validate_voucher("V", session={"key": "k"}, **use).valid  # type: ignore[arg-type]
+    report = engine.audit()
+    assert report.ok, str(report)

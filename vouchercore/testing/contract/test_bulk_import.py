@@ -232,6 +232,27 @@ def test_a_10_mb_code_is_a_bad_row(engine: Engine) -> None:
     assert len(failure.reason) < 200
 
 
+def test_a_multi_line_cell_over_the_row_limit_is_one_bad_row_and_the_rows_after_it_import(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A quoted cell of 17 MB over many lines: one bad row with its number; the reader finds
+    the next record, so every good row after it is imported."""
+    path = tmp_path / "big.csv"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write(HEADER + '\nA1,GIFT_VOUCHER,1,,\nA2,GIFT_VOUCHER,1,,\nBIG,GIFT_VOUCHER,1,,"')
+        line = "y" * 99 + "\n"
+        for _ in range(170_000):
+            out.write(line)
+        out.write('"\nB1,GIFT_VOUCHER,1,,"a ""quoted"" category"\nB2,GIFT_VOUCHER,1,,\n')
+    report = engine.import_vouchers_using_csv(path)
+    [failure] = report.failed
+    assert (failure.row, failure.code) == (3, None)
+    assert "longer than 16 MiB" in failure.reason
+    assert report.done_count == 4
+    assert _codes(engine) == ["A1", "A2", "B1", "B2"]
+    assert engine.get_voucher("B1").category == 'a "quoted" category'
+
+
 @pytest.mark.parametrize(
     ("row", "reason"),
     [
