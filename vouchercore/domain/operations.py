@@ -339,7 +339,7 @@ def _settle(unit: VoucherUnit, now: int, expiry: loyalty.PointsExpiry | None) ->
     if expiry is None or not expiry.expired:
         return
     record = unit.record
-    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
+    record.changed(now)
     balance = record.balance + sum(e.points for e in expiry.expired)
     for expired in expiry.expired:
         balance -= expired.points
@@ -396,7 +396,7 @@ def _lock(
     record = unit.record
     # a session is never dated before the voucher's latest change (a redemption with this
     # key included), whatever the wall clock did since: the audit's I4 compares the two
-    created_at = max(now, record.updated_at)
+    created_at = record.own_time(now)
     if own is not None:
         created_at = own.created_at
         _remove_session(unit, own, _REPLACED)
@@ -603,7 +603,7 @@ def redeem(
     amount = _amount(record, demand, request)
     record.redeemed_quantity += 1
     record.redeemed_amount += amount
-    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
+    record.changed(now)
     if demand.own is not None:
         _remove_session(unit, demand.own, _REDEEMED)
     tx_id = None
@@ -688,7 +688,7 @@ def rollback(
     amount = redemption.amount
     record.redeemed_quantity -= 1
     record.redeemed_amount -= amount
-    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
+    record.changed(now)
     tx_id = None
     if isinstance(record, CardRecord):
         record.balance += amount
@@ -786,7 +786,7 @@ def update_balance(
             loyalty.spend_points(record, -amount)
     else:
         record.balance += amount
-    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
+    record.changed(now)
     tx = _transaction(unit, now, kind, amount, source_id=source_id, reason=reason)
     return BalanceUpdate(
         amount=amount,
@@ -811,7 +811,7 @@ def set_active(unit: VoucherUnit, now: int, active: bool) -> None:
     state = VoucherState.ACTIVE if active else VoucherState.DISABLED
     if record.state is not state:
         record.state = state
-        record.updated_at = max(record.updated_at, now)  # never goes back (I4)
+        record.changed(now)
 
 
 def delete(unit: VoucherUnit, now: int, *, force: bool) -> None:
@@ -824,7 +824,7 @@ def delete(unit: VoucherUnit, now: int, *, force: bool) -> None:
         for session in list(record.sessions):
             end = _DROPPED if session.live_at(now) else _EXPIRED
             _remove_session(unit, session, end)
-    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
+    record.changed(now)
     if force:
         record.state = VoucherState.PURGED
         unit.voucher_purged()
@@ -917,7 +917,7 @@ def accrue(
     tx_id = unit.next_transaction_id()
     record.total += points
     loyalty.add_points(record, points, expires_at, accrual_id=tx_id)
-    record.updated_at = max(record.updated_at, now)  # never goes back (I4)
+    record.changed(now)
     tx = TransactionRecord(
         tx_id,
         record.id,
@@ -998,7 +998,7 @@ def cancel_accrual(
         free = record.balance - held_by_sessions(record)
         take = min(loyalty.accrual_points_left(record, accrual.id), max(0, free))
         loyalty.take_accrual(record, accrual.id, take)
-        record.updated_at = max(record.updated_at, now)  # never goes back (I4)
+        record.changed(now)
         tx = TransactionRecord(
             unit.next_transaction_id(),
             record.id,
@@ -1070,7 +1070,7 @@ def transfer(
         loyalty.add_points(destination, chunk, expires_at)
     destination.total += points
     for card in (source, destination):
-        card.updated_at = max(card.updated_at, now)  # never goes back (I4)
+        card.changed(now)
     sent = TransactionRecord(
         out_id,
         source.id,

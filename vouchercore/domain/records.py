@@ -325,6 +325,16 @@ class VoucherRecord:
         """True unless disabled (or deleted)."""
         return self.state is VoucherState.ACTIVE
 
+    def own_time(self, now: int) -> int:
+        """*now* in the voucher's own time, which never goes back: never before its latest
+        change (``updated_at``), whatever the wall clock did since (an NTP step back). The
+        audit's I4 orders a voucher's sessions and redemptions in this time."""
+        return max(now, self.updated_at)
+
+    def changed(self, now: int) -> None:
+        """Date a change made at *now*: ``updated_at`` moves to :meth:`own_time`."""
+        self.updated_at = self.own_time(now)
+
     @property
     def campaign_id(self) -> str | None:
         """The campaign it belongs to (None: a standalone voucher)."""
