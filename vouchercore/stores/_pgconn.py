@@ -308,6 +308,16 @@ class Connections:
             f"answer from the database within {self.bound:g} s (connection closed)"
         )
 
+    @staticmethod
+    def interruption(error: psycopg.Error) -> BaseException | None:
+        """The non-psycopg exception *error* replaced, if any: psycopg raises its own error
+        when it cannot leave pipeline mode after, say, a ``KeyboardInterrupt`` in the
+        pipeline — the interrupt is what the caller must see."""
+        context = error.__context__
+        if context is not None and not isinstance(context, psycopg.Error):
+            return context
+        return None
+
     def failed(self, lease: Lease, action: str, error: psycopg.Error) -> StorageError:
         """:meth:`fail`, or :meth:`timed_out` if the watchdog ended the lease's round trip."""
         return self.timed_out(action) if lease.timed_out else self.fail(action, error)

@@ -350,8 +350,13 @@ class MemoryStore(Store[_Unit]):
             if unit.claims is not None:
                 self._settle_keys(unit)
         finally:
-            unit.purged = False
-            unit.lock.release()
+            try:
+                if unit.claims is not None:  # settling raised before it released them
+                    unit.kept = None
+                    self._settle_keys(unit)
+            finally:
+                unit.purged = False
+                unit.lock.release()
 
     def _index_points(self, record: VoucherRecord) -> None:
         """Keep the card's entry in the points expiry index equal to its ``points_due_at``."""

@@ -699,6 +699,11 @@ class PostgresStore(Store[SqlUnit]):
                 conn.execute("COMMIT")
             lease.deadline = NEVER
         except psycopg.Error as error:
+            interrupted = self._connections.interruption(error)
+            if interrupted is not None:  # psycopg's error hides ours: the state is unknown
+                lease.broken = True
+                self._release(lease)
+                raise interrupted from None
             self._release(lease, rollback=True)
             raise self._connections.failed(lease, "commit", error) from error
         except BaseException:
