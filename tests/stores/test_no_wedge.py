@@ -8,7 +8,8 @@ writes a key, the voucher, a session delete, a transaction and a redemption):
 
 * inside ``begin``, once the voucher is locked (SQL stores: decoding the row raises);
 * in the domain, before it decides, after it decides (before applying), and after it applied;
-* at each write of the commit, and at the ``COMMIT`` itself (PostgreSQL: also while the
+* at commit, while gathering the unit's changes; at each write of the commit, and at the
+  ``COMMIT`` itself (PostgreSQL: also while the
   commit's round trip is in flight);
 * the memory store's commit steps (settling the idempotency key, indexing a card's points).
 
@@ -282,6 +283,18 @@ def _after_apply(monkeypatch: pytest.MonkeyPatch, once: Once, book: Book) -> Non
     monkeypatch.setattr(operations, "redeem", redeem)
 
 
+def _commit_prepare(monkeypatch: pytest.MonkeyPatch, once: Once, book: Book) -> None:
+    """SQL stores: gathering the unit's changes at commit raises (as encoding a value the
+    driver cannot take does), before any write is sent."""
+    real = _sql.SqlUnit.changes
+
+    def changes(self: _sql.SqlUnit) -> Any:
+        once.fire()
+        return real(self)
+
+    monkeypatch.setattr(_sql.SqlUnit, "changes", changes)
+
+
 def _memory_settle_keys(monkeypatch: pytest.MonkeyPatch, once: Once, book: Book) -> None:
     """Memory: storing the unit's idempotency record at commit raises (its expiry index)."""
     store = book.engine.store
@@ -372,6 +385,7 @@ STEPS: dict[str, list[tuple[str, Injector]]] = {
     "sqlite": [
         ("in-begin", _in_begin),
         *DOMAIN_STEPS,
+        ("commit-prepare", _commit_prepare),
         ("write-key", _sqlite_statement("INSERT OR REPLACE INTO idempotency_keys")),
         ("write-voucher", _sqlite_statement("UPDATE vouchers SET")),
         ("write-session", _sqlite_statement("DELETE FROM sessions WHERE voucher_id = ? AND")),
@@ -382,6 +396,7 @@ STEPS: dict[str, list[tuple[str, Injector]]] = {
     "postgres": [
         ("in-begin", _in_begin),
         *DOMAIN_STEPS,
+        ("commit-prepare", _commit_prepare),
         ("write-key", _postgres_statement("ON CONFLICT (key) DO UPDATE")),
         ("write-voucher", _postgres_statement(".vouchers SET")),
         ("write-session", _postgres_statement(".sessions WHERE voucher_id = %s AND key")),
@@ -527,3 +542,42 @@ def test_a_huge_integer_on_postgres_leaves_no_connection_in_a_transaction(
         postgres_book.engine.redeem_voucher(CARD, credits=5, metadata={"n": 10**5000})
     assert not isinstance(raised.value, AssertionError)
     assert_released(postgres_book, probe, before)
+
+
+# --- a second fault while the unit is being aborted ---------------------------------------------
+
+
+ABORTS = [
+    pytest.param("sqlite", _sqlite_statement("ROLLBACK"), True, id="sqlite-rollback"),
+    # a keyed unit wrote its key's placeholder row: its abort is a ROLLBACK; an unkeyed one
+    # wrote nothing: its abort is a quiet COMMIT (pipelined)
+    pytest.param("postgres", _postgres_statement("ROLLBACK"), True, id="postgres-rollback"),
+    pytest.param(
+        "postgres", _postgres_statement("synchronous_commit"), False, id="postgres-quiet-commit"
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "inject", "keyed"), ABORTS)
+def test_an_interrupt_while_aborting_still_releases_the_voucher(
+    kind: str,
+    inject: Injector,
+    keyed: bool,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    probe: Probe,
+) -> None:
+    """The domain raises, and the abort that follows is interrupted (a second Ctrl-C) before
+    its statement runs: the unit still ends, nothing held, nothing stored."""
+    book = _book_of(request, kind)
+    before = state_snapshot(book.engine)
+    first, second = Once(RAISES["ValueError"]), Once(RAISES["KeyboardInterrupt"])
+    _before_decision(monkeypatch, first, book)
+    inject(monkeypatch, second, book)
+    with pytest.raises(KeyboardInterrupt):
+        book.engine.redeem_voucher(
+            CARD, credits=500, session_key=HOLD, idempotency_key="idem-1" if keyed else None
+        )
+    assert first.fired and second.fired
+    monkeypatch.undo()
+    assert_released(book, probe, before)

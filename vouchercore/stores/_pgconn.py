@@ -344,17 +344,23 @@ class Connections:
         """End a transaction that wrote nothing (a unit's writes are only ever sent with its
         ``COMMIT``): ``COMMIT`` without waiting for the WAL flush its row lock would cost. Not
         ``ROLLBACK``: psycopg drops every prepared statement of a connection that rolls back.
-        A transaction in error is rolled back."""
-        with suppress(psycopg.Error):
+        A transaction in error is rolled back. Driver errors are ignored (a connection left
+        in a transaction is closed when given back); an interrupt psycopg's own error hides is
+        raised."""
+        try:
             if conn.closed:
                 return
-            status = conn.info.transaction_status
+            status = conn.pgconn.transaction_status
             if status == _INTRANS:
                 with conn.pipeline():
                     conn.execute(NO_FLUSH)
                     conn.execute("COMMIT")
             elif status != _IDLE:
                 conn.execute("ROLLBACK")
+        except psycopg.Error as error:
+            interrupted = Connections.interruption(error)
+            if interrupted is not None:
+                raise interrupted from None
 
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's connections, open a pool of our own."""
