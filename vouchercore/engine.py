@@ -1075,8 +1075,12 @@ class Engine:
         store = self._store
         unit = store.begin(code_or_id)
         if unit is not None:
-            if unit.record.state in (VISIBLE_OR_DELETED if deleted else VISIBLE):
-                return Opened(store, unit)
+            try:
+                if unit.record.state in (VISIBLE_OR_DELETED if deleted else VISIBLE):
+                    return Opened(store, unit)
+            except BaseException:  # an interrupt before the with statement owns the unit
+                store.abort(unit)
+                raise
             store.abort(unit)
         raise _not_found(code_or_id)
 

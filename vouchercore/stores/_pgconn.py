@@ -17,6 +17,22 @@ statements on the leases :class:`Connections` hands out.
   ``40001``/``40P01``), and at once on a pooled connection found dead (the pool's idle
   connections are checked first). A connection whose transaction state is unknown after an
   error is rolled back or, if broken, discarded by the pool and replaced.
+* **Time bounds.** Every wait is bounded by *timeout*: for a pooled connection (the pool's
+  ``getconn``); on the server, for a lock and for each statement — the store's own connections
+  are opened with ``lock_timeout`` and ``statement_timeout`` equal to *timeout* (libpq
+  ``options``, no round trip), a ``connect_timeout``, TCP keepalives and ``tcp_user_timeout``
+  (a dead peer or network). A server that accepts a round trip and never answers (frozen, or
+  its host gone silent) is caught by a watchdog thread: a round trip of a lease still waiting
+  after twice *timeout* (at least *timeout* + 1 s) has its socket shut down, and the call
+  raises :class:`StorageError`. Lease holders arm the watchdog around each round trip
+  (:meth:`Connections.arm`): two stores of a float, no lock.
+* **What a failure leaves.** A lease is given back only with its connection idle (no
+  transaction open). Any error other than psycopg's — a bug, a value the driver refuses, an
+  interrupt (``KeyboardInterrupt``) — while a lease holds a connection marks it *broken*: its
+  state is unknown (a statement or pipeline may be half-sent), so it is closed — the server
+  rolls back and releases every lock — and the pool replaces it. A connection that cannot be
+  brought back to idle is closed too. The one connection handed to the store is rolled back
+  when possible and closed only if that fails.
 * **Fork.** A forked child never touches its parent's connections: it opens a pool of its own
   on first use (a single connection cannot cross ``fork``).
 * **Errors** name the database's address (host, port, database), never its password.
@@ -24,10 +40,13 @@ statements on the leases :class:`Connections` hands out.
 
 from __future__ import annotations
 
+import math
 import os
 import random
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, Final, TypeVar
@@ -62,6 +81,10 @@ _FIRST_BACKOFF: Final = 0.01
 _MAX_BACKOFF: Final = 1.0
 _IDLE: Final = TransactionStatus.IDLE
 _INTRANS: Final = TransactionStatus.INTRANS
+_INERROR: Final = TransactionStatus.INERROR
+#: a lease's deadline while it is not in a round trip
+NEVER: Final = math.inf
+_monotonic = time.monotonic
 
 #: Pools a forked child inherited: kept referenced (never closed, never collected) so that the
 #: child never writes to its parent's sockets.
@@ -108,9 +131,24 @@ def _pool_settings(pool: ConnectionPool[Any]) -> tuple[str, dict[str, Any]]:
 
 
 class Lease:
-    """A connection taken (from the pool or the one connection) that must be given back."""
+    """A connection taken (from the pool or the one connection) that must be given back.
 
-    __slots__ = ("conn", "done", "held", "pool", "restore_autocommit")
+    ``deadline`` is when the watchdog shuts the connection's socket if the round trip in
+    flight has not been answered (:data:`NEVER` between round trips); ``broken`` marks a
+    connection whose state is unknown (closed when given back); ``timed_out`` one the
+    watchdog shut.
+    """
+
+    __slots__ = (
+        "broken",
+        "conn",
+        "deadline",
+        "done",
+        "held",
+        "pool",
+        "restore_autocommit",
+        "timed_out",
+    )
 
     def __init__(self, conn: Conn, pool: ConnectionPool[Any] | None) -> None:
         self.conn = conn
@@ -118,6 +156,9 @@ class Lease:
         self.restore_autocommit = False
         self.done = False
         self.held: list[Lease] | None = None  # the opening thread's open units, while open
+        self.deadline = NEVER
+        self.broken = False
+        self.timed_out = False
 
 
 class Connections:
@@ -161,6 +202,15 @@ class Connections:
         self._connection_lock = threading.Lock()
         self._conninfo = ""
         self._kwargs: dict[str, Any] = {}
+        #: how long a round trip may go unanswered before the watchdog ends it
+        self.bound = timeout + max(timeout, 1.0)
+        #: the leases given out and not yet given back (the watchdog's to check), its lock,
+        #: and the watchdog (started on the first lease, in each process)
+        self._active: set[Lease] = set()
+        self._active_lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_pid = 0
+        self._stop = threading.Event()
         if isinstance(source, str):
             self._conninfo = source
             self._kwargs = self._own_kwargs(self._describe(source, {}))
@@ -215,13 +265,29 @@ class Connections:
 
     def _own_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
         """Connection settings of our own connections: autocommit (the store writes
-        ``BEGIN``/``COMMIT`` itself, pipelined), ``TimeZone`` UTC, a connect timeout."""
-        options = f"{params.get('options') or ''} -c TimeZone=UTC".strip()
-        kwargs: dict[str, Any] = {"autocommit": True, "options": options}
-        if not params.get("connect_timeout"):
-            kwargs["connect_timeout"] = max(2, round(self.timeout))
-        if not params.get("application_name"):
-            kwargs["application_name"] = "vouchercore"
+        ``BEGIN``/``COMMIT`` itself, pipelined), ``TimeZone`` UTC, and the time bounds (see
+        the module docstring) — each unless the connection string sets it already."""
+        given = str(params.get("options") or "")
+        options = [given, "-c TimeZone=UTC"] if given else ["-c TimeZone=UTC"]
+        milliseconds = max(1, round(self.timeout * 1000))
+        for setting in ("lock_timeout", "statement_timeout"):
+            if setting not in given:
+                options.append(f"-c {setting}={milliseconds}")
+        kwargs: dict[str, Any] = {"autocommit": True, "options": " ".join(options)}
+        seconds = max(1, math.ceil(self.timeout))
+        defaults: dict[str, Any] = {
+            "connect_timeout": max(2, seconds),
+            "application_name": "vouchercore",
+            # a peer that stopped answering at the TCP level (host down, network cut)
+            "keepalives": 1,
+            "keepalives_idle": seconds,
+            "keepalives_interval": seconds,
+            "keepalives_count": 3,
+            "tcp_user_timeout": round(self.bound * 1000),
+        }
+        for name, value in defaults.items():
+            if not params.get(name):
+                kwargs[name] = value
         return kwargs
 
     def _open_pool(self, conninfo: str, kwargs: dict[str, Any]) -> ConnectionPool[Any]:
@@ -235,6 +301,27 @@ class Connections:
             open=True,
         )
 
+    def timed_out(self, action: str) -> StorageError:
+        """The error to raise when the watchdog ended a round trip of *action*."""
+        return StorageError(
+            f"PostgreSQL store {self.address} (schema {self.schema!r}): {action} failed: no "
+            f"answer from the database within {self.bound:g} s (connection closed)"
+        )
+
+    @staticmethod
+    def interruption(error: psycopg.Error) -> BaseException | None:
+        """The non-psycopg exception *error* replaced, if any: psycopg raises its own error
+        when it cannot leave pipeline mode after, say, a ``KeyboardInterrupt`` in the
+        pipeline — the interrupt is what the caller must see."""
+        context = error.__context__
+        if context is not None and not isinstance(context, psycopg.Error):
+            return context
+        return None
+
+    def failed(self, lease: Lease, action: str, error: psycopg.Error) -> StorageError:
+        """:meth:`fail`, or :meth:`timed_out` if the watchdog ended the lease's round trip."""
+        return self.timed_out(action) if lease.timed_out else self.fail(action, error)
+
     def fail(self, action: str, error: BaseException) -> StorageError:
         """The error to raise for *error* while doing *action* (any password blanked out)."""
         message = str(error).strip()
@@ -246,10 +333,10 @@ class Connections:
 
     @staticmethod
     def rollback(conn: Conn) -> None:
-        """Roll back the connection's transaction, if it has one (errors ignored: a broken
-        connection is discarded when given back)."""
+        """Roll back the connection's transaction, if it has one (errors ignored: a
+        connection left in a transaction is closed when given back)."""
         with suppress(psycopg.Error):
-            if not conn.closed and conn.info.transaction_status != _IDLE:
+            if not conn.closed and conn.pgconn.transaction_status != _IDLE:
                 conn.execute("ROLLBACK")
 
     @staticmethod
@@ -257,23 +344,31 @@ class Connections:
         """End a transaction that wrote nothing (a unit's writes are only ever sent with its
         ``COMMIT``): ``COMMIT`` without waiting for the WAL flush its row lock would cost. Not
         ``ROLLBACK``: psycopg drops every prepared statement of a connection that rolls back.
-        A transaction in error is rolled back."""
-        with suppress(psycopg.Error):
+        A transaction in error is rolled back. Driver errors are ignored (a connection left
+        in a transaction is closed when given back); an interrupt psycopg's own error hides is
+        raised."""
+        try:
             if conn.closed:
                 return
-            status = conn.info.transaction_status
+            status = conn.pgconn.transaction_status
             if status == _INTRANS:
                 with conn.pipeline():
                     conn.execute(NO_FLUSH)
                     conn.execute("COMMIT")
             elif status != _IDLE:
                 conn.execute("ROLLBACK")
+        except psycopg.Error as error:
+            interrupted = Connections.interruption(error)
+            if interrupted is not None:
+                raise interrupted from None
 
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's connections, open a pool of our own."""
         self._pid = os.getpid()
         self._local = threading.local()
         self._connection_lock = threading.Lock()
+        self._active = set()  # the parent's leases are the parent's to watch
+        self._active_lock = threading.Lock()
         if self._connection is not None:
             raise StorageError(
                 f"PostgreSQL store {self.address}: a store on a single connection cannot be "
@@ -287,6 +382,41 @@ class Connections:
         self._pool = self._open_pool(self._conninfo, self._kwargs)
         self._owns_pool = True
 
+    # --- the watchdog ---------------------------------------------------------------------
+
+    def arm(self, lease: Lease) -> None:
+        """A round trip on *lease* starts: the watchdog ends it after :attr:`bound` seconds.
+        (Set ``lease.deadline = NEVER`` when it is answered.)"""
+        lease.deadline = _monotonic() + self.bound
+
+    def _start_watchdog(self) -> None:
+        self._watchdog_pid = os.getpid()
+        self._stop = threading.Event()
+        tick = min(1.0, max(0.05, self.timeout / 4))
+        thread = threading.Thread(
+            target=_watch,
+            args=(weakref.ref(self), self._stop, tick),
+            name=f"vouchercore-watchdog:{self.schema}",
+            daemon=True,
+        )
+        thread.start()
+        self._watchdog = thread
+
+    def check_deadlines(self) -> None:
+        """Shut the socket of every lease whose round trip is past its deadline (the
+        blocked call then fails with a connection error, raised as a StorageError)."""
+        now = _monotonic()
+        for lease in self._active.copy():
+            if lease.deadline > now:
+                continue
+            with self._active_lock:
+                if lease not in self._active or lease.deadline > now:
+                    continue  # given back meanwhile (its connection may serve another lease)
+                lease.timed_out = lease.broken = True
+                _shut(lease.conn)
+
+    # --- leases ---------------------------------------------------------------------------
+
     def lease(self) -> Lease:
         """A connection for one unit or read: from the pool (waiting up to *timeout*) or the
         one connection (waiting for its other user)."""
@@ -294,6 +424,10 @@ class Connections:
             raise StorageError(f"PostgreSQL store {self.address} is closed")
         if self._pid != os.getpid():
             self._after_fork()
+        if self._watchdog_pid != self._pid:
+            with self._active_lock:
+                if self._watchdog_pid != self._pid:
+                    self._start_watchdog()
         if self._connection is not None:
             if any(lease.conn is self._connection for lease in self.held()):
                 raise StorageError(
@@ -319,6 +453,7 @@ class Connections:
             except PoolClosed as error:
                 raise self.fail("connect", error) from error
             lease = Lease(conn, pool)
+        self._active.add(lease)
         conn = lease.conn
         if not conn.autocommit:  # a connection handed to us: the store writes BEGIN itself
             try:
@@ -326,20 +461,68 @@ class Connections:
             except psycopg.Error as error:
                 self.release(lease, rollback=True)
                 raise self.fail("connect", error) from error
+            except BaseException:
+                lease.broken = True
+                self.release(lease)
+                raise
             lease.restore_autocommit = True
         return lease
 
     def release(self, lease: Lease, *, rollback: bool = False, quietly: bool = False) -> None:
         """Give the connection back, first rolling back or quietly ending (see
-        :meth:`end_quietly`) its transaction if asked; idempotent."""
+        :meth:`end_quietly`) its transaction if asked; idempotent.
+
+        The connection goes back idle or not at all: a *broken* lease's connection, one
+        interrupted while ending its transaction, or one still in a transaction after it, is
+        closed (see :meth:`_discard`) — the server then rolls back and releases its locks —
+        and the pool replaces it."""
         if lease.done:
             return
         lease.done = True
         conn = lease.conn
-        if rollback:
-            self.rollback(conn)
-        elif quietly:
-            self.end_quietly(conn)
+        try:
+            if not lease.broken:
+                self.arm(lease)
+                try:
+                    if rollback:
+                        self.rollback(conn)
+                    elif quietly:
+                        self.end_quietly(conn)
+                except BaseException:
+                    lease.broken = True  # interrupted mid-statement: its state is unknown
+                    raise
+                finally:
+                    lease.deadline = NEVER
+        finally:
+            try:
+                if lease.broken or (not conn.closed and conn.pgconn.transaction_status != _IDLE):
+                    self._discard(lease)
+            finally:
+                self._give_back(lease)
+
+    def _discard(self, lease: Lease) -> None:
+        """Close the lease's connection (its transaction rolls back on the server). The one
+        connection handed to the store is the caller's: it is rolled back if it can be, and
+        closed only if it cannot."""
+        conn = lease.conn
+        if conn.closed:
+            return
+        try:
+            if lease.pool is None and not lease.timed_out:
+                with suppress(psycopg.Error):
+                    self.arm(lease)
+                    if conn.pgconn.transaction_status in (_INTRANS, _INERROR):
+                        conn.rollback()
+                lease.deadline = NEVER
+        finally:
+            if conn.pgconn.transaction_status != _IDLE or lease.pool is not None:
+                conn.close()
+
+    def _give_back(self, lease: Lease) -> None:
+        """Hand the connection back to where it came from (the pool discards a closed one)."""
+        conn = lease.conn
+        with self._active_lock:
+            self._active.discard(lease)
         if lease.held is not None:
             with suppress(ValueError):
                 lease.held.remove(lease)
@@ -352,7 +535,7 @@ class Connections:
         if lease.pool is not None:
             pool, lease.pool = lease.pool, None
             with suppress(psycopg.Error):
-                pool.putconn(conn)  # a broken connection is discarded and replaced by the pool
+                pool.putconn(conn)  # a closed connection is discarded and replaced by the pool
         elif conn is self._connection:
             with suppress(RuntimeError):
                 self._connection_lock.release()
@@ -373,15 +556,22 @@ class Connections:
             lease = self.lease()
             pooled = lease.pool is not None
             try:
-                return lease, work(lease)
+                lease.deadline = _monotonic() + self.bound
+                result = work(lease)
+                lease.deadline = NEVER
+                return lease, result
             except psycopg.Error as error:
                 broken = lease.conn.closed
+                timed_out = lease.timed_out
                 self.release(lease, rollback=True)
+                if timed_out:
+                    raise self.timed_out(action) from error
                 retry = (broken and pooled) or error.sqlstate in _RETRYABLE
                 if attempt >= self.retries or not retry:
                     raise self.fail(action, error) from error
             except BaseException:
-                self.release(lease, rollback=True)
+                lease.broken = True
+                self.release(lease)
                 raise
             attempt += 1
             if broken:
@@ -400,18 +590,47 @@ class Connections:
         has one, else on a connection of its own."""
         held = self.held()
         if held:
+            lease = held[-1]
             try:
-                return held[-1].conn.execute(sql, params).fetchall()
+                self.arm(lease)
+                rows = lease.conn.execute(sql, params).fetchall()
+                lease.deadline = NEVER
+                return rows
             except psycopg.Error as error:
-                raise self.fail("read", error) from error
+                raise self.failed(lease, "read", error) from error
+            except BaseException:
+                lease.broken = True
+                raise
         lease, rows = self.attempt("read", lambda lease: lease.conn.execute(sql, params).fetchall())
         self.release(lease)
         return rows
 
     def close(self) -> None:
         """Close our own pool (in this process); a pool or connection handed to us is left
-        open. Idempotent."""
+        open. Stops the watchdog. Idempotent."""
         self._closed = True
+        self._stop.set()
         pool, self._pool = self._pool, None
         if self._owns_pool and pool is not None and self._pid == os.getpid():
             pool.close()
+
+
+def _watch(ref: weakref.ReferenceType[Connections], stop: threading.Event, tick: float) -> None:
+    """The watchdog's loop: every *tick* seconds, until the store is closed or collected."""
+    while not stop.wait(tick):
+        connections = ref()
+        if connections is None:
+            return
+        connections.check_deadlines()
+        del connections
+
+
+def _shut(conn: Conn) -> None:
+    """Shut down *conn*'s socket (not close its descriptor, which libpq owns): a call waiting
+    on it wakes up to a closed connection."""
+    with suppress(Exception):
+        duplicate = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            duplicate.shutdown(socket.SHUT_RDWR)
+        finally:
+            duplicate.close()

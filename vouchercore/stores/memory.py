@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any, overload
 
@@ -93,6 +93,19 @@ _id = itemgetter(_TRANSACTION_ROWS.column("id"))  # a log row's transaction id
 _LOYALTY = VoucherType.LOYALTY_CARD
 _PURGED = VoucherState.PURGED
 _id_of = attrgetter("id")
+
+
+def _each(end: Callable[[_Unit], None], units: Sequence[_Unit]) -> None:
+    """``end(unit)`` for every unit, even after one raised; then the first error, if any."""
+    error: BaseException | None = None
+    for unit in units:
+        try:
+            end(unit)
+        except BaseException as raised:
+            if error is None:
+                error = raised
+    if error is not None:
+        raise error
 
 
 class _Stats:
@@ -234,8 +247,12 @@ class MemoryStore(Store[_Unit]):
         if unit is None:  # first use: setdefault is atomic, so racing threads share one unit
             unit = self._units.setdefault(record.id, _Unit(self, record))
         unit.lock.acquire()
-        if record.state is not _PURGED:
-            return unit
+        try:
+            if record.state is not _PURGED:
+                return unit
+        except BaseException:  # an interrupt right after the lock was taken: give it back
+            unit.lock.release()
+            raise
         unit.lock.release()  # force-deleted while this thread waited: gone
         return None
 
@@ -258,11 +275,16 @@ class MemoryStore(Store[_Unit]):
         unit = self._open(record)
         if unit is None:
             return None
-        row = self._redemptions.get(redemption_id)  # re-read under the voucher's lock
-        if row is None:
+        try:
+            row = self._redemptions.get(redemption_id)  # re-read under the voucher's lock
+            found = None if row is None else Redemption.from_row(row)
+        except BaseException:
+            self.abort(unit)
+            raise
+        if found is None:
             self.abort(unit)
             return None
-        return unit, Redemption.from_row(row)
+        return unit, found
 
     def begin_many(self, codes: Sequence[str]) -> list[_Unit] | None:
         """The vouchers' units, locked in id order (two callers naming the same vouchers in
@@ -272,47 +294,69 @@ class MemoryStore(Store[_Unit]):
         if any(record is None for record in records):
             return None
         units: dict[str, _Unit] = {}
-        for record in sorted({r.id: r for r in records if r is not None}.values(), key=_id_of):
-            unit = self._open(record)
-            if unit is None:  # force-deleted meanwhile
-                self.abort_many(list(units.values()))
-                return None
-            units[record.id] = unit
-        return [units[record.id] for record in records if record is not None]
+        try:
+            for record in sorted({r.id: r for r in records if r is not None}.values(), key=_id_of):
+                unit = self._open(record)
+                if unit is None:  # force-deleted meanwhile
+                    self.abort_many(list(units.values()))
+                    return None
+                units[record.id] = unit
+            return [units[record.id] for record in records if record is not None]
+        except BaseException:  # interrupted while waiting for a lock: release those taken
+            self.abort_many(list(units.values()))
+            raise
 
     def commit_many(self, units: Sequence[_Unit]) -> None:
-        """Release every unit (their changes are in place already)."""
-        for unit in distinct_units(units):
-            self.commit(unit)
+        """Release every unit (their changes are in place already), each one even if ending
+        another raised (the first error is raised once all are released)."""
+        _each(self.commit, distinct_units(units))
 
     def abort_many(self, units: Sequence[_Unit]) -> None:
-        """Release every unit."""
-        for unit in distinct_units(units):
-            self.abort(unit)
+        """Release every unit (see :meth:`commit_many`)."""
+        _each(self.abort, distinct_units(units))
 
     def _find(self, code_or_id: str) -> VoucherRecord | None:
         record = self._by_code.get(code_or_id)
         return record if record is not None else self._by_id.get(code_or_id)
 
     def commit(self, unit: _Unit) -> None:
-        if unit.record.type is _LOYALTY:
-            self._index_points(unit.record)
-        if unit.purged:
-            unit.purged = False
-            self._forget(unit.record)
-        if unit.claims is not None:
-            self._settle_keys(unit)
-        unit.lock.release()
+        # whatever raises here (a bug, an interrupt), the claims and the lock are released
+        try:
+            if unit.record.type is _LOYALTY:
+                self._index_points(unit.record)
+            if unit.purged:
+                unit.purged = False
+                self._forget(unit.record)
+        except BaseException:
+            unit.kept = None  # a commit that failed keeps no idempotency record
+            raise
+        finally:
+            self._release(unit)
 
     def abort(self, unit: _Unit) -> None:
         # what the domain applied in place stays applied (it applies nothing it has not
         # decided): the index follows the record either way
-        if unit.record.type is _LOYALTY:
-            self._index_points(unit.record)
-        if unit.claims is not None:
-            unit.kept = None
-            self._settle_keys(unit)
-        unit.lock.release()
+        unit.kept = None
+        try:
+            if unit.record.type is _LOYALTY:
+                self._index_points(unit.record)
+        finally:
+            self._release(unit)
+
+    def _release(self, unit: _Unit) -> None:
+        """Settle the unit's idempotency keys (if it claimed any), then release its lock —
+        the lock even if settling raised."""
+        try:
+            if unit.claims is not None:
+                self._settle_keys(unit)
+        finally:
+            try:
+                if unit.claims is not None:  # settling raised before it released them
+                    unit.kept = None
+                    self._settle_keys(unit)
+            finally:
+                unit.purged = False
+                unit.lock.release()
 
     def _index_points(self, record: VoucherRecord) -> None:
         """Keep the card's entry in the points expiry index equal to its ``points_due_at``."""
@@ -360,16 +404,19 @@ class MemoryStore(Store[_Unit]):
     def _settle_keys(self, unit: _Unit) -> None:
         """Store the unit's kept records, then release its claims (waking their waiters)."""
         with self._keys_lock:
-            for record in unit.kept or ():
-                old = self._keys.get(record.key)
-                if old is not None:
-                    self._key_expiry.remove(old)
-                self._keys[record.key] = record
-                self._key_expiry.add(record)
-            for key in unit.claims or ():
-                self._claims.pop(key).set()
-        unit.claims = None
-        unit.kept = None
+            try:
+                for record in unit.kept or ():
+                    old = self._keys.get(record.key)
+                    if old is not None:
+                        self._key_expiry.remove(old)
+                    self._keys[record.key] = record
+                    self._key_expiry.add(record)
+            finally:  # the claims are released whatever storing the records raised
+                claims, unit.claims, unit.kept = unit.claims, None, None
+                for key in claims or ():
+                    claimed = self._claims.pop(key, None)
+                    if claimed is not None:
+                        claimed.set()
 
     def expire_keys(self, now: int) -> int:
         """Forget key records with ``expires_at <= now``, soonest first: O(k log n)."""

@@ -83,6 +83,7 @@ from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
 from vouchercore.ports import SessionCounts, Store, distinct_units
 from vouchercore.stores import _schema, _sql
 from vouchercore.stores._pgconn import (
+    NEVER,
     NO_FLUSH,
     STORE_OPTIONS,
     Conn,
@@ -373,6 +374,7 @@ class PostgresStore(Store[SqlUnit]):
         self._attempt = connections.attempt
         self._held = connections.held
         self._read = connections.read
+        self._arm = connections.arm
         connections.open(self._ensure_schema)
 
     @classmethod
@@ -427,6 +429,8 @@ class PostgresStore(Store[SqlUnit]):
                 for statement in self._sql.ddl:
                     conn.execute(statement)
             elif isinstance(version, int) and version < SCHEMA_VERSION:
+                # a migration may rewrite a large table: not bounded by statement_timeout
+                conn.execute("SET LOCAL statement_timeout = 0")
                 for statement in self._sql.upgrade(version):
                     conn.execute(statement)
             conn.execute("COMMIT")
@@ -490,9 +494,11 @@ class PostgresStore(Store[SqlUnit]):
                 found = conn.execute(self._bulk.ids_stored, ([k[0] for k in keys],)).fetchall()
                 stored.update((id_, code) for id_, code in found)
             conn.execute(self._bulk.create_staging)
+            self._arm(lease)
             with conn.cursor().copy(self._bulk.copy_staging) as copy:
                 for row in rows:
                     copy.write_row(row)
+            self._arm(lease)
             cursor = conn.execute(self._bulk.insert_staged)
             stored.update((id_, code) for id_, code in cursor.fetchall())
             conn.execute("COMMIT")
@@ -534,14 +540,20 @@ class PostgresStore(Store[SqlUnit]):
         voucher_id = _sql.voucher_id(row)
         if not found or any(_sql.session_voucher_id(s) != voucher_id for s in found):
             # another voucher resolved (created meanwhile with this code): read ours by id
+            self._arm(lease)
             found = conn.execute(self._sql.sessions_by_id, (voucher_id,)).fetchall()
         return self._unit(lease, row, [s for s in found if _sql.session_key(s) is not None])
 
     def _next_transaction_seq(self, lease: Lease) -> int:
         try:
+            self._arm(lease)
             row = lease.conn.execute(self._sql.next_transaction).fetchone()
+            lease.deadline = NEVER
         except psycopg.Error as error:
-            raise self._fail("next transaction id", error) from error
+            raise self._connections.failed(lease, "next transaction id", error) from error
+        except BaseException:
+            lease.broken = True  # interrupted mid-statement: closed when the unit ends
+            raise
         assert row is not None
         return int(row[0])
 
@@ -600,6 +612,7 @@ class PostgresStore(Store[SqlUnit]):
             ids = [row[0] for row in rows if row is not None]
             units: dict[str, SqlUnit] = {}
             for voucher_id in sorted(set(ids)):
+                self._arm(lease)  # each lock waits up to lock_timeout
                 row = conn.execute(self._sql.lock_voucher_by_id, (voucher_id,)).fetchone()
                 if row is None:  # force-deleted meanwhile
                     return None
@@ -673,9 +686,10 @@ class PostgresStore(Store[SqlUnit]):
         lease: Lease = units[0].handle
         if lease.done:
             raise StorageError(f"PostgreSQL store {self.address}: {units[0]!r} has ended already")
-        every = [unit.changes() for unit in units]
         conn = lease.conn
         try:
+            every = [unit.changes() for unit in units]
+            self._arm(lease)
             with conn.pipeline():
                 if all(changes.empty for changes in every):
                     conn.execute(NO_FLUSH)
@@ -683,11 +697,20 @@ class PostgresStore(Store[SqlUnit]):
                     for changes in every:
                         self._write(conn, changes)
                 conn.execute("COMMIT")
+            lease.deadline = NEVER
         except psycopg.Error as error:
+            interrupted = self._connections.interruption(error)
+            if interrupted is not None:  # psycopg's error hides ours: the state is unknown
+                lease.broken = True
+                self._release(lease)
+                raise interrupted from None
             self._release(lease, rollback=True)
-            raise self._fail("commit", error) from error
+            raise self._connections.failed(lease, "commit", error) from error
         except BaseException:
-            self._release(lease, rollback=True)
+            # anything else — a value the driver cannot send, a bug, an interrupt — may have
+            # left the pipeline half-sent: the connection is closed (the server rolls back)
+            lease.broken = True
+            self._release(lease)
             raise
         self._release(lease)
 
@@ -706,14 +729,21 @@ class PostgresStore(Store[SqlUnit]):
         conn = lease.conn
         try:
             for _ in range(10):  # a record deleted between the two statements: claim again
+                self._arm(lease)  # each statement may wait up to lock_timeout for the key
                 if conn.execute(self._sql.claim_key, (key,)).fetchone() is not None:
+                    lease.deadline = NEVER
                     unit.placeholders.append(key)
                     return None
+                self._arm(lease)
                 row = conn.execute(self._sql.lock_key, (key,)).fetchone()
+                lease.deadline = NEVER
                 if row is not None:
                     return _sql.key_from_row(_from_db(row, KEYS.instants))
         except psycopg.Error as error:
-            raise self._fail("claim idempotency key", error) from error
+            raise self._connections.failed(lease, "claim idempotency key", error) from error
+        except BaseException:
+            lease.broken = True  # interrupted mid-statement: closed when the unit ends
+            raise
         raise StorageError(f"PostgreSQL store {self.address}: idempotency key {key!r} keeps moving")
 
     def keep_key(self, unit: SqlUnit, record: KeyRecord) -> None:

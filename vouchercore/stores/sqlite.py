@@ -316,8 +316,11 @@ class SQLiteStore(Store[SqlUnit]):
         conn = self._conn()
         try:
             self._begin(conn)
-        except sqlite3.Error as error:
-            raise self._fail(action, error) from error
+        except BaseException as error:
+            self._rollback(conn)  # an interrupt may land just after BEGIN succeeded
+            if isinstance(error, sqlite3.Error):
+                raise self._fail(action, error) from error
+            raise
         try:
             yield conn
             conn.execute("COMMIT")
@@ -327,11 +330,29 @@ class SQLiteStore(Store[SqlUnit]):
                 raise self._fail(action, error) from error
             raise
 
-    @staticmethod
-    def _rollback(conn: sqlite3.Connection) -> None:
-        with contextlib.suppress(sqlite3.Error):
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        """End the connection's transaction, if it has one, storing nothing. A connection
+        whose ``ROLLBACK`` fails — or is interrupted — is closed (SQLite rolls back on close)
+        and forgotten, so the file's write lock is never left held."""
+        try:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            return
+        except sqlite3.Error:
+            pass
+        except BaseException:
+            self._discard(conn)
+            raise
+        self._discard(conn)
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        """Close *conn* (its open transaction, if any, rolls back) and forget it: this thread
+        opens a new connection on its next call."""
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+            self._local.bulk = False
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -420,14 +441,17 @@ class SQLiteStore(Store[SqlUnit]):
         return next_seq
 
     def begin(self, code_or_id: str) -> SqlUnit | None:
-        """Open ``BEGIN IMMEDIATE`` and load the voucher and its sessions (None: not found)."""
+        """Open ``BEGIN IMMEDIATE`` and load the voucher and its sessions (None: not found).
+        Anything raised after ``BEGIN`` rolls it back."""
         conn = self._conn()
         try:
             self._begin(conn)
             unit = self._load(conn, code_or_id)
-        except sqlite3.Error as error:
+        except BaseException as error:
             self._rollback(conn)
-            raise self._fail("begin", error) from error
+            if isinstance(error, sqlite3.Error):
+                raise self._fail("begin", error) from error
+            raise
         if unit is None:
             self._rollback(conn)
         return unit
@@ -445,9 +469,11 @@ class SQLiteStore(Store[SqlUnit]):
                 if row is None
                 else self._load(conn, _sql.redemption_voucher_id(row), by_id=True)
             )
-        except sqlite3.Error as error:
+        except BaseException as error:
             self._rollback(conn)
-            raise self._fail("begin", error) from error
+            if isinstance(error, sqlite3.Error):
+                raise self._fail("begin", error) from error
+            raise
         if unit is None or row is None:
             self._rollback(conn)
             return None
@@ -469,9 +495,11 @@ class SQLiteStore(Store[SqlUnit]):
                     if unit is None:
                         break
                 units.append(unit)
-        except sqlite3.Error as error:
+        except BaseException as error:
             self._rollback(conn)
-            raise self._fail("begin", error) from error
+            if isinstance(error, sqlite3.Error):
+                raise self._fail("begin", error) from error
+            raise
         if len(units) < len(codes):
             self._rollback(conn)
             return None
@@ -482,15 +510,20 @@ class SQLiteStore(Store[SqlUnit]):
         self.commit_many((unit,))
 
     def commit_many(self, units: Sequence[SqlUnit]) -> None:
-        """Write what the units changed and ``COMMIT`` (all or nothing)."""
+        """Write what the units changed and ``COMMIT`` (all or nothing). Anything raised
+        on the way — a driver error (a :class:`StorageError`), a value the driver cannot bind,
+        an interrupt — rolls the transaction back and propagates: nothing is stored and the
+        write lock is released."""
         conn: sqlite3.Connection = units[0].handle
         try:
             for unit in distinct_units(units):
                 self._write_changes(conn, unit.changes())
             conn.execute("COMMIT")
-        except sqlite3.Error as error:
+        except BaseException as error:
             self._rollback(conn)
-            raise self._fail("commit", error) from error
+            if isinstance(error, sqlite3.Error):
+                raise self._fail("commit", error) from error
+            raise
 
     def abort_many(self, units: Sequence[SqlUnit]) -> None:
         """``ROLLBACK`` the units' one transaction."""
