@@ -331,7 +331,11 @@ class MemoryStore(Store[_Unit]):
             unit.kept = None  # a commit that failed keeps no idempotency record
             raise
         finally:
-            self._release(unit)
+            if unit.claims is None:  # the hot path: no keys to settle
+                unit.purged = False
+                unit.lock.release()
+            else:
+                self._release(unit)
 
     def abort(self, unit: _Unit) -> None:
         # what the domain applied in place stays applied (it applies nothing it has not
