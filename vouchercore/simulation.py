@@ -42,7 +42,9 @@ still pass.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import queue
 import random
 import threading
@@ -644,6 +646,7 @@ def _run_processes(
             message = _next_message(messages, workers, deadline)
             _raise_if_failed(message)
             ready += 1
+        _pause_before_go(workers)
         started = time.perf_counter()
         go.set()
         finished = 0
@@ -663,6 +666,24 @@ def _run_processes(
                 worker.terminate()
                 worker.join()
     return outcomes, points, started
+
+
+# A test hook, not a feature: when the environment variable names a file, the parent writes its
+# own pid and its terminal processes' pids there (JSON, atomically) once every terminal is ready,
+# then sleeps instead of telling them to go, so a test can SIGKILL the parent at exactly that
+# point (tests/processes/test_simulate_orphans.py).
+_PAUSE_BEFORE_GO = "VOUCHERCORE_SIMULATE_PAUSE_BEFORE_GO"
+
+
+def _pause_before_go(workers: Sequence[Any]) -> None:
+    path = os.environ.get(_PAUSE_BEFORE_GO)
+    if not path:
+        return
+    pids = {"parent": os.getpid(), "workers": [worker.pid for worker in workers]}
+    with open(f"{path}.tmp", "w", encoding="utf-8") as file:
+        json.dump(pids, file)
+    os.replace(f"{path}.tmp", path)
+    time.sleep(3_600)  # until the test kills this process
 
 
 def _report(progress: Callable[[int], None] | None, done: Sequence[int]) -> None:
