@@ -16,6 +16,7 @@ has exited all the same).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -123,8 +124,6 @@ def test_terminal_processes_and_the_resource_tracker_exit_when_the_parent_is_kil
             left = {name: pid for name, pid in left.items() if _alive(pid, starts[name])}
         assert not left, f"still running {LIVENESS_SECONDS:.0f} s after the parent died: {left}"
     finally:
-        try:
-            os.killpg(parent.pid, signal.SIGKILL)  # the orphans of a failed run, if any
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):  # the orphans of a failed run, if any
+            os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
