@@ -18,7 +18,8 @@ Two ways to run the terminals:
   default, or a SQLite/PostgreSQL URL), a :class:`~vouchercore.clock.FakeClock`;
 * processes (``processes=N``, SQL stores only): the parent creates the vouchers, then N OS
   processes (``spawn``) each open their own engine on the store URL and run one terminal; the
-  parent collects their outcome counts, sweeps and audits.
+  parent collects their outcome counts, sweeps and audits. A terminal process exits when the
+  parent dies, even by SIGKILL (:func:`_exit_with_parent`): none is left waiting for a go.
 
 The clock across processes: a :class:`SharedClock`, the simulated instant kept in shared memory
 (an 8-byte integer of microseconds behind a lock). Every process reads it once per operation
@@ -42,9 +43,14 @@ still pass.
 
 from __future__ import annotations
 
+import ctypes
+import json
 import multiprocessing
+import os
 import queue
 import random
+import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -72,6 +78,9 @@ SIMULATION_START = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 
 #: How long the parent waits for a terminal process to open its engine (seconds).
 PROCESS_START_TIMEOUT = 120.0
+
+#: How often a terminal process checks that its parent is still alive (seconds).
+PARENT_POLL_SECONDS = 0.5
 
 #: The share of steps that are loyalty traffic (accruals, cancellations, transfers).
 LOYALTY_SHARE = 0.12
@@ -627,7 +636,19 @@ def _run_processes(
     workers = [
         context.Process(
             target=_terminal_process,
-            args=(i, store, clock, seed, codes, max_step_us, shares[i], done, go, messages),
+            args=(
+                os.getpid(),
+                i,
+                store,
+                clock,
+                seed,
+                codes,
+                max_step_us,
+                shares[i],
+                done,
+                go,
+                messages,
+            ),
             name=f"vouchercore-terminal-{i}",
             daemon=True,
         )
@@ -644,6 +665,7 @@ def _run_processes(
             message = _next_message(messages, workers, deadline)
             _raise_if_failed(message)
             ready += 1
+        _pause_before_go(workers)
         started = time.perf_counter()
         go.set()
         finished = 0
@@ -663,6 +685,24 @@ def _run_processes(
                 worker.terminate()
                 worker.join()
     return outcomes, points, started
+
+
+# A test hook, not a feature: when the environment variable names a file, the parent writes its
+# own pid and its terminal processes' pids there (JSON, atomically) once every terminal is ready,
+# then sleeps instead of telling them to go, so a test can SIGKILL the parent at exactly that
+# point (tests/processes/test_simulate_orphans.py).
+_PAUSE_BEFORE_GO = "VOUCHERCORE_SIMULATE_PAUSE_BEFORE_GO"
+
+
+def _pause_before_go(workers: Sequence[Any]) -> None:
+    path = os.environ.get(_PAUSE_BEFORE_GO)
+    if not path:
+        return
+    pids = {"parent": os.getpid(), "workers": [worker.pid for worker in workers]}
+    with open(f"{path}.tmp", "w", encoding="utf-8") as file:
+        json.dump(pids, file)
+    os.replace(f"{path}.tmp", path)
+    time.sleep(3_600)  # until the test kills this process
 
 
 def _report(progress: Callable[[int], None] | None, done: Sequence[int]) -> None:
@@ -701,6 +741,7 @@ def _raise_if_failed(message: tuple[str, int, Any]) -> None:
 
 
 def _terminal_process(
+    parent_pid: int,
     index: int,
     store: str,
     clock: SharedClock,
@@ -713,12 +754,15 @@ def _terminal_process(
     messages: Any,
 ) -> None:
     """The body of terminal process *index*: open an engine, say ready, wait for the go, run
-    *share* steps, send the outcome counts (or the error) back."""
+    *share* steps, send the outcome counts (or the error) back. It exits as soon as its parent
+    (*parent_pid*) dies (:func:`_exit_with_parent`)."""
+    _exit_with_parent(parent_pid)
     try:
         with Engine(store, clock=clock, seed=seed + 1 + index) as engine:
             till = _Terminal(engine, clock, seed * 1_000 + index, codes, max_step_us)
             messages.put(("ready", index, None))
-            go.wait()
+            while not go.wait(PARENT_POLL_SECONDS):
+                _exit_if_orphaned(parent_pid)
             for n in range(share):
                 till.step()
                 if not n & 15:
@@ -728,3 +772,66 @@ def _terminal_process(
         messages.put(("done", index, (counts, sorted(till.points.items()))))
     except BaseException as error:  # reported to the parent, which stops the run
         messages.put(("failed", index, f"{type(error).__name__}: {error}"))
+
+
+#: The exit status of a terminal process that found its parent gone (nobody reads it).
+_ORPHANED_EXIT = 3
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Make this process exit when its parent (*parent_pid*) dies, however it dies (SIGKILL
+    included): nothing would ever tell it to go or stop, and it would hold the resource tracker
+    open with it.
+
+    On Linux the kernel sends SIGKILL at the parent's death (``PR_SET_PDEATHSIG``; strictly, at
+    the death of the parent's thread that started this process — :func:`simulate` starts and
+    waits for its terminals in one call, so that thread outlives them). The parent may have died
+    before that was set, so it is checked once after. Everywhere, a daemon watchdog thread
+    checks every :data:`PARENT_POLL_SECONDS` and ends the process with ``os._exit``, and the
+    waits of :func:`_terminal_process` are bounded and check too.
+    """
+    if sys.platform.startswith("linux"):
+        _set_parent_death_signal()
+    _exit_if_orphaned(parent_pid)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid,), name="vouchercore-parent-watchdog", daemon=True
+    ).start()
+
+
+def _set_parent_death_signal() -> bool:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` through libc; False if it could not be set."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # no libc symbols to load: the watchdog still works
+        return False
+    status = prctl(
+        ctypes.c_int(_PR_SET_PDEATHSIG),
+        ctypes.c_ulong(signal.SIGKILL),
+        ctypes.c_ulong(0),
+        ctypes.c_ulong(0),
+        ctypes.c_ulong(0),
+    )
+    return int(status) == 0
+
+
+def _orphaned(parent_pid: int) -> bool:
+    """True once the parent is gone: this process was handed to another parent (POSIX), or
+    the parent's sentinel that multiprocessing keeps for a child says so (every platform)."""
+    if os.getppid() != parent_pid:
+        return True
+    parent = multiprocessing.parent_process()
+    return parent is not None and not parent.is_alive()
+
+
+def _exit_if_orphaned(parent_pid: int) -> None:
+    if _orphaned(parent_pid):
+        os._exit(_ORPHANED_EXIT)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """The watchdog thread: end the whole process once the parent is gone."""
+    while True:
+        time.sleep(PARENT_POLL_SECONDS)
+        _exit_if_orphaned(parent_pid)
