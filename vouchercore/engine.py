@@ -862,6 +862,8 @@ class Engine:
             InvalidArgument: ``invalid_export_fields`` for an unknown field; a bad order/format.
         """
         code = require_code(code)
+        if not isinstance(out, str | os.PathLike) and not callable(getattr(out, "write", None)):
+            raise InvalidPayload(f"out must be a path or a text stream, got {shown(out)}")
         columns = csvio.check_export_fields(fields)
         if order not in ("-created_at", "created_at"):
             raise InvalidPayload(f"order must be '-created_at' or 'created_at', got {shown(order)}")
