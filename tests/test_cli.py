@@ -3,6 +3,7 @@ the store commands (import, generate, voucher, transactions, export, release, ba
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -395,3 +396,113 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(
         stderr = process.stderr.read().decode()
         assert process.wait(timeout=60) == 1
     assert stderr == ""
+
+
+# --- no traceback for any input ---------------------------------------------------------------
+
+
+def test_a_huge_page_exits_2_without_a_traceback(
+    loaded: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for page in ("99999999999999999999", str(2**62), str(-(2**70))):
+        status, out, err = _run(capsys, "transactions", "G1", "--page", page, "--store", loaded)
+        assert status == EXIT_BAD_INPUT, err
+        assert err.startswith("vouchercore: error: invalid_payload: page")
+        assert "Traceback" not in err + out
+        assert err.count("\n") == 1
+    with pytest.raises(SystemExit) as exited:  # too long for int(): argparse says so
+        main(["transactions", "G1", "--page", "9" * 5000, "--store", loaded])
+    assert exited.value.code == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.startswith("vouchercore: error: argument --page")
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["busy_timeout=nan", "busy_timeout=inf", "busy_timeout=-1", "busy_timeout=1e400"],
+)
+def test_a_store_url_option_that_is_not_a_finite_number_in_range_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], query: str
+) -> None:
+    store = f"sqlite:///{tmp_path / 'book.db'}?{query}"
+    status, _, err = _run(capsys, "audit", "--store", store)
+    assert status == EXIT_BAD_INPUT, err
+    assert err.startswith("vouchercore: error: invalid_payload: busy_timeout")
+    status, _, err = _run(capsys, "simulate", "--operations", "10", "--store", store)
+    assert status == EXIT_BAD_INPUT, err
+    assert "Traceback" not in err
+
+
+def test_a_store_url_with_nul_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _run(capsys, "audit", "--store", f"sqlite:///{tmp_path}/a%00b.db")
+    assert status == EXIT_BAD_INPUT, err
+    assert "NUL" in err
+
+
+class _Stdin(io.TextIOWrapper):
+    """A stdin whose text layer decodes like a C locale does (surrogateescape)."""
+
+
+def test_import_from_stdin_decodes_as_a_file_is_decoded(
+    tmp_path: Path,
+    store: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = b"Code,Voucher Type\n\xff\xfe,GIFT\n"
+    stdin = _Stdin(io.BytesIO(raw), encoding="utf-8", errors="surrogateescape")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    status, out, err = _run(capsys, "import", "-", "--store", store)
+    assert status == EXIT_BAD_INPUT, err
+    assert err.startswith("vouchercore: error: invalid_payload: the CSV file is not UTF-8")
+    assert "Traceback" not in err + out
+    # the same bytes in a file give the same answer
+    path = tmp_path / "bad.csv"
+    path.write_bytes(raw)
+    assert _run(capsys, "import", str(path), "--store", store)[2] == err
+    # good UTF-8 (with CRLF line ends) imports as from a file
+    good = "Code,Voucher Type,Value\r\nGÉ1,GIFT_VOUCHER,5\r\n".encode()
+    monkeypatch.setattr(sys, "stdin", _Stdin(io.BytesIO(good), encoding="latin-1"))
+    status, out, err = _run(capsys, "import", "-", "--store", store, "--json")
+    assert status == EXIT_OK, err
+    assert json.loads(out)["done_count"] == 1
+    status, out, _ = _run(capsys, "voucher", "GÉ1", "--store", store, "--json")
+    assert status == EXIT_OK
+
+
+def test_import_of_non_utf8_stdin_in_a_subprocess_prints_one_line(
+    tmp_path: Path, store: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "vouchercore.cli", "import", "-", "--store", store],
+        input=b"Code,Voucher Type\nOK1,GIFT\n\xff\xfe,GIFT\n",
+        capture_output=True,
+        env={**os.environ, "LC_ALL": "C", "PYTHONIOENCODING": ""},
+        check=False,
+        timeout=120,
+    )
+    err = done.stderr.decode()
+    assert done.returncode == EXIT_BAD_INPUT, err
+    assert "Traceback" not in err
+    assert err.startswith("vouchercore: error: invalid_payload:")
+    assert err.count("\n") == 1
+
+
+def test_a_stored_instant_out_of_range_is_a_storage_error_not_a_traceback(
+    tmp_path: Path, loaded: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Creation refuses such dates now; a store written before may still hold one."""
+    import sqlite3  # noqa: PLC0415
+
+    from vouchercore.domain.instants import MAX_US  # noqa: PLC0415
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "book.db")) as conn, conn:
+        conn.execute(
+            "UPDATE vouchers SET expiration_date = ? WHERE code = 'G1'", (MAX_US + 86_400 * 10**6,)
+        )
+    for args in (("voucher", "G1"), ("voucher", "G1", "--json"), ("audit",)):
+        status, out, err = _run(capsys, *args, "--store", loaded)
+        assert "Traceback" not in err + out
+        assert err.count("\n") <= 1
+        if args[0] == "voucher":
+            assert status == EXIT_STORAGE, err
+            assert err.startswith("vouchercore: error: storage_error:")

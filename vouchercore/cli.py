@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import sys
@@ -391,9 +392,19 @@ def _count_lines(path: str) -> int:
     return count
 
 
+def _stdin_text() -> TextIO:
+    """Standard input decoded as a CSV file is (``import_vouchers_using_csv`` opens a path as
+    strict UTF-8 with ``newline=""``): its bytes, never the locale's decoding, which may smuggle
+    undecodable bytes in as lone surrogates."""
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # a text stream standing in for stdin (tests, embedding)
+        return sys.stdin
+    return io.TextIOWrapper(binary, encoding="utf-8", newline="")
+
+
 def _import(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
     if args.file == "-":
-        report = engine.import_vouchers_using_csv(sys.stdin)
+        report = engine.import_vouchers_using_csv(_stdin_text())
     else:
         try:
             lines = _count_lines(args.file) if sys.stderr.isatty() else 0
@@ -643,6 +654,9 @@ def _on_store(args: argparse.Namespace, out: TextIO) -> int:
         raise  # the reader of our output stopped (`| head`): main() ends quietly
     except OSError as error:
         return _error(str(error), EXIT_BAD_INPUT)
+    except (ValueError, OverflowError, RecursionError, UnicodeError) as error:
+        # never expected (every bad input is a VoucherError): one line rather than a traceback
+        return _error(f"unexpected {type(error).__name__}: {error}", EXIT_REFUSED)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {

@@ -29,7 +29,7 @@ from typing import Final
 
 import attrs
 
-from vouchercore.domain.values import MAX_CODE_LENGTH, text_problem
+from vouchercore.domain.values import MAX_CODE_LENGTH, shown, text_problem
 from vouchercore.errors import InvalidPayload
 from vouchercore.ids import ALPHANUMERIC
 
@@ -84,7 +84,7 @@ class CodeConfig:
         if self.pattern is None:
             if type(self.length) is not int or not 1 <= self.length <= MAX_CODE_LENGTH:
                 raise InvalidPayload(
-                    f"length must be an int from 1 to {MAX_CODE_LENGTH}, got {self.length!r}"
+                    f"length must be an int from 1 to {MAX_CODE_LENGTH}, got {shown(self.length)}"
                 )
         elif PLACEHOLDER not in _text(self.pattern, "pattern"):
             raise InvalidPayload(

@@ -65,6 +65,7 @@ from vouchercore.domain.values import (
     require_optional_text,
     require_session_key,
     require_signed_amount,
+    shown,
 )
 from vouchercore.errors import InvalidPayload, NotFound, VoucherError
 from vouchercore.ids import IdGenerator
@@ -83,6 +84,11 @@ SWEEP_BATCH = 1_000
 _DEFAULT_RETENTION = timedelta(microseconds=idempotency.DEFAULT_RETENTION_US)
 #: How many distinct sets of voucher fields a CSV import keeps checked at a time.
 _TEMPLATES_KEPT = 256
+#: The most transactions a page of :meth:`Engine.list_voucher_transactions` may skip
+#: (``(page - 1) * limit``): an offset every store takes (a signed 32-bit integer).
+MAX_PAGE_OFFSET = 2**31 - 1
+#: The most vouchers one :meth:`Engine.generate_vouchers` call may make (signed 64 bits).
+_MAX_COUNT = 2**63 - 1
 
 
 class Engine:
@@ -122,7 +128,8 @@ class Engine:
             0
         ):
             raise InvalidPayload(
-                f"idempotency_retention must be a positive timedelta, got {idempotency_retention!r}"
+                "idempotency_retention must be a positive timedelta, "
+                f"got {shown(idempotency_retention)}"
             )
         self._retention_us = idempotency_retention // timedelta(microseconds=1)
         self._store, self._owns_store = open_store(store)
@@ -254,7 +261,7 @@ class Engine:
         """
         code_or_id = require_code(code_or_id, "code_or_id")
         if not isinstance(force, bool):
-            raise InvalidPayload(f"force must be a bool, got {force!r}")
+            raise InvalidPayload(f"force must be a bool, got {shown(force)}")
         now = self._clock.now_us()
         with self._open(code_or_id, deleted=force) as unit:
             operations.delete(unit, now, force=force)
@@ -779,15 +786,20 @@ class Engine:
         """
         code = require_code(code)
         if type(limit) is not int or not 1 <= limit <= 100:
-            raise InvalidPayload(f"limit must be an int from 1 to 100, got {limit!r}")
+            raise InvalidPayload(f"limit must be an int from 1 to 100, got {shown(limit)}")
         if page is not None and (type(page) is not int or page < 1):
-            raise InvalidPayload(f"page must be an int ≥ 1, got {page!r}")
+            raise InvalidPayload(f"page must be an int ≥ 1, got {shown(page)}")
+        if page is not None and (page - 1) * limit > MAX_PAGE_OFFSET:
+            raise InvalidPayload(
+                f"page {shown(page)} of {limit} transactions skips more than "
+                f"{MAX_PAGE_OFFSET:,} transactions, the most a page may skip"
+            )
         if page is not None and starting_after_id is not None:
             raise InvalidPayload("give page or starting_after_id, not both")
         if starting_after_id is not None:
             starting_after_id = require_code(starting_after_id, "starting_after_id")
         if order not in ("-id", "id"):
-            raise InvalidPayload(f"order must be '-id' or 'id', got {order!r}")
+            raise InvalidPayload(f"order must be '-id' or 'id', got {shown(order)}")
         newest_first = order == "-id"
         offset = 0 if page is None else (page - 1) * limit
         self._clock.now_us()  # every call reads the clock once, a pure read of the log too
@@ -852,16 +864,18 @@ class Engine:
             InvalidArgument: ``invalid_export_fields`` for an unknown field; a bad order/format.
         """
         code = require_code(code)
+        if not isinstance(out, str | os.PathLike) and not callable(getattr(out, "write", None)):
+            raise InvalidPayload(f"out must be a path or a text stream, got {shown(out)}")
         columns = csvio.check_export_fields(fields)
         if order not in ("-created_at", "created_at"):
-            raise InvalidPayload(f"order must be '-created_at' or 'created_at', got {order!r}")
+            raise InvalidPayload(f"order must be '-created_at' or 'created_at', got {shown(order)}")
         writers = {"csv": csvio.write_records_csv, "jsonl": csvio.write_records_jsonl}
         write = writers.get(format)
         if write is None:
-            raise InvalidPayload(f"format must be 'csv' or 'jsonl', got {format!r}")
+            raise InvalidPayload(f"format must be 'csv' or 'jsonl', got {shown(format)}")
         for name, hook in (("progress", progress), ("total_out", total_out)):
             if hook is not None and not callable(hook):
-                raise InvalidPayload(f"{name} must be callable, got {hook!r}")
+                raise InvalidPayload(f"{name} must be callable, got {shown(hook)}")
         self._clock.now_us()  # every call reads the clock once, a pure read of the log too
         with self._open(code) as unit:  # one instant: the newest transaction and the count
             voucher_id, campaign_id = unit.record.id, unit.record.campaign_id
@@ -877,7 +891,11 @@ class Engine:
         )
         rows = _counted(log, progress, bulk.EXPORT_CHUNK)
         if isinstance(out, str | os.PathLike):
-            with open(out, "w", encoding="utf-8", newline="") as stream:
+            try:
+                stream = open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            except (OSError, ValueError) as error:  # ValueError: a NUL in the path
+                raise InvalidPayload(f"cannot write the export file: {error}") from error
+            with stream:
                 return write(rows, stream, columns, campaign_id=campaign_id)
         return write(rows, out, columns, campaign_id=campaign_id)
 
@@ -915,11 +933,11 @@ class Engine:
                 batch before the failing one), none after.
         """
         if progress is not None and not callable(progress):
-            raise InvalidPayload(f"progress must be callable, got {progress!r}")
+            raise InvalidPayload(f"progress must be callable, got {shown(progress)}")
         if isinstance(file, str | os.PathLike):
             try:
                 stream = open(file, encoding="utf-8", newline="")  # noqa: SIM115 — closed below
-            except OSError as error:
+            except (OSError, ValueError) as error:  # ValueError: a NUL in the path
                 raise InvalidPayload(f"cannot read the CSV file: {error}") from error
             with stream:
                 return self._import_rows(stream, progress)
@@ -1000,13 +1018,19 @@ class Engine:
                 holds many codes of this shape (the message says how many were created).
             StorageError: the store failed (the message says how many were created).
         """
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise InvalidPayload(f"count must be an int ≥ 1, got {count!r}")
-        if isinstance(keep_codes, bool) or not isinstance(keep_codes, int) or keep_codes < 0:
-            raise InvalidPayload(f"keep_codes must be an int ≥ 0, got {keep_codes!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= _MAX_COUNT:
+            raise InvalidPayload(f"count must be an int from 1 to 2**63 − 1, got {shown(count)}")
+        if (
+            isinstance(keep_codes, bool)
+            or not isinstance(keep_codes, int)
+            or not 0 <= keep_codes <= _MAX_COUNT
+        ):
+            raise InvalidPayload(
+                f"keep_codes must be an int from 0 to 2**63 − 1, got {shown(keep_codes)}"
+            )
         for name, hook in (("progress", progress), ("on_codes", on_codes)):
             if hook is not None and not callable(hook):
-                raise InvalidPayload(f"{name} must be callable, got {hook!r}")
+                raise InvalidPayload(f"{name} must be callable, got {shown(hook)}")
         config = CodeConfig(
             length=length, charset=charset, prefix=prefix, postfix=postfix, pattern=pattern
         )

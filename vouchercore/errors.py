@@ -28,6 +28,12 @@ optional ``details``, and the resource it concerns where known::
     ├── IdempotencyKeyReused                         409  idempotency_key_reused
     └── StorageError                                 503  storage_error
 
+Every argument is checked before anything is read or changed, alike on every store
+(:mod:`vouchercore.domain.values`, :mod:`vouchercore.domain.instants`, README "Limits of the
+input"): a bad one is an ``InvalidArgument`` (``invalid_payload``, amounts ``invalid_amount``),
+never a ``ValueError``, ``OverflowError``, ``UnicodeEncodeError`` or ``RecursionError`` of
+Python or a driver.
+
 Every failing call leaves the engine exactly as it was (README "Concurrency and the audit");
 the only trace a failed
 redemption leaves is its FAILED entry in the redemption log.

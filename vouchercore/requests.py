@@ -21,7 +21,7 @@ from typing import Any, Final
 import attrs
 
 from vouchercore.domain import idempotency, operations
-from vouchercore.domain.instants import to_us_or_none
+from vouchercore.domain.instants import MAX_US, MIN_US, to_us_or_none
 from vouchercore.domain.operations import IdSource, LockRequest, UseRequest
 from vouchercore.domain.records import Discount, VoucherInfo, VoucherRecord
 from vouchercore.domain.values import (
@@ -34,6 +34,7 @@ from vouchercore.domain.values import (
     require_optional_text,
     require_percent,
     require_session_key,
+    shown,
     ttl_to_us,
 )
 from vouchercore.errors import InvalidPayload
@@ -93,7 +94,7 @@ class VoucherTemplate:
         )
         active = get("active", True)
         if not isinstance(active, bool):
-            raise InvalidPayload(f"active must be a bool, got {active!r}")
+            raise InvalidPayload(f"active must be a bool, got {shown(active)}")
         return cls(
             type=kind,
             discount=discount,
@@ -137,7 +138,7 @@ def parse_discount(value: Discount | Mapping[str, Any]) -> Discount:
     elif isinstance(value, Mapping):
         fields = value
     else:
-        raise InvalidPayload(f"discount must be a Discount or a mapping, got {value!r}")
+        raise InvalidPayload(f"discount must be a Discount or a mapping, got {shown(value)}")
     kind = require_enum(DiscountType, fields.get("type"), "discount.type")
     if kind is DiscountType.AMOUNT:
         return Discount(
@@ -159,7 +160,7 @@ def parse_discount(value: Discount | Mapping[str, Any]) -> Discount:
         )
     unit_type = require_optional_text(fields.get("unit_type"), "unit_type")
     if not unit_type:
-        raise InvalidPayload(f"unit_type must be a non-empty string, got {unit_type!r}")
+        raise InvalidPayload(f"unit_type must be a non-empty string, got {shown(unit_type)}")
     return Discount(
         type=kind, unit_off=require_amount(fields.get("unit_off"), "unit_off"), unit_type=unit_type
     )
@@ -191,14 +192,16 @@ def _parse_kind(
         if kind is not VoucherType.GIFT_VOUCHER:
             raise InvalidPayload(f"gift applies to GIFT_VOUCHER only, not {kind.value}")
         if not isinstance(gift, Mapping):
-            raise InvalidPayload(f"gift must be a mapping like {{'amount': 10000}}, got {gift!r}")
+            raise InvalidPayload(
+                f"gift must be a mapping like {{'amount': 10000}}, got {shown(gift)}"
+            )
         total = require_amount(gift.get("amount", 0), "gift.amount", allow_zero=True)
     if loyalty_card is not None:
         if kind is not VoucherType.LOYALTY_CARD:
             raise InvalidPayload(f"loyalty_card applies to LOYALTY_CARD only, not {kind.value}")
         if not isinstance(loyalty_card, Mapping):
             raise InvalidPayload(
-                f"loyalty_card must be a mapping like {{'points': 500}}, got {loyalty_card!r}"
+                f"loyalty_card must be a mapping like {{'points': 500}}, got {shown(loyalty_card)}"
             )
         total = require_amount(
             loyalty_card.get("points", 0), "loyalty_card.points", allow_zero=True
@@ -211,7 +214,7 @@ def _parse_quantity(quantity: int | None, redemption: Mapping[str, Any] | None) 
         if quantity is not None:
             raise InvalidPayload("give quantity or redemption={'quantity': …}, not both")
         if not isinstance(redemption, Mapping):
-            raise InvalidPayload(f"redemption must be a mapping, got {redemption!r}")
+            raise InvalidPayload(f"redemption must be a mapping, got {shown(redemption)}")
         quantity = redemption.get("quantity")
     return None if quantity is None else require_amount(quantity, "quantity")
 
@@ -289,13 +292,15 @@ def lock_request(session: Mapping[str, Any] | str | bool | None) -> LockRequest 
     if isinstance(session, str):
         session = {"type": session}
     if type(session) is not dict and not isinstance(session, Mapping):  # dict: skip the ABC
-        raise InvalidPayload(f"session must be a mapping like {{'type': 'LOCK'}}, got {session!r}")
+        raise InvalidPayload(
+            f"session must be a mapping like {{'type': 'LOCK'}}, got {shown(session)}"
+        )
     for name in session:
         if name not in _SESSION_FIELDS:
             raise InvalidPayload(f"session has an unknown field {name!r}")
     kind = session.get("type", "LOCK")
     if kind != "LOCK" and (not isinstance(kind, str) or kind.strip().upper() != "LOCK"):
-        raise InvalidPayload(f"session.type must be LOCK, got {kind!r}")
+        raise InvalidPayload(f"session.type must be LOCK, got {shown(kind)}")
     if len(session) == 1 and "type" in session:
         return _DEFAULT_LOCK
     key = session.get("key")
@@ -303,6 +308,12 @@ def lock_request(session: Mapping[str, Any] | str | bool | None) -> LockRequest 
         key = require_session_key(key, "session.key")
     ttl = session.get("ttl", DEFAULT_TTL)
     if type(ttl) is not int or ttl <= 0:
-        raise InvalidPayload(f"session.ttl must be a positive int, got {ttl!r}")
+        raise InvalidPayload(f"session.ttl must be a positive int, got {shown(ttl)}")
     unit = require_enum(TtlUnit, session.get("ttl_unit", DEFAULT_TTL_UNIT), "session.ttl_unit")
-    return LockRequest(key, ttl, unit, ttl_to_us(ttl, unit))
+    ttl_us = ttl_to_us(ttl, unit)
+    if ttl_us > MAX_US - MIN_US:  # past 9999-12-31 whenever it starts
+        raise InvalidPayload(
+            f"session.ttl {shown(ttl)} {unit.value} ends past the last representable instant "
+            "(9999-12-31T23:59:59.999999Z)"
+        )
+    return LockRequest(key, ttl, unit, ttl_us)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from vouchercore.domain.values import free_text_problem
 from vouchercore.errors import InvalidPayload
 from vouchercore.ports import AnyStore
 from vouchercore.stores.memory import MemoryStore
 from vouchercore.stores.sqlite import SQLiteStore
 
-__all__ = ["MemoryStore", "SQLiteStore", "open_store"]
+__all__ = ["MAX_URL_LENGTH", "MemoryStore", "SQLiteStore", "open_store"]
+
+#: The longest store URL :func:`open_store` takes.
+MAX_URL_LENGTH = 4_096
 
 
 def open_store(store: str | AnyStore) -> tuple[AnyStore, bool]:
@@ -17,9 +21,15 @@ def open_store(store: str | AnyStore) -> tuple[AnyStore, bool]:
     object (anything with ``begin`` and ``commit``).
 
     Raises:
-        InvalidPayload: an unknown URL scheme or an object that is not a store.
+        InvalidPayload: an unknown URL scheme, a URL longer than :data:`MAX_URL_LENGTH`
+            characters or holding NUL or a lone surrogate, a bad option (a store's own
+            ``from_url`` says which: a number that is not finite or out of range …), or an
+            object that is not a store.
     """
     if isinstance(store, str):
+        problem = free_text_problem(store, MAX_URL_LENGTH)
+        if problem is not None:
+            raise InvalidPayload(f"the store URL {problem}")
         scheme = store.split("://", 1)[0].lower() if "://" in store else store.lower()
         if scheme == "memory":
             return MemoryStore(), True

@@ -57,6 +57,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from vouchercore.domain.values import free_text_problem, parse_number
 from vouchercore.errors import InvalidPayload, StorageError
 
 __all__ = [
@@ -96,11 +97,23 @@ T = TypeVar("T")
 
 def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
     """Split ``postgresql://…?schema=NAME&max_size=N&sslmode=…`` into the URL libpq gets (every
-    other query parameter kept) and the store's own options (:data:`STORE_OPTIONS`)."""
-    parts = urlsplit(url)
+    other query parameter kept) and the store's own options (:data:`STORE_OPTIONS`).
+
+    Raises:
+        InvalidPayload: the URL, or one of its decoded parameters, holds NUL or a lone
+            surrogate.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # e.g. a malformed IPv6 host
+        raise InvalidPayload(f"malformed PostgreSQL store URL: {error}") from None
     options: dict[str, str] = {}
     kept: list[tuple[str, str]] = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        for text in (name, value):
+            problem = free_text_problem(text, 4_096)
+            if problem is not None:
+                raise InvalidPayload(f"the PostgreSQL store URL's parameter {name!r} {problem}")
         if name in STORE_OPTIONS:
             options[name] = value
         else:
@@ -109,18 +122,28 @@ def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=query)), options
 
 
+#: The range of each numeric store option a URL may give (``timeout`` in seconds).
+OPTION_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "min_size": (0, 10_000),
+    "max_size": (1, 10_000),
+    "timeout": (0.001, 86_400.0),
+    "retries": (0, 1_000),
+}
+
+
 def number_option(options: dict[str, str], name: str, kind: Callable[[str], T], default: T) -> T:
-    """The option *name* of a store URL as a number (*default* when absent).
+    """The option *name* of a store URL as a finite number in its :data:`OPTION_RANGES`
+    (*default* when absent).
 
     Raises:
-        InvalidPayload: not a number.
+        InvalidPayload: not a number, not finite, or out of range.
     """
     if name not in options:
         return default
-    try:
-        return kind(options[name])
-    except ValueError:
-        raise InvalidPayload(f"{name} must be a number, got {options[name]!r}") from None
+    low, high = OPTION_RANGES[name]
+    if kind is int:
+        return parse_number(options[name], name, int, int(low), int(high))  # type: ignore[return-value]
+    return parse_number(options[name], name, float, low, high)  # type: ignore[return-value]
 
 
 def _pool_settings(pool: ConnectionPool[Any]) -> tuple[str, dict[str, Any]]:

@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, unquote
 from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherState
 from vouchercore.domain.snapshots import Redemption
+from vouchercore.domain.values import free_text_problem, parse_number
 from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
 from vouchercore.ports import SessionCounts, Store, distinct_units
 from vouchercore.stores import _schema, _sql
@@ -130,14 +131,24 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     ``sqlite:////absolute/path.db?synchronous=NORMAL``.
 
     Raises:
-        InvalidPayload: no path.
+        InvalidPayload: no path, or a path or option holding NUL or a lone surrogate.
     """
-    rest = url.split("://", 1)[1]
+    _, sep, rest = url.partition("://")
     rest, _, query = rest.partition("?")
     path = unquote(rest[1:] if rest.startswith("/") else rest)
-    if not path:
+    if not sep or not path:
         raise InvalidPayload(f"a SQLite store URL needs a file path: {url!r}")
-    return path, dict(parse_qsl(query))
+    options = dict(parse_qsl(query))
+    for text in (path, *options, *options.values()):
+        problem = free_text_problem(text, _MAX_URL_LENGTH)
+        if problem is not None:
+            raise InvalidPayload(f"the SQLite store URL {url!r} {problem}")
+    return path, options
+
+
+_MAX_URL_LENGTH: Final = 4_096
+#: The longest ``busy_timeout`` a store URL may ask for, in seconds (one day).
+MAX_BUSY_TIMEOUT: Final = 86_400.0
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
@@ -190,16 +201,14 @@ class SQLiteStore(Store[SqlUnit]):
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
-        """A store for ``sqlite:///path.db?synchronous=NORMAL&busy_timeout=5``."""
+        """A store for ``sqlite:///path.db?synchronous=NORMAL&busy_timeout=5`` (``busy_timeout``
+        in seconds, finite, 0 to :data:`MAX_BUSY_TIMEOUT`)."""
         path, options = parse_sqlite_url(url)
         unknown = set(options) - {"synchronous", "busy_timeout"}
         if unknown:
             raise InvalidPayload(f"unknown SQLite store option(s): {', '.join(sorted(unknown))}")
         timeout = options.get("busy_timeout", "30")
-        try:
-            seconds = float(timeout)
-        except ValueError:
-            raise InvalidPayload(f"busy_timeout must be a number, got {timeout!r}") from None
+        seconds = parse_number(timeout, "busy_timeout", float, 0.0, MAX_BUSY_TIMEOUT)
         return cls(path, synchronous=options.get("synchronous", "FULL"), busy_timeout=seconds)
 
     def __repr__(self) -> str:

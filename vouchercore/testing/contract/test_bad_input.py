@@ -1,25 +1,70 @@
 """Malformed requests (README "Validation", "Errors"; a failed call changes nothing: README
 "Concurrency and the audit"): every public call rejects bad input with an
 ``InvalidArgument`` (also a ``ValueError``) whose key is ``invalid_amount``, ``missing_amount``
-or ``invalid_payload`` and whose message names the argument — and changes nothing."""
+or ``invalid_payload`` and whose message names the argument — and changes nothing, on every
+store alike.
+
+The table covers each kind of input (README "Errors", "Limits of the input"): codes and keys;
+free text (NUL, lone surrogates, over :data:`~vouchercore.domain.values.MAX_TEXT_LENGTH`);
+metadata (cycles, nesting, size, integers beyond 64 bits, non-finite floats, bad keys or
+strings); instants outside the years 1–9999 in UTC; page numbers, limits, counts and lengths
+(integers of any size, never printed in full); amounts. Store URLs with bad options are
+refused the same way (:func:`test_a_bad_store_url_is_invalid_payload`).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vouchercore import Discount, Engine, InvalidArgument
 from vouchercore.testing import state_snapshot
+from vouchercore.testing.stores import POSTGRES_DSN_VARIABLE
 
 AMOUNT = "invalid_amount"
 PAYLOAD = "invalid_payload"
 MISSING = "missing_amount"
 
 NAIVE = datetime(2026, 6, 1, 12, 0)  # naive on purpose
+#: 9999-12-31T23:00 at −12:00 is 10000-01-01T11:00 in UTC: no store can keep it.
+PAST_9999 = datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-12)))
+#: 0001-01-01T01:00 at +12:00 is in year 0 in UTC.
+BEFORE_YEAR_1 = datetime(1, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=12)))
+HUGE = 10**5000  # too long to print: str() raises ValueError
+
+
+def _cycle() -> dict[str, Any]:
+    cyclic: dict[str, Any] = {"a": 1}
+    cyclic["self"] = cyclic
+    return cyclic
+
+
+def _list_cycle() -> list[Any]:
+    cyclic: list[Any] = [1]
+    cyclic.append(cyclic)
+    return cyclic
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        nested = {"n": nested}
+    return nested
+
+
+def _shared(levels: int) -> list[Any]:
+    """Small in memory, 2**levels leaves as JSON."""
+    shared: list[Any] = [0]
+    for _ in range(levels):
+        shared = [shared, shared]
+    return shared
+
 
 Book = dict[str, str]
 Call = Callable[[Engine, Book], Any]
@@ -35,6 +80,8 @@ def book(engine: Engine) -> Book:
     redemption = engine.redeem_voucher("LOYAL", points=100)
     engine.update_voucher_balance("GIFT", 50)
     engine.create_voucher("OFF", gift={"amount": 10}, active=False)
+    engine.create_voucher("CARD", loyalty_card={"points": 10})
+    engine.accrue_points("LOYAL", 7, order_id="o")
     return {"redemption": redemption.id}
 
 
@@ -68,6 +115,7 @@ def _bad_codes(prefix: str, name: str, call: Callable[[Engine, object], Any]) ->
         ("newline", "a\nb"),
         ("leading-space", " GIFT"),
         ("trailing-space", "GIFT "),
+        ("surrogate", "a\ud800b"),
         ("int", 5),
         ("none", None),
     ]
@@ -79,12 +127,48 @@ def _bad_codes(prefix: str, name: str, call: Callable[[Engine, object], Any]) ->
     ]
 
 
+def _bad_text(prefix: str, name: str, call: Callable[[Engine, object], Any]) -> list[Any]:
+    """Free text cases (order ids, reasons …; None is allowed), all ``invalid_payload``."""
+    values: list[tuple[str, object]] = [
+        ("nul", "a\x00b"),
+        ("surrogate", "\ud800"),
+        ("low-surrogate-inside", "order \udfff 1"),
+        ("too-long", "x" * 4097),
+        ("too-long-non-ascii", "é" * 4097),
+        ("int", 5),
+        ("bytes", b"text"),
+    ]
+    return [
+        pytest.param(
+            (lambda e, b, v=value: call(e, v)), PAYLOAD, name, id=f"{prefix}-{name}-text-{label}"
+        )
+        for label, value in values
+    ]
+
+
 def _bad_metadata(call: Callable[[Engine, object], Any], prefix: str) -> list[Any]:
     values: list[tuple[str, object]] = [
         ("int-key", {1: "a"}),
+        ("huge-int-key", {HUGE: "a"}),
         ("object", {"a": object()}),
         ("nan", {"a": float("nan")}),
+        ("inf-in-list", {"a": [1.0, float("-inf")]}),
         ("not-mapping", "meta"),
+        ("cycle", _cycle()),
+        ("list-cycle", {"a": _list_cycle()}),
+        ("33-levels", _nested(33)),
+        ("5000-levels", _nested(5000)),
+        ("shared-2**30-leaves", {"a": _shared(30)}),
+        ("2**63", {"a": 2**63}),
+        ("-2**63-1", {"a": -(2**63) - 1}),
+        ("huge-int", {"a": HUGE}),
+        ("huge-int-in-list", {"a": [1, HUGE]}),
+        ("surrogate-value", {"a": "\ud800"}),
+        ("surrogate-key", {"\udc80": 1}),
+        ("nul-value", {"a": "x\x00"}),
+        ("nul-key", {"\x00": 1}),
+        ("over-64-KiB", {"a": "x" * 65_536}),
+        ("over-64-KiB-in-pieces", {str(i): "é" * 100 for i in range(400)}),
     ]
     return [
         pytest.param(
@@ -530,6 +614,178 @@ CASES: list[Any] = [
     pytest.param(lambda e, b: e.list_redemptions(5), PAYLOAD, "code", id="list-redemptions-int"),
     pytest.param(lambda e, b: e.expire_sessions(NAIVE), PAYLOAD, "now", id="expire-naive-now"),
     pytest.param(lambda e, b: e.expire_sessions("2026"), PAYLOAD, "now", id="expire-str-now"),
+    # --- free text: NUL, lone surrogates, length, type --------------------------------------
+    *_bad_text("validate", "order_id", lambda e, v: e.validate_voucher("DISC", order_id=v)),
+    *_bad_text("redeem", "order_id", lambda e, v: e.redeem_voucher("GIFT", credits=1, order_id=v)),
+    *_bad_text("rollback", "reason", lambda e, v: e.rollback_redemption("r_x", reason=v)),
+    *_bad_text("balance", "reason", lambda e, v: e.update_voucher_balance("GIFT", 1, reason=v)),
+    *_bad_text(
+        "balance", "source_id", lambda e, v: e.update_voucher_balance("GIFT", 1, source_id=v)
+    ),
+    *_bad_text("accrue", "order_id", lambda e, v: e.accrue_points("LOYAL", 1, order_id=v)),
+    *_bad_text("accrue", "source_id", lambda e, v: e.accrue_points("LOYAL", 1, source_id=v)),
+    *_bad_text("accrue", "reason", lambda e, v: e.accrue_points("LOYAL", 1, reason=v)),
+    *_bad_text("cancel", "order_id", lambda e, v: e.cancel_points_accrual("LOYAL", order_id=v)),
+    *_bad_text(
+        "cancel",
+        "reason",
+        lambda e, v: e.cancel_points_accrual("LOYAL", order_id="o", reason=v),
+    ),
+    *_bad_text("transfer", "reason", lambda e, v: e.transfer_points("LOYAL", "CARD", 1, reason=v)),
+    *_bad_text(
+        "transfer", "source_id", lambda e, v: e.transfer_points("LOYAL", "CARD", 1, source_id=v)
+    ),
+    *_bad_text("create", "category", lambda e, v: e.create_voucher("NEW", gift={}, category=v)),
+    *_bad_text(
+        "create",
+        "additional_info",
+        lambda e, v: e.create_voucher("NEW", additional_info=v, gift={}),
+    ),
+    *_bad_text(
+        "create", "campaign_id", lambda e, v: e.create_voucher("NEW", gift={}, campaign_id=v)
+    ),
+    *_bad_text(
+        "create",
+        "unit_type",
+        lambda e, v: e.create_voucher(
+            "NEW", discount={"type": "UNIT", "unit_off": 1, "unit_type": v}
+        ),
+    ),
+    *_bad_codes(
+        "accrue", "idempotency_key", lambda e, v: e.accrue_points("LOYAL", 1, idempotency_key=v)
+    )[:-1],
+    *_bad_codes("transfer", "destination_code", lambda e, v: e.transfer_points("LOYAL", v, 1)),
+    # --- metadata on every verb that takes it -----------------------------------------------
+    *_bad_metadata(lambda e, v: e.generate_vouchers(2, gift={"amount": 1}, metadata=v), "generate"),
+    # --- instants outside the years 1–9999 in UTC -------------------------------------------
+    *[
+        pytest.param(
+            _create(gift={"amount": 1}, **{field: when}),
+            PAYLOAD,
+            field,
+            id=f"create-{field}-{label}",
+        )
+        for field in ("start_date", "expiration_date")
+        for label, when in (("past-9999", PAST_9999), ("before-year-1", BEFORE_YEAR_1))
+    ],
+    pytest.param(
+        lambda e, b: e.generate_vouchers(2, gift={"amount": 1}, expiration_date=PAST_9999),
+        PAYLOAD,
+        "expiration_date",
+        id="generate-expiration-past-9999",
+    ),
+    pytest.param(
+        lambda e, b: e.update_voucher_balance("LOYAL", 5, expires_at=PAST_9999),
+        PAYLOAD,
+        "expires_at",
+        id="balance-expires-at-past-9999",
+    ),
+    pytest.param(
+        lambda e, b: e.accrue_points("LOYAL", 5, expires_at=PAST_9999),
+        PAYLOAD,
+        "expires_at",
+        id="accrue-expires-at-past-9999",
+    ),
+    pytest.param(
+        lambda e, b: e.accrue_points("LOYAL", 5, expires_at=BEFORE_YEAR_1),
+        PAYLOAD,
+        "expires_at",
+        id="accrue-expires-at-before-year-1",
+    ),
+    *[
+        pytest.param(
+            (lambda e, b, s=sweep: getattr(e, s)(BEFORE_YEAR_1)),
+            PAYLOAD,
+            "now",
+            id=f"{sweep}-now-before-year-1",
+        )
+        for sweep in ("expire_sessions", "expire_points", "expire_idempotency_keys")
+    ],
+    pytest.param(
+        lambda e, b: e.expire_points(PAST_9999), PAYLOAD, "now", id="expire_points-now-past-9999"
+    ),
+    # --- numbers of any size: pages, limits, counts, lengths, amounts ------------------------
+    *[
+        pytest.param(
+            (lambda e, b, p=page, n=limit: e.list_voucher_transactions("GIFT", page=p, limit=n)),
+            PAYLOAD,
+            "page",
+            id=f"list-page-{label}",
+        )
+        for label, page, limit in (
+            ("2**62", 2**62, 10),
+            ("2**31+1-limit-1", 2**31 + 1, 1),
+            ("offset-over-2**31", 2**31 // 100 + 2, 100),
+            ("huge", HUGE, 10),
+            ("-huge", -HUGE, 10),
+            ("float-inf", float("inf"), 10),
+        )
+    ],
+    pytest.param(
+        lambda e, b: e.list_voucher_transactions("GIFT", limit=HUGE),
+        PAYLOAD,
+        "limit",
+        id="list-limit-huge",
+    ),
+    pytest.param(
+        lambda e, b: e.generate_vouchers(HUGE, gift={"amount": 1}),
+        PAYLOAD,
+        "count",
+        id="generate-count-huge",
+    ),
+    pytest.param(
+        lambda e, b: e.generate_vouchers(2**63, gift={"amount": 1}),
+        PAYLOAD,
+        "count",
+        id="generate-count-2**63",
+    ),
+    pytest.param(
+        lambda e, b: e.generate_vouchers(1, gift={"amount": 1}, keep_codes=-HUGE),
+        PAYLOAD,
+        "keep_codes",
+        id="generate-keep-codes-huge",
+    ),
+    pytest.param(
+        lambda e, b: e.generate_vouchers(1, gift={"amount": 1}, length=HUGE),
+        PAYLOAD,
+        "length",
+        id="generate-length-huge",
+    ),
+    pytest.param(
+        _create(code=None, gift={"amount": 1}, code_length=HUGE),
+        AMOUNT,
+        "code_length",
+        id="create-code-length-huge",
+    ),
+    pytest.param(
+        lambda e, b: e.redeem_voucher("GIFT", credits=HUGE), AMOUNT, "credits", id="redeem-huge"
+    ),
+    pytest.param(
+        lambda e, b: e.update_voucher_balance("GIFT", -HUGE),
+        AMOUNT,
+        "amount",
+        id="balance-minus-huge",
+    ),
+    pytest.param(
+        _create(discount={"type": "PERCENT", "percent_off": HUGE}),
+        PAYLOAD,
+        "percent_off",
+        id="create-percent-huge",
+    ),
+    pytest.param(_session(ttl=HUGE), PAYLOAD, "ttl", id="validate-ttl-huge"),
+    pytest.param(_session(ttl=-HUGE), PAYLOAD, "ttl", id="validate-ttl-minus-huge"),
+    pytest.param(
+        lambda e, b: e.validate_voucher("DISC", session={"ttl": 2**62, "ttl_unit": "DAYS"}),
+        PAYLOAD,
+        "ttl",
+        id="validate-ttl-2**62-days",
+    ),
+    pytest.param(
+        lambda e, b: e.validate_voucher("DISC", session={"key": "k", "ttl_unit": HUGE}),
+        PAYLOAD,
+        "ttl_unit",
+        id="validate-ttl-unit-huge",
+    ),
 ]
 
 
@@ -574,3 +830,80 @@ def test_invalid_argument_from_redeem_records_no_failed_redemption(
     with pytest.raises(InvalidArgument):
         engine.redeem_voucher("GIFT")
     assert engine.list_redemptions("GIFT") == before
+
+
+def test_instants_at_the_ends_of_the_range_are_kept_and_read_back(engine: Engine) -> None:
+    first = datetime.min.replace(tzinfo=UTC)
+    last = datetime.max.replace(tzinfo=UTC)
+    created = engine.create_voucher("EDGE", gift={"amount": 1}, start_date=first)
+    assert engine.get_voucher("EDGE") == created
+    assert created.start_date == first
+    engine.create_voucher("LAST", gift={"amount": 1}, expiration_date=last)
+    assert engine.get_voucher("LAST").expiration_date == last
+    # the same instant in another zone, inside the range in UTC
+    late = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=1)))
+    assert engine.create_voucher("TZ", gift={"amount": 1}, expiration_date=late).expiration_date
+    assert engine.audit().ok
+
+
+def test_metadata_at_its_limits_is_kept(engine: Engine) -> None:
+    deepest = _nested(32)
+    edge = {"int": 2**63 - 1, "neg": -(2**63), "flag": True, "text": "é\u00a0\U0001f600"}
+    engine.create_voucher("META", gift={"amount": 1}, metadata={"deep": deepest["n"], **edge})
+    metadata = engine.get_voucher("META").metadata
+    assert metadata is not None
+    assert {k: metadata[k] for k in edge} == edge
+    assert engine.audit().ok
+
+
+def _bad_urls(directory: Path) -> list[str]:
+    sqlite = f"sqlite:///{directory / 'bad.db'}"
+    urls = [
+        f"{sqlite}?busy_timeout=nan",
+        f"{sqlite}?busy_timeout=inf",
+        f"{sqlite}?busy_timeout=-1",
+        f"{sqlite}?busy_timeout=1e300",
+        f"{sqlite}?busy_timeout={'9' * 5000}",
+        f"{sqlite}?busy_timeout=soon",
+        f"{sqlite}?synchronous=\x00",
+        f"{sqlite}?journal=off",
+        f"sqlite:///{directory}/a\x00.db",
+        f"sqlite:///{directory}/a%00.db",
+        f"sqlite:///{directory}/\ud800.db",
+        "sqlite",
+        "sqlite://",
+        "x" * 5000,
+    ]
+    dsn = os.environ.get(POSTGRES_DSN_VARIABLE)
+    if dsn:
+        join = "&" if "?" in dsn else "?"
+        urls += [
+            f"{dsn}{join}timeout=nan",
+            f"{dsn}{join}timeout=inf",
+            f"{dsn}{join}timeout=0",
+            f"{dsn}{join}max_size=99999999999999999999",
+            f"{dsn}{join}min_size=-1",
+            f"{dsn}{join}retries=1.5",
+            f"{dsn}{join}schema=%00",
+            f"{dsn}{join}sslmode=%00",
+            f"{dsn}\x00",
+            "postgresql://[::1",
+        ]
+    return urls
+
+
+def test_a_bad_store_url_is_invalid_payload(tmp_path: Path) -> None:
+    """Store URL options (any store): NUL, lone surrogates, numbers that are not finite or out
+    of range — an InvalidPayload, never a ValueError or OverflowError of the driver."""
+    failures = []
+    for url in _bad_urls(tmp_path):
+        try:
+            Engine(url).close()
+        except InvalidArgument as error:
+            if error.key != PAYLOAD:
+                failures.append((url[:80], repr(error)))
+        except Exception as error:
+            failures.append((url[:80], repr(error)[:200]))
+        else:
+            failures.append((url[:80], "accepted"))
+    assert not failures
