@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 from vouchercore import Engine, FakeClock, VoucherError, VoucherRejected
 from vouchercore.testing import state_snapshot
+from vouchercore.testing.contract.test_bad_input import nested_metadata, shared_metadata
 from vouchercore.testing.stores import BUILT_IN_STORES, store_factory, unavailable_reason
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -64,20 +65,6 @@ def _cycle() -> dict[str, Any]:
     cyclic: dict[str, Any] = {"a": [1]}
     cyclic["a"].append(cyclic)
     return cyclic
-
-
-def _nested(levels: int) -> dict[str, Any]:
-    nested: dict[str, Any] = {"leaf": 1}
-    for _ in range(levels):
-        nested = {"n": nested}
-    return nested
-
-
-def _shared(levels: int) -> list[Any]:
-    shared: list[Any] = [0]
-    for _ in range(levels):
-        shared = [shared, shared]
-    return shared
 
 
 # --- values ---------------------------------------------------------------------------------
@@ -126,8 +113,8 @@ BAD_METADATA = st.one_of(
         max_leaves=8,
     ),
     st.builds(_cycle),
-    st.builds(_nested, st.sampled_from([31, 32, 40, 3000])),
-    st.builds(lambda n: {"s": _shared(n)}, st.sampled_from([10, 30])),
+    st.builds(nested_metadata, st.sampled_from([31, 32, 40, 3000])),
+    st.builds(lambda n: {"s": shared_metadata(n)}, st.sampled_from([10, 30])),
     st.just({"big": "x" * 70_000}),
     st.just({1: "int key"}),
 )

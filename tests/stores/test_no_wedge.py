@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from tests.liveness import LIVENESS, bounded
 from vouchercore import Engine, FakeClock
 from vouchercore.domain import operations
 from vouchercore.stores import _sql
@@ -50,7 +51,6 @@ OTHER = "GIFT-2"
 LOYAL = "LOY-1"
 HOLD = "ssn_hold"
 #: how long a check waits for the other thread or process (a liveness bound)
-LIVENESS = float(os.environ.get("VOUCHERCORE_TEST_LIVENESS", "30"))
 PROBE = Path(__file__).with_name("wedge_probe.py")
 
 
@@ -167,28 +167,6 @@ def probe() -> Iterator[Probe]:
     made = Probe()
     yield made
     made.close()
-
-
-def bounded(work: Callable[[], Any], what: str) -> Any:
-    """``work()`` in another thread, which must finish within LIVENESS (else the test fails
-    rather than hangs); its result, or its exception raised here."""
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(("ok", work()))
-        except BaseException as error:  # handed to the test thread
-            outcome.append(("error", error))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(LIVENESS)
-    if thread.is_alive():
-        pytest.fail(f"{what}: still waiting after {LIVENESS:g} s (the voucher is wedged)")
-    status, value = outcome[0]
-    if status == "error":
-        raise value
-    return value
 
 
 def assert_released(

@@ -21,8 +21,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,30 +30,11 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg")
 
+from tests.liveness import bounded  # noqa: E402
 from vouchercore import Engine, FakeClock, StorageError  # noqa: E402
 
 DSN = os.environ.get("VOUCHERCORE_TEST_POSTGRES_DSN")
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-LIVENESS = 60.0
-
-
-def bounded(work: Callable[[], Any], what: str) -> tuple[str, Any]:
-    """Run *work* in another thread, which must finish within LIVENESS; ``("ok", result)`` or
-    ``("error", exception)``."""
-    outcome: list[tuple[str, Any]] = []
-
-    def run() -> None:
-        try:
-            outcome.append(("ok", work()))
-        except BaseException as error:  # handed to the test thread
-            outcome.append(("error", error))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(LIVENESS)
-    if thread.is_alive():
-        pytest.fail(f"{what}: still waiting after {LIVENESS:g} s")
-    return outcome[0]
 
 
 def _url(dsn: str, **options: Any) -> str:
@@ -91,20 +71,15 @@ def test_a_frozen_client_holding_the_row_costs_a_storage_error_not_a_wedge(schem
             holder.execute(
                 f'SELECT id FROM "{schema}".vouchers WHERE code = %s FOR UPDATE', ("GIFT-1",)
             )
-            status, raised = bounded(
-                lambda: engine.redeem_voucher("GIFT-1", credits=100), "a redemption"
-            )
-            assert status == "error"
-            assert isinstance(raised, StorageError), raised
+            with pytest.raises(StorageError) as caught:
+                bounded(lambda: engine.redeem_voucher("GIFT-1", credits=100), "a redemption", 60)
+            raised = caught.value
             assert raised.key == "storage_error"
             assert "timeout" in str(raised)  # lock_timeout or statement_timeout: both are 2 s
             # reads that need no lock still work meanwhile
             assert engine.store.transaction_count(card.id) == 0
             holder.rollback()
-        status, redeemed = bounded(
-            lambda: engine.redeem_voucher("GIFT-1", credits=100), "a redemption"
-        )
-        assert status == "ok", redeemed
+        bounded(lambda: engine.redeem_voucher("GIFT-1", credits=100), "a redemption", 60)
         assert engine.get_voucher("GIFT-1").gift.balance == 900
 
 
@@ -212,19 +187,15 @@ def test_a_frozen_server_costs_a_storage_error_not_a_wedge() -> None:
             try:
                 for pid in frozen:
                     os.kill(pid, signal.SIGSTOP)
-                status, raised = bounded(
-                    lambda: engine.redeem_voucher("GIFT-1", credits=100), "a redemption"
-                )
-                assert status == "error"
-                assert isinstance(raised, StorageError), raised
+                with pytest.raises(StorageError) as caught:
+                    redeem = lambda: engine.redeem_voucher("GIFT-1", credits=100)  # noqa: E731
+                    bounded(redeem, "a redemption", 60)
+                raised = caught.value
                 assert raised.key == "storage_error"
                 assert "no answer from the database" in str(raised), raised
             finally:
                 for pid in frozen:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGCONT)
-            status, redeemed = bounded(
-                lambda: engine.redeem_voucher("GIFT-1", credits=100), "a redemption"
-            )
-            assert status == "ok", redeemed
+            bounded(lambda: engine.redeem_voucher("GIFT-1", credits=100), "a redemption", 60)
             assert engine.get_voucher("GIFT-1").gift.balance == 800

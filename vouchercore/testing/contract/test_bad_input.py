@@ -51,14 +51,14 @@ def _list_cycle() -> list[Any]:
     return cyclic
 
 
-def _nested(levels: int) -> dict[str, Any]:
+def nested_metadata(levels: int) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     for _ in range(levels - 1):
         nested = {"n": nested}
     return nested
 
 
-def _shared(levels: int) -> list[Any]:
+def shared_metadata(levels: int) -> list[Any]:
     """Small in memory, 2**levels leaves as JSON."""
     shared: list[Any] = [0]
     for _ in range(levels):
@@ -156,9 +156,9 @@ def _bad_metadata(call: Callable[[Engine, object], Any], prefix: str) -> list[An
         ("not-mapping", "meta"),
         ("cycle", _cycle()),
         ("list-cycle", {"a": _list_cycle()}),
-        ("33-levels", _nested(33)),
-        ("5000-levels", _nested(5000)),
-        ("shared-2**30-leaves", {"a": _shared(30)}),
+        ("33-levels", nested_metadata(33)),
+        ("5000-levels", nested_metadata(5000)),
+        ("shared-2**30-leaves", {"a": shared_metadata(30)}),
         ("2**63", {"a": 2**63}),
         ("-2**63-1", {"a": -(2**63) - 1}),
         ("huge-int", {"a": HUGE}),
@@ -847,7 +847,7 @@ def test_instants_at_the_ends_of_the_range_are_kept_and_read_back(engine: Engine
 
 
 def test_metadata_at_its_limits_is_kept(engine: Engine) -> None:
-    deepest = _nested(32)
+    deepest = nested_metadata(32)
     edge = {"int": 2**63 - 1, "neg": -(2**63), "flag": True, "text": "é\u00a0\U0001f600"}
     engine.create_voucher("META", gift={"amount": 1}, metadata={"deep": deepest["n"], **edge})
     metadata = engine.get_voucher("META").metadata
