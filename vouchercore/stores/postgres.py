@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Final, TypeVar
 
@@ -85,6 +86,7 @@ from vouchercore.stores import _schema, _sql
 from vouchercore.stores._pgconn import (
     NEVER,
     NO_FLUSH,
+    OPTION_RANGES,
     STORE_OPTIONS,
     Conn,
     Connections,
@@ -347,8 +349,16 @@ class PostgresStore(Store[SqlUnit]):
                 raise InvalidPayload(f"{name} must be an int ≥ 0, got {size!r}")
         if max_size < max(min_size, 1):
             raise InvalidPayload(f"max_size must be ≥ max(min_size, 1), got {max_size!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise InvalidPayload(f"timeout must be a positive number of seconds, got {timeout!r}")
+        low, high = OPTION_RANGES["timeout"]
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or not low <= timeout <= high
+        ):
+            raise InvalidPayload(
+                f"timeout must be from {low:g} to {high:g} seconds, got {timeout!r}"
+            )
         self.schema = schema
         self.min_size = min_size
         self.max_size = max_size

@@ -20,6 +20,7 @@ its cost grows with what has expired, not with the table.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import sqlite3
@@ -185,8 +186,10 @@ class SQLiteStore(Store[SqlUnit]):
             )
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
             raise InvalidPayload(f"busy_timeout must be a number of seconds, got {busy_timeout!r}")
-        if busy_timeout < 0:
-            raise InvalidPayload(f"busy_timeout must be ≥ 0, got {busy_timeout!r}")
+        if not math.isfinite(busy_timeout) or not 0 <= busy_timeout <= MAX_BUSY_TIMEOUT:
+            raise InvalidPayload(
+                f"busy_timeout must be from 0 to {MAX_BUSY_TIMEOUT:g} seconds, got {busy_timeout!r}"
+            )
         self.path = os.fspath(path)
         self.synchronous = mode
         self.busy_timeout = float(busy_timeout)

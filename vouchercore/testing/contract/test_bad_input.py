@@ -14,6 +14,8 @@ refused the same way (:func:`test_a_bad_store_url_is_invalid_payload`).
 
 from __future__ import annotations
 
+import importlib
+import math
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 
 from vouchercore import Discount, Engine, InvalidArgument
+from vouchercore.stores.sqlite import SQLiteStore
 from vouchercore.testing import state_snapshot
 from vouchercore.testing.stores import POSTGRES_DSN_VARIABLE
 
@@ -907,3 +910,18 @@ def test_a_bad_store_url_is_invalid_payload(tmp_path: Path) -> None:
         else:
             failures.append((url[:80], "accepted"))
     assert not failures
+
+
+@pytest.mark.parametrize("seconds", [math.nan, math.inf, -1.0, 1e300, True, "5"])
+def test_a_bad_timeout_handed_to_a_store_is_invalid_payload(seconds: object) -> None:
+    """The stores' own constructors check their timeouts as their URLs do: finite, in range."""
+    with pytest.raises(InvalidArgument) as raised:
+        SQLiteStore(":memory:", busy_timeout=seconds)
+    assert raised.value.key == PAYLOAD
+    try:  # the PostgreSQL store needs the postgres extra
+        postgres = importlib.import_module("vouchercore.stores.postgres")
+    except ImportError:
+        return
+    with pytest.raises(InvalidArgument) as raised:  # refused before any connection is made
+        postgres.PostgresStore("postgresql://127.0.0.1:1/none", timeout=seconds)
+    assert raised.value.key == PAYLOAD
