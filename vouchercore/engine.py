@@ -1063,7 +1063,7 @@ class Engine:
                 log = self._store.transactions(unit.record.id)
                 redeemed = self._store.redemptions(unit.record.id)
                 violations.extend(audit_voucher(unit.record, now, log, redeemed))
-                sessions += sum(1 for s in unit.record.live_sessions(now))
+                sessions += len(unit.record.live_sessions(now))
             vouchers += 1
             transactions += len(log)
             redemptions += len(redeemed)
