@@ -33,8 +33,8 @@ from vouchercore.codes import (
     GenerationReport,
     check_code_space,
 )
-from vouchercore.domain import idempotency, operations
-from vouchercore.domain.audit import audit_session_ledger, audit_voucher
+from vouchercore.domain import idempotency, operations, stacking
+from vouchercore.domain.audit import audit_session_ledger, audit_stacks, audit_voucher
 from vouchercore.domain.instants import to_us_or_none
 from vouchercore.domain.records import (
     VISIBLE,
@@ -46,19 +46,25 @@ from vouchercore.domain.records import (
 from vouchercore.domain.snapshots import (
     AuditReport,
     BalanceUpdate,
+    ParentRedemption,
     PointsCancellation,
     PointsTransfer,
     Redemption,
     RedemptionRollback,
     Session,
+    StackedRedemption,
+    StackedRollback,
+    StackedValidationResult,
     Transaction,
     TransactionPage,
     ValidationResult,
     Violation,
     Voucher,
 )
+from vouchercore.domain.stacking import StackingRules
 from vouchercore.domain.values import (
     MAX_CODE_LENGTH,
+    RedemptionStatus,
     VoucherType,
     require_amount,
     require_code,
@@ -67,7 +73,7 @@ from vouchercore.domain.values import (
     require_signed_amount,
     shown,
 )
-from vouchercore.errors import InvalidPayload, NotFound, VoucherError
+from vouchercore.errors import InvalidPayload, NotFound, RedeemablesLimitExceeded, VoucherError
 from vouchercore.ids import IdGenerator
 from vouchercore.ports import AnyStore, Opened, OpenedMany, VoucherUnit
 from vouchercore.requests import VoucherTemplate
@@ -89,6 +95,9 @@ _TEMPLATES_KEPT = 256
 MAX_PAGE_OFFSET = 2**31 - 1
 #: The most vouchers one :meth:`Engine.generate_vouchers` call may make (signed 64 bits).
 _MAX_COUNT = 2**63 - 1
+#: How many times a stacked validation re-reads which of its vouchers are there while vouchers
+#: are created and deleted under it, before opening them as a redemption does.
+_STACK_ATTEMPTS = 3
 
 
 class Engine:
@@ -104,6 +113,11 @@ class Engine:
         idempotency_retention: how long an ``idempotency_key`` is kept (engine clock; default
             :data:`~vouchercore.domain.idempotency.DEFAULT_RETENTION_US`, 7 days): a retry within
             it returns the first result, after it runs anew.
+        redeemables_limit: the most redeemables a stacked call may name (1–30, default 30:
+            Voucherify's ``stacking_rules``); more is ``redeemables_limit_exceeded``.
+        applicable_redeemables_limit: the most redeemables of a stack that may apply (1–30,
+            default 5); the ones past it are SKIPPED
+            (``applicable_redeemables_limit_exceeded``).
 
     Example:
         >>> from vouchercore import Engine, FakeClock
@@ -123,7 +137,13 @@ class Engine:
         seed: int | None = None,
         ids: IdGenerator | None = None,
         idempotency_retention: timedelta = _DEFAULT_RETENTION,
+        redeemables_limit: int = stacking.DEFAULT_REDEEMABLES_LIMIT,
+        applicable_redeemables_limit: int = stacking.DEFAULT_APPLICABLE_REDEEMABLES_LIMIT,
     ) -> None:
+        self._stacking = stacking.StackingRules(
+            redeemables_limit=redeemables_limit,
+            applicable_redeemables_limit=applicable_redeemables_limit,
+        )
         if not isinstance(idempotency_retention, timedelta) or idempotency_retention <= timedelta(
             0
         ):
@@ -145,6 +165,11 @@ class Engine:
     def clock(self) -> Clock:
         """The clock this engine reads."""
         return self._clock
+
+    @property
+    def stacking_rules(self) -> StackingRules:
+        """The limits of a stacked validation or redemption on this engine."""
+        return self._stacking
 
     def close(self) -> None:
         """Release the store if this engine opened it."""
@@ -278,6 +303,8 @@ class Engine:
         order_id: str | None = None,
         session: Mapping[str, Any] | str | bool | None = None,
         metadata: Mapping[str, Any] | None = None,
+        order: Mapping[str, Any] | None = None,
+        customer: Mapping[str, Any] | None = None,
     ) -> ValidationResult:
         """Can this voucher be used for this order? Never raises for an invalid voucher: the
         result has ``valid=False`` and ``error`` (the error a redemption would raise).
@@ -292,6 +319,10 @@ class Engine:
                 optional; default 7 DAYS and a generated ``ssn_`` key), or ``"LOCK"``/
                 ``True`` for the defaults. A valid answer sets (or, same key again,
                 replaces) the lock: quantity 1 plus the credits/points asked for.
+            order: Voucherify's order object, ``{"id", "source_id", "amount", "metadata"}``
+                (each optional): *order_amount* and *order_id* are shorthands for its amount
+                and id.
+            customer: Voucherify's customer object, ``{"id", "source_id", "metadata"}``.
 
         Raises:
             InvalidArgument: a malformed request (bad types or amounts, unknown ttl unit, a
@@ -300,7 +331,9 @@ class Engine:
         code = require_code(code)
         lock = requests.lock_request(session)
         own_key = lock.key if lock is not None else None
-        request = requests.use_request(order_amount, credits, points, order_id, own_key, metadata)
+        request = requests.use_request(
+            order_amount, credits, points, order_id, own_key, metadata, order, customer
+        )
         now = self._clock.now_us()
         if lock is not None:
             lock.expires_at(now)  # an unrepresentable expiry is malformed: raise before reading
@@ -324,6 +357,8 @@ class Engine:
         session_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        order: Mapping[str, Any] | None = None,
+        customer: Mapping[str, Any] | None = None,
     ) -> Redemption:
         """Redeem the voucher. Same checks as validation, with *session_key*'s own lock
         counted as available; on success its session is released. An unknown or expired
@@ -332,6 +367,9 @@ class Engine:
         With *idempotency_key*, a retry of the same request returns this redemption again and
         changes nothing (README: "Idempotent retries"); a FAILED
         attempt keeps nothing under the key.
+
+        *order* and *customer* are Voucherify's objects, as for :meth:`validate_voucher`; both
+        are kept with the redemption (``Redemption.order``, ``Redemption.customer``).
 
         Returns:
             The SUCCEEDED redemption (``amount``: credits, points or discount used).
@@ -345,7 +383,7 @@ class Engine:
         """
         code = require_code(code)
         request = requests.use_request(
-            order_amount, credits, points, order_id, session_key, metadata
+            order_amount, credits, points, order_id, session_key, metadata, order, customer
         )
         keyed = (
             None
@@ -360,6 +398,7 @@ class Engine:
                 order_id=request.order_id,
                 session_key=request.session_key,
                 metadata=request.metadata,
+                **_context(request),
             )
         )
         now = self._clock.now_us()
@@ -423,6 +462,269 @@ class Engine:
             # resolved meanwhile by another caller) is re-read only if something moved
             if len(found) < SWEEP_BATCH or purged_now == 0:
                 return purged
+
+    # --- stacked validation and redemption ------------------------------------------------
+
+    def validate_stacked_discounts(
+        self,
+        redeemables: Sequence[Mapping[str, Any]],
+        *,
+        order: Mapping[str, Any] | None = None,
+        customer: Mapping[str, Any] | None = None,
+        session: Mapping[str, Any] | str | bool | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        order_amount: int | None = None,
+    ) -> StackedValidationResult:
+        """Can these vouchers be used together for this order? Never raises for an invalid
+        stack: the result has ``valid=False``, each redeemable's status and error, and the
+        ``error`` a stacked redemption would raise.
+
+        Args:
+            redeemables: ``{"object": "voucher", "id": code}`` each, with
+                ``"gift": {"credits": n}`` (gift cards) or ``"reward": {"points": n}``
+                (loyalty cards: required); at most :attr:`stacking_rules`
+                ``.redeemables_limit`` (30), no voucher twice.
+            order: ``{"id", "source_id", "amount", "metadata"}`` (each optional; the amount
+                prices the discounts and gift cards); *order_amount* is a shorthand for its
+                amount.
+            customer: ``{"id", "source_id", "metadata"}``.
+            session: a LOCK, as for :meth:`validate_voucher`: a valid answer locks every
+                voucher of the stack under one key (quantity 1 plus the credits or points
+                each would use).
+
+        Pricing: discounts apply first, in the order given, each to what is left of the order;
+        gift cards then pay what remains (never more than the order still owes); loyalty
+        cards spend their points. See README "Stacking vouchers".
+
+        Raises:
+            InvalidArgument: a malformed request: no redeemables, an unknown ``object``, a
+                missing id, a voucher named twice, credits on a non-gift voucher, points on a
+                non-loyalty voucher, no order amount where the pricing needs it, a bad
+                session; ``redeemables_limit_exceeded`` for too many redeemables.
+        """
+        names, amounts = self._redeemables(redeemables)
+        lock = requests.lock_request(session)
+        shared = requests.use_request(
+            order_amount,
+            None,
+            None,
+            None,
+            None if lock is None else lock.key,
+            metadata,
+            order,
+            customer,
+        )
+        now = self._clock.now_us()
+        if lock is not None:
+            lock.expires_at(now)  # an unrepresentable expiry is malformed: raise before reading
+        work, missing = self._open_stack(names)
+        found = [i for i in range(len(names)) if i not in missing]
+        lost = [(i, _not_found(names[i])) for i in sorted(missing)]
+        found_names = [names[i] for i in found]
+        found_amounts = [amounts[i] for i in found]
+        if work is None:  # not one of them is there
+            return stacking.validate_stack(
+                (), (), (), shared, self._ids, now, self._stacking, lock, lost
+            )
+        with work as units:
+            return stacking.validate_stack(
+                units,
+                found_names,
+                found_amounts,
+                shared,
+                self._ids,
+                now,
+                self._stacking,
+                lock,
+                lost,
+            )
+
+    def redeem_stacked_discounts(
+        self,
+        redeemables: Sequence[Mapping[str, Any]],
+        *,
+        order: Mapping[str, Any] | None = None,
+        customer: Mapping[str, Any] | None = None,
+        session: Mapping[str, Any] | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        order_amount: int | None = None,
+    ) -> StackedRedemption:
+        """Redeem several vouchers in one atomic step: all of them, or none.
+
+        Same request and pricing as :meth:`validate_stacked_discounts`. *session* is the key
+        (``"ssn_…"`` or ``{"key": …}``) of a stacked validation's LOCK: each voucher's lock
+        counts as its own, and every one is released. An unknown or expired key is treated
+        as no session.
+
+        On success, one parent redemption (``r_``) and one child per voucher are recorded,
+        each child as :meth:`redeem_voucher` records one. If any redeemable is not
+        applicable, nothing is redeemed: one FAILED parent is recorded (``failure_code``: the
+        failing redeemable's error key) and its error raised.
+
+        With *idempotency_key*, a retry of the same request returns this stacked redemption
+        again and changes nothing; a FAILED attempt keeps nothing under the key.
+
+        Raises:
+            VoucherRejected: the first redeemable, in request order, that is not applicable:
+                its own check failed (``quantity_exceeded`` …), or the stack left it out
+                (``applicable_redeemables_limit_exceeded``, ``no_effect``); ``details`` names
+                the FAILED parent.
+            NotFound: a redeemable names no voucher (nothing recorded).
+            IdempotencyKeyReused: *idempotency_key* was used for a different request.
+            InvalidArgument: a malformed request (nothing recorded), as for
+                :meth:`validate_stacked_discounts`.
+        """
+        names, amounts = self._redeemables(redeemables)
+        session_key = requests.stacked_session_key(session)
+        shared = requests.use_request(
+            order_amount, None, None, None, session_key, metadata, order, customer
+        )
+        keyed = requests.keyed_request(
+            idempotency_key,
+            "redeem_stacked_discounts",
+            redeemables=[[n, c, p] for n, (c, p) in zip(names, amounts, strict=True)],
+            order_amount=shared.order_amount,
+            order_id=shared.order_id,
+            session_key=shared.session_key,
+            metadata=shared.metadata,
+            context=list(shared.context),
+        )
+        now = self._clock.now_us()
+        with self._open_many(names) as units:
+            stacked, error = self._once(
+                units[0],
+                now,
+                keyed,
+                StackedRedemption,
+                lambda: stacking.redeem_stack(
+                    units, names, amounts, shared, self._ids, now, self._stacking
+                ),
+            )
+        if error is not None:
+            raise error  # a FAILED stack: its parent recorded, then raised
+        return stacked
+
+    def rollback_stacked_redemptions(
+        self,
+        parent_redemption_id: str,
+        *,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> StackedRollback:
+        """Roll back a whole stacked redemption: every child, and the parent, at once (within
+        3 calendar months of it). A child cannot be rolled back alone.
+
+        With *idempotency_key*, a retry returns this rollback again (not
+        ``already_rolled_back``).
+
+        Raises:
+            NotFound: no parent redemption has this id, or a voucher of the stack is deleted.
+            AlreadyRolledBack: the second time (without the first call's idempotency key).
+            InvalidRedemption: the stacked redemption FAILED (nothing to reverse).
+            RollbackWindowExceeded: more than 3 calendar months later.
+            IdempotencyKeyReused: *idempotency_key* was used for a different request.
+        """
+        parent_id = require_code(parent_redemption_id, "parent_redemption_id")
+        reason = require_optional_text(reason, "reason")
+        keyed = requests.keyed_request(
+            idempotency_key,
+            "rollback_stacked_redemptions",
+            parent_redemption_id=parent_id,
+            reason=reason,
+        )
+        now = self._clock.now_us()
+        parent = self._store.get_parent_redemption(parent_id)
+        if parent is None:
+            raise _redemption_not_found(parent_id)
+        if not parent.voucher_ids:  # FAILED: nothing was redeemed, nothing to lock
+            stacking.rollback_stack((), parent, (), self._ids, now, reason)
+        store = self._store
+        with self._open_many(parent.voucher_ids) as units:
+
+            def step() -> tuple[StackedRollback, None]:
+                current = store.get_parent_redemption(parent_id)  # as it is under the locks
+                assert current is not None  # a parent is never deleted
+                children = [store.get_redemption(child) for child in current.redemptions]
+                return stacking.rollback_stack(
+                    units, current, children, self._ids, now, reason
+                ), None
+
+            rollback, _ = self._once(units[0], now, keyed, StackedRollback, step)
+        return rollback
+
+    def get_parent_redemption(self, parent_redemption_id: str) -> ParentRedemption:
+        """The parent of a stacked redemption, as it stands (SUCCEEDED, FAILED or
+        ROLLED_BACK); its children are :meth:`get_redemption` of ``.redemptions``.
+
+        Raises:
+            NotFound: no parent redemption has this id.
+        """
+        parent_id = require_code(parent_redemption_id, "parent_redemption_id")
+        found = self._store.get_parent_redemption(parent_id)
+        if found is None:
+            raise _redemption_not_found(parent_id)
+        return found
+
+    def _redeemables(
+        self, redeemables: object
+    ) -> tuple[list[str], list[tuple[int | None, int | None]]]:
+        """The checked redeemables of a stacked call: their codes (or ids), and the credits
+        and points of each."""
+        if not isinstance(redeemables, list | tuple):
+            raise InvalidPayload(
+                f"redeemables must be a list of {{'object': 'voucher', 'id': …}}, "
+                f"got {shown(redeemables)}"
+            )
+        if not redeemables:
+            raise InvalidPayload("redeemables must name at least one voucher")
+        limit = self._stacking.redeemables_limit
+        if len(redeemables) > limit:
+            raise RedeemablesLimitExceeded(
+                f"a stacked request may name at most {limit} redeemables, got {len(redeemables)}"
+            )
+        names: list[str] = []
+        amounts: list[tuple[int | None, int | None]] = []
+        for position, redeemable in enumerate(redeemables):
+            code, credits, points = requests.redeemable_request(redeemable, position)
+            if code in names:
+                raise InvalidPayload(f"redeemables name {code!r} twice")
+            names.append(code)
+            amounts.append((credits, points))
+        return names, amounts
+
+    def _open_stack(self, names: Sequence[str]) -> tuple[OpenedMany[VoucherUnit] | None, set[int]]:
+        """One unit of work on the vouchers of a stacked validation that the caller may see,
+        and the positions of the names that name none (a validation answers for them)."""
+        missing: set[int] = set()
+        for _ in range(_STACK_ATTEMPTS):
+            present = [i for i in range(len(names)) if i not in missing]
+            if not present:
+                return None, missing
+            units = self._store.begin_many([names[i] for i in present])
+            if units is not None:
+                work = OpenedMany(self._store, units)
+                try:
+                    hidden = {
+                        i
+                        for i, u in zip(present, units, strict=True)
+                        if u.record.state not in VISIBLE
+                    }
+                except BaseException:
+                    work.abort()
+                    raise
+                if not hidden:
+                    return work, missing
+                work.abort()
+                missing |= hidden
+                continue
+            for i in present:  # which names no voucher? (each looked up on its own)
+                probe = self._find(names[i])
+                if probe is None:
+                    missing.add(i)
+                else:
+                    probe.abort()
+        return self._open_many(names), set()  # still moving: as a redemption opens them
 
     # --- redemptions ----------------------------------------------------------------------
 
@@ -1050,11 +1352,15 @@ class Engine:
     # --- audit ----------------------------------------------------------------------------
 
     def audit(self) -> AuditReport:
-        """Replay every voucher's log and check invariants I1–I4; a report naming each
-        violation (``report.ok`` when none)."""
+        """Replay every voucher's log and check invariants I1–I4, and that every stacked
+        redemption's children stand or fall with their parent (I5); a report naming each
+        violation (``report.ok`` when none). Exact on a book at rest; under traffic, a stack
+        committed while the audit runs may be reported half-seen."""
         now = self._clock.now_us()
         violations: list[Violation] = []
         vouchers = sessions = transactions = redemptions = 0
+        audited: set[str] = set()
+        children: dict[str, dict[str, RedemptionStatus]] = {}
         for code in self._store.voucher_codes():
             work = self._find(code)
             if work is None:  # deleted meanwhile
@@ -1064,10 +1370,16 @@ class Engine:
                 redeemed = self._store.redemptions(unit.record.id)
                 violations.extend(audit_voucher(unit.record, now, log, redeemed))
                 sessions += len(unit.record.live_sessions(now))
+                audited.add(unit.record.id)
+            for redemption in redeemed:
+                parent_id = redemption.parent_id
+                if parent_id is not None:
+                    children.setdefault(parent_id, {})[redemption.id] = redemption.status
             vouchers += 1
             transactions += len(log)
             redemptions += len(redeemed)
         violations.extend(audit_session_ledger(self._store.session_counts()))
+        violations.extend(audit_stacks(self._store.parent_redemptions(), children, audited))
         return AuditReport(
             vouchers=vouchers,
             sessions=sessions,
@@ -1183,6 +1495,14 @@ def _redemption_not_found(redemption_id: str) -> NotFound:
         resource_id=redemption_id,
         resource_type="redemption",
     )
+
+
+def _context(request: operations.UseRequest) -> dict[str, Any]:
+    """A request's order and customer fields for its idempotency fingerprint: none when it
+    gave none (the fingerprints of requests made before they existed stay the same)."""
+    if request.context is operations.NO_CONTEXT:
+        return {}
+    return {"context": list(request.context)}
 
 
 def _voucher_id_of(session: SessionRecord) -> str:

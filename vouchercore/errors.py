@@ -9,7 +9,8 @@ optional ``details``, and the resource it concerns where known::
     │   ├── InvalidAmount                                 invalid_amount
     │   ├── MissingAmount                                 missing_amount
     │   ├── InvalidPayload                                invalid_payload
-    │   └── InvalidExportFields                           invalid_export_fields
+    │   ├── InvalidExportFields                           invalid_export_fields
+    │   └── RedeemablesLimitExceeded                      redeemables_limit_exceeded
     ├── NotFound (also LookupError)                  404  not_found
     ├── DuplicateFound                               409  duplicate_found
     ├── VoucherRejected                              400  a check of the validation table failed
@@ -18,7 +19,9 @@ optional ``details``, and the resource it concerns where known::
     │   ├── VoucherExpired                                voucher_expired
     │   ├── QuantityExceeded                              quantity_exceeded
     │   ├── GiftAmountExceeded                            gift_amount_exceeded
-    │   └── LoyaltyCardPointsExceeded                     loyalty_card_points_exceeded
+    │   ├── LoyaltyCardPointsExceeded                     loyalty_card_points_exceeded
+    │   ├── ApplicableRedeemablesLimitExceeded            applicable_redeemables_limit_exceeded
+    │   └── NoEffect                                      no_effect
     ├── AlreadyRolledBack                            400  already_rolled_back
     ├── AlreadyCancelled                             400  already_cancelled
     ├── InvalidRedemption                            400  invalid_redemption
@@ -46,6 +49,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AlreadyCancelled",
     "AlreadyRolledBack",
+    "ApplicableRedeemablesLimitExceeded",
     "DuplicateFound",
     "GiftAmountExceeded",
     "IdempotencyKeyReused",
@@ -58,8 +62,10 @@ __all__ = [
     "InvalidVoucher",
     "LoyaltyCardPointsExceeded",
     "MissingAmount",
+    "NoEffect",
     "NotFound",
     "QuantityExceeded",
+    "RedeemablesLimitExceeded",
     "RollbackWindowExceeded",
     "StorageError",
     "VoucherDisabled",
@@ -218,6 +224,20 @@ class LoyaltyCardPointsExceeded(VoucherRejected):
     key = "loyalty_card_points_exceeded"
 
 
+class ApplicableRedeemablesLimitExceeded(VoucherRejected):
+    """A stack holds more applicable redeemables than the engine's
+    ``applicable_redeemables_limit`` (5 by default): the ones past it are SKIPPED."""
+
+    key = "applicable_redeemables_limit_exceeded"
+
+
+class NoEffect(VoucherRejected):
+    """A gift card in a stack would pay nothing: the vouchers before it cover the whole
+    order."""
+
+    key = "no_effect"
+
+
 class AlreadyRolledBack(VoucherError):
     """The redemption has been rolled back already."""
 
@@ -260,6 +280,13 @@ class InvalidExportFields(InvalidArgument):
     key = "invalid_export_fields"
 
 
+class RedeemablesLimitExceeded(InvalidArgument):
+    """A stacked request names more redeemables than the engine's ``redeemables_limit``
+    (30 by default)."""
+
+    key = "redeemables_limit_exceeded"
+
+
 class IdempotencyKeyReused(VoucherError):
     """An idempotency key, still within its retention, was sent with a different request (or
     to a different voucher or operation) than the one it was first used for. Nothing changed."""
@@ -289,6 +316,9 @@ _BY_KEY: dict[str, type[VoucherError]] = {
         QuantityExceeded,
         GiftAmountExceeded,
         LoyaltyCardPointsExceeded,
+        ApplicableRedeemablesLimitExceeded,
+        NoEffect,
+        RedeemablesLimitExceeded,
         AlreadyRolledBack,
         AlreadyCancelled,
         InvalidRedemption,

@@ -53,7 +53,7 @@ from vouchercore.domain.audit import SessionCounts
 from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.operations import VoucherUnit
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord
-from vouchercore.domain.snapshots import Redemption
+from vouchercore.domain.snapshots import ParentRedemption, Redemption
 
 __all__ = [
     "AnyStore",
@@ -236,6 +236,16 @@ class Store(Protocol[Unit]):
 
     def get_redemption(self, redemption_id: str) -> Redemption | None:
         """A redemption by id, or None (also when its voucher was force-deleted)."""
+        ...
+
+    def get_parent_redemption(self, parent_id: str) -> ParentRedemption | None:
+        """The parent of a stacked redemption by id, as last committed, or None. A parent is
+        kept even when the vouchers of its children are force-deleted."""
+        ...
+
+    def parent_redemptions(self) -> Iterator[ParentRedemption]:
+        """Every parent redemption, oldest first (read in pages: no long-held cursor or
+        lock; parents recorded meanwhile may or may not be included)."""
         ...
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:

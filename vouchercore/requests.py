@@ -29,6 +29,7 @@ from vouchercore.domain.values import (
     TtlUnit,
     VoucherType,
     require_amount,
+    require_code,
     require_enum,
     require_metadata,
     require_optional_text,
@@ -43,10 +44,14 @@ __all__ = [
     "DEFAULT_TTL",
     "DEFAULT_TTL_UNIT",
     "VoucherTemplate",
+    "customer_request",
     "idempotency_key",
     "keyed_request",
     "lock_request",
+    "order_request",
     "parse_discount",
+    "redeemable_request",
+    "stacked_session_key",
     "use_request",
 ]
 
@@ -263,9 +268,12 @@ def use_request(
     order_id: object,
     session_key: object,
     metadata: object,
+    order: object = None,
+    customer: object = None,
 ) -> UseRequest:
-    """What a validation or redemption asks of a voucher, checked."""
-    return UseRequest(
+    """What a validation or redemption asks of a voucher, checked. *order* and *customer*
+    are Voucherify's objects (:func:`order_request`, :func:`customer_request`)."""
+    request = UseRequest(
         None if credits is None else require_amount(credits, "credits"),
         None if points is None else require_amount(points, "points"),
         None if order_amount is None else require_amount(order_amount, "order_amount"),
@@ -273,6 +281,149 @@ def use_request(
         None if session_key is None else require_session_key(session_key),
         None if metadata is None else require_metadata(metadata),
     )
+    if order is not None or customer is not None:
+        amount, order_id, context = order_request(order, request.order_amount, request.order_id)
+        request.order_amount = amount
+        request.order_id = order_id
+        request.context = context + customer_request(customer)
+    return request
+
+
+_ORDER_FIELDS: Final = frozenset({"id", "source_id", "amount", "metadata", "object"})
+_CUSTOMER_FIELDS: Final = frozenset({"id", "source_id", "metadata", "object"})
+
+
+def _fields(value: object, name: str, known: frozenset[str]) -> Mapping[str, Any]:
+    """*value* as a mapping whose keys are all *known* (a key of any other name is allowed
+    only with the value None: clients send explicit nulls for fields they do not set)."""
+    if not isinstance(value, Mapping):
+        raise InvalidPayload(f"{name} must be a mapping, got {shown(value)}")
+    for key, item in value.items():
+        if key not in known and item is not None:
+            raise InvalidPayload(
+                f"{name} has an unknown field {shown(key)} (known: {', '.join(sorted(known))})"
+            )
+    return value
+
+
+def _object_name(fields: Mapping[str, Any], name: str, expected: str) -> None:
+    kind = fields.get("object")
+    if kind is not None and kind != expected:
+        raise InvalidPayload(f"{name}.object must be {expected!r}, got {shown(kind)}")
+
+
+def order_request(
+    order: object, order_amount: int | None, order_id: str | None
+) -> tuple[int | None, str | None, tuple[Any, ...]]:
+    """Voucherify's ``order`` object (``{"id", "source_id", "amount", "metadata"}``, each
+    optional), checked, merged with the ``order_amount``/``order_id`` shorthands: the order's
+    amount, its id, and ``(source_id, metadata)``.
+
+    Raises:
+        InvalidPayload: not a mapping, an unknown field, a bad value, or an amount (id) given
+            both ways with different values.
+    """
+    if order is None:
+        return order_amount, order_id, (None, None)
+    fields = _fields(order, "order", _ORDER_FIELDS)
+    _object_name(fields, "order", "order")
+    amount = fields.get("amount")
+    if amount is not None:
+        amount = require_amount(amount, "order.amount")
+        if order_amount is not None and order_amount != amount:
+            raise InvalidPayload(
+                f"order_amount {order_amount} and order.amount {amount} differ: give one"
+            )
+        order_amount = amount
+    given_id = require_optional_text(fields.get("id"), "order.id")
+    if given_id is not None:
+        if order_id is not None and order_id != given_id:
+            raise InvalidPayload(
+                f"order_id {order_id!r} and order.id {given_id!r} differ: give one"
+            )
+        order_id = given_id
+    source_id = require_optional_text(fields.get("source_id"), "order.source_id")
+    metadata = require_metadata(fields.get("metadata"), "order.metadata")
+    return order_amount, order_id, (source_id, metadata)
+
+
+def customer_request(customer: object) -> tuple[Any, ...]:
+    """Voucherify's ``customer`` object (``{"id", "source_id", "metadata"}``, each optional),
+    checked: ``(id, source_id, metadata)``.
+
+    Raises:
+        InvalidPayload: not a mapping, an unknown field, or a bad value.
+    """
+    if customer is None:
+        return (None, None, None)
+    fields = _fields(customer, "customer", _CUSTOMER_FIELDS)
+    _object_name(fields, "customer", "customer")
+    return (
+        require_optional_text(fields.get("id"), "customer.id"),
+        require_optional_text(fields.get("source_id"), "customer.source_id"),
+        require_metadata(fields.get("metadata"), "customer.metadata"),
+    )
+
+
+# --- stacked requests -------------------------------------------------------------------------
+
+_REDEEMABLE_FIELDS: Final = frozenset({"object", "id", "gift", "reward"})
+
+
+def redeemable_request(redeemable: object, position: int) -> tuple[str, int | None, int | None]:
+    """One redeemable of a stacked request — ``{"object": "voucher", "id": code}``, with
+    ``gift: {"credits": n}`` (gift cards) or ``reward: {"points": n}`` (loyalty cards) —
+    checked: its code (or id), credits and points.
+
+    Raises:
+        InvalidPayload: not a mapping, an unknown field, an object other than ``voucher``, a
+            missing id, a reward id (vouchercore has no reward catalogue), or a bad value.
+    """
+    name = f"redeemables[{position}]"
+    fields = _fields(redeemable, name, _REDEEMABLE_FIELDS)
+    kind = fields.get("object")
+    if kind is not None and kind != "voucher":
+        raise InvalidPayload(
+            f"{name}.object must be 'voucher' (the only redeemable vouchercore knows), "
+            f"got {shown(kind)}"
+        )
+    code = fields.get("id")
+    if code is None:
+        raise InvalidPayload(f"{name} has no id (the voucher's code or id)")
+    code = require_code(code, f"{name}.id")
+    credits = points = None
+    gift = fields.get("gift")
+    if gift is not None:
+        credits = _fields(gift, f"{name}.gift", frozenset({"credits"})).get("credits")
+        if credits is not None:
+            credits = require_amount(credits, f"{name}.gift.credits")
+    reward = fields.get("reward")
+    if reward is not None:
+        reward = _fields(reward, f"{name}.reward", frozenset({"id", "points"}))
+        if reward.get("id") is not None:
+            raise InvalidPayload(
+                f"{name}.reward.id: vouchercore has no rewards; give reward.points to pay with "
+                "a loyalty card's points"
+            )
+        points = reward.get("points")
+        if points is not None:
+            points = require_amount(points, f"{name}.reward.points")
+    return code, credits, points
+
+
+def stacked_session_key(session: object) -> str | None:
+    """The session of a stacked redemption: ``None``, a key, or ``{"key": …}`` (with
+    ``type: "LOCK"`` optional): the key, checked."""
+    if session is None:
+        return None
+    if isinstance(session, str):
+        return require_session_key(session, "session")
+    fields = _fields(session, "session", _SESSION_FIELDS)
+    kind = fields.get("type")
+    if kind is not None and kind != "LOCK":
+        raise InvalidPayload(f"session.type must be LOCK, got {shown(kind)}")
+    key = fields.get("key")
+    return None if key is None else require_session_key(key, "session.key")
 
 
 _SESSION_FIELDS = frozenset({"type", "key", "ttl", "ttl_unit"})

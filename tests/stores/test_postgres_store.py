@@ -31,6 +31,7 @@ from psycopg.pq import Trace  # noqa: E402
 
 from vouchercore import Engine, FakeClock, StorageError  # noqa: E402
 from vouchercore.errors import AlreadyRolledBack, InvalidArgument  # noqa: E402
+from vouchercore.stores import _schema  # noqa: E402
 from vouchercore.stores._sql import SCHEMA_VERSION  # noqa: E402
 from vouchercore.stores.postgres import PostgresStore, parse_postgres_url  # noqa: E402
 from vouchercore.testing import state_snapshot  # noqa: E402
@@ -116,6 +117,7 @@ def test_new_schema_is_created_with_its_version_constraints_and_indexes(
         "redemptions",
         "rollbacks",
         "idempotency_keys",
+        "parent_redemptions",
     }
     assert version == SCHEMA_VERSION
     assert {
@@ -174,7 +176,10 @@ def test_a_version_1_schema_is_migrated_by_every_store_opening_it_at_once(
     engine.create_voucher("LOY", type="LOYALTY_CARD", loyalty_card={"points": 500})
     engine.redeem_voucher("LOY", points=100)
     engine.store.close()
-    with _admin() as conn:  # back to what schema version 1 was: no points buckets
+    with _admin() as conn:  # back to what schema version 1 was: no points buckets, no stacks
+        conn.execute(f'DROP TABLE "{schema}".parent_redemptions')
+        for name in _schema.MIGRATIONS[2].columns:
+            conn.execute(f'ALTER TABLE "{schema}".redemptions DROP COLUMN {name}')
         conn.execute(f'DROP INDEX "{schema}".vouchers_by_points_due')
         for name in ("expired_points", "points_buckets", "points_due_at"):
             conn.execute(f'ALTER TABLE "{schema}".vouchers DROP COLUMN {name}')

@@ -77,9 +77,14 @@ def test_upgrade_statements_add_what_the_migrations_name() -> None:
         'ALTER TABLE "s".vouchers ADD COLUMN expired_points bigint NOT NULL DEFAULT 0 '
         "CHECK (expired_points >= 0)"
     )
-    assert statements[-2] == (
+    assert (
         'CREATE INDEX vouchers_by_points_due ON "s".vouchers (points_due_at, id) '
         "WHERE points_due_at IS NOT NULL"
+    ) in statements
+    assert 'ALTER TABLE "s".redemptions ADD COLUMN parent_id text COLLATE "C"' in statements
+    assert any(s.startswith('CREATE TABLE "s".parent_redemptions (') for s in statements)
+    assert _schema.upgrade_statements(_schema.Dialect.postgresql('"s"'), 2)[0] == (
+        'ALTER TABLE "s".redemptions ADD COLUMN parent_id text COLLATE "C"'
     )
     assert statements[-1].endswith(
         f"SET value = {_schema.SCHEMA_VERSION} WHERE name = 'schema_version'"

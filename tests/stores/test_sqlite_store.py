@@ -19,6 +19,7 @@ import pytest
 
 from vouchercore import Engine, FakeClock, StorageError
 from vouchercore.errors import InvalidArgument
+from vouchercore.stores import _schema
 from vouchercore.stores._sql import SCHEMA_VERSION
 from vouchercore.stores.sqlite import SQLiteStore
 from vouchercore.testing import state_snapshot
@@ -42,18 +43,58 @@ def test_new_file_gets_the_versioned_schema(db: Path) -> None:
         ).fetchone()[0]
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert {"vouchers", "sessions", "transactions", "redemptions", "rollbacks"} <= tables
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
+    assert "parent_redemptions" in tables
     assert mode == "wal"
+
+
+def _as_version_2(path: Path) -> None:
+    """Turn a file of this release back into what vouchercore's schema version 2 wrote (no
+    stacked redemptions, no order or customer details on a redemption)."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE parent_redemptions")
+        for name in _schema.MIGRATIONS[2].columns:
+            conn.execute(f"ALTER TABLE redemptions DROP COLUMN {name}")
+        conn.execute("UPDATE vouchercore_meta SET value = 2 WHERE name = 'schema_version'")
 
 
 def _as_version_1(path: Path) -> None:
     """Turn a file of this release back into what vouchercore's schema version 1 wrote (no
-    loyalty points buckets)."""
+    loyalty points buckets either)."""
+    _as_version_2(path)
     with sqlite3.connect(path) as conn:
         conn.execute("DROP INDEX vouchers_by_points_due")
         for name in ("expired_points", "points_buckets", "points_due_at"):
             conn.execute(f"ALTER TABLE vouchers DROP COLUMN {name}")
         conn.execute("UPDATE vouchercore_meta SET value = 1 WHERE name = 'schema_version'")
+
+
+def test_a_version_2_file_is_migrated_on_open_and_stacks_on_its_vouchers(db: Path) -> None:
+    engine = _engine(db)
+    engine.create_voucher("GIFT", type="GIFT_VOUCHER", gift={"amount": 5_000})
+    engine.create_voucher("TEN", discount={"type": "AMOUNT", "amount_off": 1_000})
+    single = engine.redeem_voucher("GIFT", credits=500, order_id="o-1")
+    engine.close()
+    _as_version_2(db)
+
+    engine = Engine(SQLiteStore(db), clock=FakeClock(), seed=8)  # migrates (new ids: new seed)
+    old = engine.get_redemption(single.id)
+    assert (old.amount, old.order_id, old.parent_id, old.customer) == (500, "o-1", None, None)
+    stacked = engine.redeem_stacked_discounts(
+        [{"object": "voucher", "id": "TEN"}, {"object": "voucher", "id": "GIFT"}],
+        order={"id": "o-2", "amount": 3_000},
+        customer={"source_id": "cust-1"},
+    )
+    assert [r.amount for r in stacked.redemptions] == [1_000, 2_000]
+    assert engine.get_parent_redemption(stacked.parent_redemption.id) == stacked.parent_redemption
+    engine.rollback_redemption(single.id)
+    assert engine.audit().ok
+    engine.close()
+    with sqlite3.connect(db) as conn:
+        version = conn.execute(
+            "SELECT value FROM vouchercore_meta WHERE name = 'schema_version'"
+        ).fetchone()[0]
+    assert version == SCHEMA_VERSION
 
 
 def test_a_version_1_file_is_migrated_on_open_and_keeps_its_vouchers(db: Path) -> None:

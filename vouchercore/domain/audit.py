@@ -20,22 +20,31 @@ audit").
   with *k* after the redemption is a new session. "After" is in the voucher's own time,
   which never goes back even when the wall clock steps back (NTP): the domain keeps a
   voucher's ``updated_at`` from moving backwards and dates a new session no earlier than it
-  (``created_at = max(now, updated_at)``, :func:`~vouchercore.domain.operations._lock`), so
+  (``created_at = max(now, updated_at)``, :func:`~vouchercore.domain.operations.set_lock`), so
   every redemption made before a session opened is dated at or before its ``created_at``.
   With a clock that never steps back, both are plain "now".
+* I5 — all or nothing: every stacked redemption's children succeeded together with their
+  parent, or were rolled back together with it, and a FAILED parent has none
+  (:func:`audit_stacks`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 
 import attrs
 
 from vouchercore.domain.records import LoyaltyRecord, TransactionRecord, VoucherRecord
-from vouchercore.domain.snapshots import Redemption, Violation
+from vouchercore.domain.snapshots import ParentRedemption, Redemption, Violation
 from vouchercore.domain.values import RedemptionStatus, TransactionType, VoucherType
 
-__all__ = ["TOTAL_RAISING", "SessionCounts", "audit_session_ledger", "audit_voucher"]
+__all__ = [
+    "TOTAL_RAISING",
+    "SessionCounts",
+    "audit_session_ledger",
+    "audit_stacks",
+    "audit_voucher",
+]
 
 #: Transaction types that raise a card's ``total`` (everything ever added) as well as its balance.
 TOTAL_RAISING = frozenset(
@@ -195,4 +204,55 @@ def audit_voucher(
     next_expiry = ledger.next_expiry if ledger is not None else None
     if next_expiry is not None and any(s.expires_at < next_expiry for s in stored):
         fail("I4", "a session expires before the ledger's next expiry: it would be missed")
+    return found
+
+
+def audit_stacks(
+    parents: Iterable[ParentRedemption],
+    children: Mapping[str, dict[str, RedemptionStatus]],
+    audited: Container[str],
+) -> list[Violation]:
+    """I5 for stacked redemptions: every parent's children succeeded, or were rolled back,
+    together with it — and a FAILED parent has none.
+
+    *children* maps each parent id to the status of every child found in the audited vouchers'
+    logs (by child id); *audited* holds the ids of the vouchers whose logs were read (a child
+    on a voucher deleted since is not looked for).
+    """
+    found: list[Violation] = []
+    seen: set[str] = set()
+
+    def fail(parent: ParentRedemption | None, parent_id: str, message: str) -> None:
+        found.append(
+            Violation(
+                invariant="I5",
+                voucher_id=None,
+                code=None,
+                message=f"stacked redemption {parent_id}: {message}",
+            )
+        )
+
+    for parent in parents:
+        seen.add(parent.id)
+        logged = children.get(parent.id, {})
+        if parent.status is RedemptionStatus.FAILED:
+            if logged:
+                fail(parent, parent.id, f"FAILED, yet {len(logged)} child redemptions exist")
+            continue
+        if len(parent.redemptions) != len(parent.voucher_ids) or not parent.redemptions:
+            fail(parent, parent.id, "its children and their vouchers do not pair up")
+            continue
+        expected = parent.status
+        for child_id, voucher_id in zip(parent.redemptions, parent.voucher_ids, strict=True):
+            status = logged.get(child_id)
+            if status is None:
+                if voucher_id in audited:
+                    fail(parent, parent.id, f"child {child_id} is missing from {voucher_id}")
+            elif status is not expected:
+                fail(parent, parent.id, f"{expected.value}, child {child_id} is {status.value}")
+        strays = set(logged) - set(parent.redemptions)
+        if strays:
+            fail(parent, parent.id, f"children it does not list: {', '.join(sorted(strays))}")
+    for parent_id in children.keys() - seen:
+        fail(None, parent_id, "child redemptions name it, but no such parent is stored")
     return found

@@ -28,10 +28,13 @@ from vouchercore.domain.instants import MAX_US, from_us, to_us
 from vouchercore.domain.rows import RowBacked
 from vouchercore.domain.snapshots import (
     BalanceUpdate,
+    ParentRedemption,
     PointsCancellation,
     PointsTransfer,
     Redemption,
     RedemptionRollback,
+    StackedRedemption,
+    StackedRollback,
     Transaction,
 )
 from vouchercore.errors import IdempotencyKeyReused
@@ -116,6 +119,9 @@ Result = (
     | Transaction
     | PointsCancellation
     | PointsTransfer
+    | StackedRedemption
+    | StackedRollback
+    | ParentRedemption
 )
 R = TypeVar("R", bound=Result)
 
@@ -146,7 +152,7 @@ def _shape(kind: type) -> _Shape:
     if shape is None:
         if issubclass(kind, RowBacked):
             # its row already holds every value in JSON form (see RowBacked.to_row)
-            shape = _Shape(kind.row_fields, kind.from_fields, lambda row: kind.from_row(tuple(row)))
+            shape = _Shape(kind.row_fields, kind.from_fields, kind.from_stored_row)
         elif attrs.has(kind):
             shape = _attrs_shape(kind)
         else:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from vouchercore.domain import points as loyalty
-from vouchercore.domain.instants import MAX_US, from_us
+from vouchercore.domain.instants import MAX_US, from_us, to_us
 from vouchercore.domain.records import (
     CardRecord,
     Discount,
@@ -36,6 +36,7 @@ from vouchercore.domain.rules import (
 )
 from vouchercore.domain.snapshots import (
     BalanceUpdate,
+    ParentRedemption,
     Redemption,
     RedemptionRollback,
     Session,
@@ -64,24 +65,34 @@ from vouchercore.errors import (
 )
 
 __all__ = [
+    "NO_CONTEXT",
     "IdSource",
     "LockRequest",
     "UseRequest",
     "VoucherUnit",
     "accrue",
     "cancel_accrual",
+    "check_payload",
+    "check_rollback",
     "delete",
     "expire_points",
     "expire_session",
     "live_sessions",
     "new_voucher",
+    "own_session",
     "purge_expired",
     "redeem",
     "release_session",
+    "reverse",
     "rollback",
     "set_active",
+    "set_lock",
+    "settle",
+    "touch",
     "transfer",
+    "undo",
     "update_balance",
+    "use",
     "validate",
 ]
 
@@ -147,6 +158,13 @@ class VoucherUnit(Protocol):
     def rollback_added(self, rollback: RedemptionRollback) -> None:
         """A rollback was recorded."""
 
+    def parent_added(self, parent: ParentRedemption) -> None:
+        """The parent of a stacked redemption was recorded (SUCCEEDED or FAILED), in the one
+        transaction of the stack's units: reported to one of them."""
+
+    def parent_replaced(self, parent: ParentRedemption) -> None:
+        """A recorded parent changed (rolled back); same id."""
+
     def voucher_purged(self) -> None:
         """The voucher is force-deleted: at commit the store forgets it entirely (record,
         sessions, redemptions, rollbacks, transactions) and frees its code."""
@@ -186,10 +204,27 @@ class LockRequest:
         return expires
 
 
-class UseRequest:
-    """A checked validation or redemption request (types and ranges already verified)."""
+#: A request's context when it gives no order beyond its amount and id, and no customer.
+NO_CONTEXT: tuple[Any, ...] = (None, None, None, None, None)
 
-    __slots__ = ("credits", "metadata", "order_amount", "order_id", "points", "session_key")
+
+class UseRequest:
+    """A checked validation or redemption request (types and ranges already verified).
+
+    ``context`` is what is kept with the redemption about its order and customer beyond the
+    order's amount and id: ``(order source_id, order metadata, customer id, customer
+    source_id, customer metadata)``, in the order of the redemption's fields.
+    """
+
+    __slots__ = (
+        "context",
+        "credits",
+        "metadata",
+        "order_amount",
+        "order_id",
+        "points",
+        "session_key",
+    )
 
     def __init__(
         self,
@@ -206,6 +241,7 @@ class UseRequest:
         self.order_id = order_id
         self.session_key = session_key
         self.metadata = metadata
+        self.context = NO_CONTEXT
 
 
 # --- creation ---------------------------------------------------------------------------------
@@ -283,7 +319,7 @@ def purge_expired(unit: VoucherUnit, now: int) -> int:
     """
     record = unit.record
     if record.type is _LOYALTY and record.points_due_at is not None:  # points that expire
-        _settle(unit, now, _expire_points(record, now))
+        settle(unit, now, _expire_points(record, now))
     return _purge_sessions(unit, now)
 
 
@@ -317,10 +353,10 @@ def _expire_points(record: VoucherRecord, now: int) -> loyalty.PointsExpiry | No
     return loyalty.expire_due(record, now, tuple(record.sessions or ()))
 
 
-def _touch(unit: VoucherUnit, now: int) -> loyalty.PointsExpiry | None:
+def touch(unit: VoucherUnit, now: int) -> loyalty.PointsExpiry | None:
     """:func:`purge_expired` for an operation that may still fail: the points expiry is applied
     to the record but its transactions are not written yet. The caller then either
-    :func:`_settle` s it (before writing its own transactions) or undoes it and fails — a
+    :func:`settle` s it (before writing its own transactions) or undoes it and fails — a
     failed call changes nothing (purging expired sessions changes nothing anyone can see)."""
     record = unit.record
     # the common cases skip both calls: not a loyalty card with points that expire, no sessions
@@ -333,7 +369,7 @@ def _touch(unit: VoucherUnit, now: int) -> loyalty.PointsExpiry | None:
     return expiry
 
 
-def _settle(unit: VoucherUnit, now: int, expiry: loyalty.PointsExpiry | None) -> None:
+def settle(unit: VoucherUnit, now: int, expiry: loyalty.PointsExpiry | None) -> None:
     """Write the ``POINTS_EXPIRATION`` transactions of an applied expiry (each with the
     balance right after it)."""
     if expiry is None or not expiry.expired:
@@ -360,14 +396,19 @@ def _settle(unit: VoucherUnit, now: int, expiry: loyalty.PointsExpiry | None) ->
         )
 
 
-def _fail(expiry: loyalty.PointsExpiry | None, error: BaseException) -> BaseException:
-    """Undo a tentative expiry and hand back *error* to raise."""
+def undo(expiry: loyalty.PointsExpiry | None) -> None:
+    """Undo a tentative expiry (:func:`touch`) of an operation that fails."""
     if expiry is not None:
         expiry.undo()
+
+
+def _fail(expiry: loyalty.PointsExpiry | None, error: BaseException) -> BaseException:
+    """Undo a tentative expiry and hand back *error* to raise."""
+    undo(expiry)
     return error
 
 
-def _own_session(record: VoucherRecord, key: str | None) -> SessionRecord | None:
+def own_session(record: VoucherRecord, key: str | None) -> SessionRecord | None:
     """The live session of *key* on the voucher (expired ones are purged already)."""
     if key is None or record.sessions is None:
         return None
@@ -381,7 +422,7 @@ def _remove_session(unit: VoucherUnit, session: SessionRecord, reason: SessionEn
     unit.session_removed(session, reason)
 
 
-def _lock(
+def set_lock(
     unit: VoucherUnit,
     ids: IdSource,
     now: int,
@@ -415,8 +456,8 @@ def release_session(unit: VoucherUnit, now: int, key: str) -> None:
     Raises:
         NotFound: no live session with that key on this voucher.
     """
-    expiry = _touch(unit, now)
-    own = _own_session(unit.record, key)
+    expiry = touch(unit, now)
+    own = own_session(unit.record, key)
     if own is None:
         raise _fail(
             expiry,
@@ -426,14 +467,14 @@ def release_session(unit: VoucherUnit, now: int, key: str) -> None:
                 resource_type="session",
             ),
         )
-    _settle(unit, now, expiry)
+    settle(unit, now, expiry)
     _remove_session(unit, own, _RELEASED)
 
 
 # --- validation and redemption ----------------------------------------------------------------
 
 
-def _check_payload(record: VoucherRecord, request: UseRequest) -> None:
+def check_payload(record: VoucherRecord, request: UseRequest) -> None:
     """The request must fit the voucher's type: credits for gift cards only, points for
     loyalty cards only (which need them), a gift card needs credits or an order amount."""
     kind = record.type
@@ -453,7 +494,7 @@ def _check_payload(record: VoucherRecord, request: UseRequest) -> None:
 
 
 def _demand(record: VoucherRecord, now: int, request: UseRequest) -> Demand:
-    own = _own_session(record, request.session_key)
+    own = own_session(record, request.session_key)
     return Demand(record, now, own, request.credits, request.points, request.order_amount)
 
 
@@ -482,7 +523,7 @@ def validate(
         InvalidArgument: the request does not fit the voucher's type.
     """
     record = unit.record
-    _check_payload(record, request)
+    check_payload(record, request)
     expires_at = None if lock is None else lock.expires_at(now)
     purge_expired(unit, now)
     demand = _demand(record, now, request)
@@ -494,7 +535,8 @@ def validate(
     session = None
     if lock is not None:
         assert expires_at is not None
-        stored = _lock(unit, ids, now, lock, demand.own, demand.credits, demand.points, expires_at)
+        own = demand.own
+        stored = set_lock(unit, ids, now, lock, own, demand.credits, demand.points, expires_at)
         session = Session.from_record(stored, lock.ttl, lock.ttl_unit)
     amount = _amount(record, demand, request)
     is_discount = record.type is _DISCOUNT
@@ -570,14 +612,14 @@ def redeem(
         InvalidArgument: the request does not fit the voucher's type (nothing recorded).
     """
     record = unit.record
-    _check_payload(record, request)
-    expiry = _touch(unit, now)
+    check_payload(record, request)
+    expiry = touch(unit, now)
     demand = _demand(record, now, request)
     error = first_failure(demand)
     redemption_id = ids.redemption_id()
     if error is not None:
         _fail(expiry, error)  # a FAILED attempt changes nothing but the redemption log
-        failed = Redemption.from_row(
+        failed = Redemption.from_row(  # positional: see Redemption.FIELDS
             (
                 redemption_id,
                 record.id,
@@ -594,13 +636,30 @@ def redeem(
                 error.message,
                 None,
                 None,
+                None,
+                *request.context,
             )
         )
         unit.redemption_added(failed)
         return failed, error
+    settle(unit, now, expiry)
+    return use(unit, now, demand, _amount(record, demand, request), request, redemption_id), None
 
-    _settle(unit, now, expiry)
-    amount = _amount(record, demand, request)
+
+def use(
+    unit: VoucherUnit,
+    now: int,
+    demand: Demand,
+    amount: int,
+    request: UseRequest,
+    redemption_id: str,
+    parent_id: str | None = None,
+) -> Redemption:
+    """Apply a redemption decided already (every check passed for *demand*, the voucher's due
+    points settled): one more redemption, *amount* credits/points taken from the balance with a
+    transaction, the request's own session released, the SUCCEEDED redemption recorded (the
+    child of *parent_id* in a stack)."""
+    record = unit.record
     record.redeemed_quantity += 1
     record.redeemed_amount += amount
     record.changed(now)
@@ -637,10 +696,12 @@ def redeem(
             None,
             tx_id,
             None,
+            parent_id,
+            *request.context,
         )
     )
     unit.redemption_added(redemption)
-    return redemption, None
+    return redemption
 
 
 # --- rollback ---------------------------------------------------------------------------------
@@ -659,10 +720,29 @@ def rollback(
 
     Raises:
         AlreadyRolledBack: the second time.
-        InvalidRedemption: the redemption FAILED (nothing to reverse).
+        InvalidRedemption: the redemption FAILED (nothing to reverse), or it is the child of a
+            stacked redemption (roll back its parent: every child goes back together).
         RollbackWindowExceeded: more than 3 calendar months after the redemption.
     """
-    record = unit.record
+    check_rollback(redemption, now)
+    if redemption.parent_id is not None:
+        raise InvalidRedemption(
+            f"redemption {redemption.id} is part of stacked redemption {redemption.parent_id}: "
+            "roll back the parent (its vouchers go back together)",
+            resource_id=redemption.id,
+            resource_type="redemption",
+        )
+    return reverse(unit, ids.rollback_id(), now, redemption, reason)
+
+
+def check_rollback(redemption: Redemption | ParentRedemption, now: int) -> None:
+    """Can *redemption* (a single one, or the parent of a stack) be rolled back at *now*?
+
+    Raises:
+        AlreadyRolledBack: it was rolled back already.
+        InvalidRedemption: it FAILED (nothing to reverse).
+        RollbackWindowExceeded: more than 3 calendar months after it.
+    """
     if redemption.status is RedemptionStatus.ROLLED_BACK:
         raise AlreadyRolledBack(
             f"redemption {redemption.id} was rolled back already ({redemption.rollback_id})",
@@ -675,16 +755,28 @@ def rollback(
             resource_id=redemption.id,
             resource_type="redemption",
         )
-    deadline = rollback_deadline(redemption.date_us)
+    deadline = rollback_deadline(to_us(redemption.date))
     if now > deadline:
         raise RollbackWindowExceeded(
             f"redemption {redemption.id} can be rolled back until {from_us(deadline).isoformat()}",
             resource_id=redemption.id,
             resource_type="redemption",
         )
-    purge_expired(unit, now)
 
-    rollback_id = ids.rollback_id()
+
+def reverse(
+    unit: VoucherUnit,
+    rollback_id: str,
+    now: int,
+    redemption: Redemption,
+    reason: str | None,
+) -> tuple[RedemptionRollback, Redemption]:
+    """Apply the rollback *rollback_id* of a SUCCEEDED *redemption* (checked already: see
+    :func:`check_rollback`): one redemption fewer, credits/points returned with a
+    ``CREDITS_REFUND``/``POINTS_REFUND``, the rollback recorded and the redemption marked
+    ROLLED_BACK. Returns the rollback and the redemption as it now stands."""
+    record = unit.record
+    purge_expired(unit, now)
     amount = redemption.amount
     record.redeemed_quantity -= 1
     record.redeemed_amount -= amount
@@ -756,7 +848,7 @@ def update_balance(
         _check_points_expiry(record, now, expires_at)
         if amount < 0:
             raise InvalidPayload("expires_at applies to points added, not removed")
-    expiry = _touch(unit, now)
+    expiry = touch(unit, now)
     if amount > 0:
         if record.total + amount > INT64_MAX:
             raise _fail(
@@ -776,7 +868,7 @@ def update_balance(
                 ),
             )
         kind = TransactionType.CREDITS_REMOVAL if is_gift else TransactionType.POINTS_REMOVAL
-    _settle(unit, now, expiry)
+    settle(unit, now, expiry)
     if amount > 0:
         record.total += amount
     if isinstance(record, LoyaltyRecord):
@@ -846,7 +938,7 @@ def expire_session(unit: VoucherUnit, now: int, session: SessionRecord) -> int:
         return 0
     # a loyalty card's due points expire first, while the session that may have protected
     # them at their instant is still stored
-    _settle(unit, now, _expire_points(unit.record, now))
+    settle(unit, now, _expire_points(unit.record, now))
     _remove_session(unit, stored, _EXPIRED)
     return 1
 
@@ -885,7 +977,7 @@ def expire_points(unit: VoucherUnit, now: int) -> int:
     """Expire the card's points due at *now* (and purge its expired sessions); how many points
     expired. What a sweep runs on each card its store lists as due."""
     expiry = _expire_points(unit.record, now)
-    _settle(unit, now, expiry)
+    settle(unit, now, expiry)
     _purge_sessions(unit, now)
     return 0 if expiry is None else sum(e.points for e in expiry.expired)
 
@@ -1050,7 +1142,7 @@ def transfer(
     if source.id == destination.id:
         raise InvalidPayload(f"cannot transfer points from {source.code!r} to itself")
     _check_total(destination, points)
-    out_expiry = _touch(source_unit, now)
+    out_expiry = touch(source_unit, now)
     available = source.balance - held_by_sessions(source)
     if points > available:
         raise _fail(
@@ -1062,7 +1154,7 @@ def transfer(
                 resource_type="voucher",
             ),
         )
-    _settle(source_unit, now, out_expiry)
+    settle(source_unit, now, out_expiry)
     purge_expired(destination_unit, now)
     out_id = source_unit.next_transaction_id()
     in_id = destination_unit.next_transaction_id()

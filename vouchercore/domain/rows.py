@@ -42,6 +42,9 @@ class RowBacked:
     _row: tuple[Any, ...]
     #: the field names in row order (from the class's :class:`Column` descriptors)
     FIELDS: ClassVar[tuple[str, ...]] = ()
+    #: the position of the first field added in a later release (None: none was): a row or
+    #: record written before it was added reads the fields from here on as None
+    ADDED_FROM: ClassVar[int | None] = None
 
     def __init_subclass__(cls) -> None:
         super().__init_subclass__()
@@ -83,12 +86,32 @@ class RowBacked:
 
     @classmethod
     def from_fields(cls, values: Mapping[str, Any]) -> Self:
-        """The object whose :meth:`row_fields` are *values* (no copy, no checks).
+        """The object whose :meth:`row_fields` are *values* (no copy, no checks); a field
+        added in a later release (from ``ADDED_FROM`` on) may be missing: it reads as None.
 
         Raises:
-            KeyError: a field of ``FIELDS`` is missing from *values*.
+            KeyError: another field of ``FIELDS`` is missing from *values*.
         """
-        return cls.from_row(tuple([values[name] for name in cls.FIELDS]))
+        added = len(cls.FIELDS) if cls.ADDED_FROM is None else cls.ADDED_FROM
+        names = cls.FIELDS
+        return cls.from_row(
+            tuple([values[name] for name in names[:added]] + [values.get(n) for n in names[added:]])
+        )
+
+    @classmethod
+    def from_stored_row(cls, row: Sequence[Any]) -> Self:
+        """The object of a row stored by this or an earlier release: a row that ends before
+        the fields added later (``ADDED_FROM``) reads them as None.
+
+        Raises:
+            ValueError: the row is shorter than the fields every release wrote, or longer than
+                ``FIELDS``.
+        """
+        width = len(cls.FIELDS)
+        least = width if cls.ADDED_FROM is None else cls.ADDED_FROM
+        if not least <= len(row) <= width:
+            raise ValueError(f"a {cls.__name__} row has {least}–{width} values, not {len(row)}")
+        return cls.from_row(tuple(row) + (None,) * (width - len(row)))
 
     def as_dict(self) -> dict[str, Any]:
         """The fields by name, as the properties give them."""

@@ -22,19 +22,34 @@ from vouchercore.domain.records import (
     VoucherRecord,
 )
 from vouchercore.domain.rows import Column, RowBacked, optional
-from vouchercore.domain.values import RedemptionStatus, TransactionType, TtlUnit, VoucherType
+from vouchercore.domain.values import (
+    RedeemableStatus,
+    RedemptionStatus,
+    TransactionType,
+    TtlUnit,
+    VoucherType,
+)
 from vouchercore.errors import VoucherError
 
 __all__ = [
     "AuditReport",
     "BalanceUpdate",
+    "Customer",
     "GiftBalance",
     "LoyaltyBalance",
+    "Order",
+    "OrderSummary",
+    "ParentRedemption",
+    "ParentRollback",
     "PointsCancellation",
     "PointsTransfer",
+    "RedeemableResult",
     "Redemption",
     "RedemptionRollback",
     "Session",
+    "StackedRedemption",
+    "StackedRollback",
+    "StackedValidationResult",
     "Transaction",
     "TransactionPage",
     "ValidationResult",
@@ -279,6 +294,59 @@ class ValidationResult(RowBacked):
     balance = Column[int | None](12, "The card's balance (gift and loyalty cards).")
 
 
+@attrs.frozen(kw_only=True)
+class Order:
+    """The order a validation or redemption is for: the fields of Voucherify's order object
+    that vouchercore keeps with each redemption (``amount`` in minor units)."""
+
+    id: str | None = None
+    source_id: str | None = None
+    amount: int | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def object(self) -> str:
+        """Voucherify's object name: ``"order"``."""
+        return "order"
+
+    @classmethod
+    def of(
+        cls,
+        id: str | None,
+        source_id: str | None,
+        amount: int | None,
+        metadata: dict[str, Any] | None,
+    ) -> Order | None:
+        """The order of these stored values; None when every one is None (no order given)."""
+        if id is None and source_id is None and amount is None and metadata is None:
+            return None
+        return cls(id=id, source_id=source_id, amount=amount, metadata=copy.deepcopy(metadata))
+
+
+@attrs.frozen(kw_only=True)
+class Customer:
+    """The customer a validation or redemption is for (Voucherify's customer object: its
+    ``id``, ``source_id`` and metadata), kept with each redemption."""
+
+    id: str | None = None
+    source_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def object(self) -> str:
+        """Voucherify's object name: ``"customer"``."""
+        return "customer"
+
+    @classmethod
+    def of(
+        cls, id: str | None, source_id: str | None, metadata: dict[str, Any] | None
+    ) -> Customer | None:
+        """The customer of these stored values; None when every one is None."""
+        if id is None and source_id is None and metadata is None:
+            return None
+        return cls(id=id, source_id=source_id, metadata=copy.deepcopy(metadata))
+
+
 class Redemption(RowBacked):
     """One redemption attempt, kept in the redemption log whatever its outcome. Immutable.
 
@@ -307,6 +375,12 @@ class Redemption(RowBacked):
         failure_message: str | None = None,
         transaction_id: str | None = None,
         rollback_id: str | None = None,
+        parent_id: str | None = None,
+        order_source_id: str | None = None,
+        order_metadata: dict[str, Any] | None = None,
+        customer_id: str | None = None,
+        customer_source_id: str | None = None,
+        customer_metadata: dict[str, Any] | None = None,
     ) -> None:
         row = (
             id,
@@ -324,6 +398,12 @@ class Redemption(RowBacked):
             failure_message,
             transaction_id,
             rollback_id,
+            parent_id,
+            order_source_id,
+            copy.deepcopy(order_metadata),
+            customer_id,
+            customer_source_id,
+            copy.deepcopy(customer_metadata),
         )
         object.__setattr__(self, "_row", row)
 
@@ -347,11 +427,46 @@ class Redemption(RowBacked):
     failure_message = Column[str | None](12, "The error message of a FAILED attempt.")
     transaction_id = Column[str | None](13, "The CREDITS_/POINTS_REDEMPTION transaction written.")
     rollback_id = Column[str | None](14, "The ``rr_`` rollback that reversed it, if any.")
+    parent_id = Column[str | None](
+        15, "The parent redemption of a stacked redemption this is a child of, or None."
+    )
+    order_source_id = Column[str | None](16, "The order's ``source_id`` given with the request.")
+    order_metadata = Column[dict[str, Any] | None](
+        17, "The order's metadata given with the request (a copy).", copy.deepcopy
+    )
+    customer_id = Column[str | None](18, "The customer's ``id`` given with the request.")
+    customer_source_id = Column[str | None](
+        19, "The customer's ``source_id`` given with the request."
+    )
+    customer_metadata = Column[dict[str, Any] | None](
+        20, "The customer's metadata given with the request (a copy).", copy.deepcopy
+    )
+
+    #: fields from this one on were added in a later release: a row or record stored before
+    #: them (an idempotency record) reads them as None
+    ADDED_FROM = 15
 
     @property
     def result(self) -> str:
         """Voucherify's ``result``: ``"SUCCESS"`` or ``"FAILURE"``."""
         return "FAILURE" if self.status is RedemptionStatus.FAILED else "SUCCESS"
+
+    @property
+    def object(self) -> str:
+        """Voucherify's object name: ``"redemption"``."""
+        return "redemption"
+
+    @property
+    def order(self) -> Order | None:
+        """The order given with the request (None when none was)."""
+        row = self._row
+        return Order.of(row[7], row[16], row[6], row[17])
+
+    @property
+    def customer(self) -> Customer | None:
+        """The customer given with the request (None when none was)."""
+        row = self._row
+        return Customer.of(row[18], row[19], row[20])
 
 
 @attrs.frozen(kw_only=True)
@@ -455,6 +570,176 @@ class PointsTransfer:
     points: int
     source: Transaction
     destination: Transaction
+
+
+# --- stacked validation and redemption ---------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class OrderSummary:
+    """The order as a stacked validation or redemption priced it: the order given, what the
+    discount vouchers took off (``discount_amount``), what gift cards paid (``gift_amount``),
+    both together (``total_discount_amount``), and what is left to pay (``total_amount``;
+    None when the order has no amount)."""
+
+    id: str | None = None
+    source_id: str | None = None
+    amount: int | None = None
+    metadata: dict[str, Any] | None = None
+    discount_amount: int = 0
+    gift_amount: int = 0
+    total_discount_amount: int = 0
+    total_amount: int | None = None
+
+    @property
+    def object(self) -> str:
+        """Voucherify's object name: ``"order"``."""
+        return "order"
+
+
+@attrs.frozen(kw_only=True)
+class RedeemableResult:
+    """One redeemable of a stacked validation, as the stack would use it.
+
+    ``status`` is ``APPLICABLE``, ``INAPPLICABLE`` (its own check failed: ``error`` is the
+    error a single validation gives) or ``SKIPPED`` (fine on its own, but left out by the
+    stack: over the applicable limit, or nothing left of the order to pay). ``amount`` is the
+    discount, credits or points it would use; ``order_amount`` what was left of the order
+    when it was priced.
+    """
+
+    status: RedeemableStatus
+    id: str
+    voucher_id: str | None = None
+    code: str | None = None
+    type: VoucherType | None = None
+    error: VoucherError | None = None
+    amount: int = 0
+    credits: int = 0
+    points: int = 0
+    discount: Discount | None = None
+    discount_amount: int = 0
+    order_amount: int | None = None
+    balance: int | None = None
+
+    @property
+    def object(self) -> str:
+        """The redeemable's object: ``"voucher"``."""
+        return "voucher"
+
+
+@attrs.frozen(kw_only=True)
+class StackedValidationResult:
+    """The answer of ``validate_stacked_discounts``: never raised, always returned.
+
+    ``valid`` when every redeemable is ``APPLICABLE``; ``error`` is then None, otherwise the
+    error a stacked redemption would raise (that of the first redeemable, in request order,
+    that is not applicable). ``sessions``: the LOCK set on each voucher under one key, when a
+    valid validation asked for one.
+    """
+
+    valid: bool
+    redeemables: tuple[RedeemableResult, ...]
+    order: OrderSummary
+    error: VoucherError | None = None
+    sessions: tuple[Session, ...] = ()
+
+    @property
+    def session_key(self) -> str | None:
+        """The key every voucher of the stack is locked under (None: no lock was set)."""
+        return self.sessions[0].key if self.sessions else None
+
+    @property
+    def inapplicable_redeemables(self) -> tuple[RedeemableResult, ...]:
+        """The redeemables whose own check failed."""
+        return tuple(r for r in self.redeemables if r.status is RedeemableStatus.INAPPLICABLE)
+
+    @property
+    def skipped_redeemables(self) -> tuple[RedeemableResult, ...]:
+        """The redeemables the stack left out."""
+        return tuple(r for r in self.redeemables if r.status is RedeemableStatus.SKIPPED)
+
+
+@attrs.frozen(kw_only=True)
+class ParentRedemption:
+    """The parent of a stacked redemption: one per call, SUCCEEDED (holding one child
+    redemption per voucher, ``redemptions``, on the vouchers ``voucher_ids``), FAILED (no
+    child: ``failure_code`` is the error key of the redeemable that failed,
+    ``failed_redeemable`` the id it was given by) or ROLLED_BACK (every child with it).
+
+    ``amount`` is what the stack took off the order: discounts plus gift credits.
+    """
+
+    id: str
+    status: RedemptionStatus
+    amount: int
+    date: datetime
+    redemptions: tuple[str, ...] = ()
+    voucher_ids: tuple[str, ...] = ()
+    order: Order | None = None
+    customer: Customer | None = None
+    metadata: dict[str, Any] | None = None
+    session_key: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    failed_redeemable: str | None = None
+    rollback_id: str | None = None
+
+    @property
+    def object(self) -> str:
+        """Voucherify's object name: ``"redemption"``."""
+        return "redemption"
+
+    @property
+    def result(self) -> str:
+        """Voucherify's ``result``: ``"SUCCESS"`` or ``"FAILURE"``."""
+        return "FAILURE" if self.status is RedemptionStatus.FAILED else "SUCCESS"
+
+
+@attrs.frozen(kw_only=True)
+class StackedRedemption:
+    """The answer of ``redeem_stacked_discounts``: the parent redemption, its children in
+    request order, and the order as priced."""
+
+    parent_redemption: ParentRedemption
+    redemptions: tuple[Redemption, ...]
+    order: OrderSummary
+
+
+@attrs.frozen(kw_only=True)
+class ParentRollback:
+    """The reversal of a whole stacked redemption; ``amount`` is negative (the parent's
+    amount given back)."""
+
+    id: str
+    redemption_id: str
+    amount: int
+    reason: str | None
+    date: datetime
+
+    @property
+    def object(self) -> str:
+        """Voucherify's object name: ``"redemption_rollback"``."""
+        return "redemption_rollback"
+
+    @property
+    def status(self) -> str:
+        """Always ``"SUCCEEDED"``: a rollback that fails raises instead."""
+        return "SUCCEEDED"
+
+    @property
+    def result(self) -> str:
+        """Always ``"SUCCESS"``."""
+        return "SUCCESS"
+
+
+@attrs.frozen(kw_only=True)
+class StackedRollback:
+    """The answer of ``rollback_stacked_redemptions``: the parent's rollback and one rollback
+    per child, in the parent's order."""
+
+    parent_rollback: ParentRollback
+    rollbacks: tuple[RedemptionRollback, ...]
 
 
 @attrs.frozen(kw_only=True)

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_METADATA_DEPTH",
     "MAX_TEXT_LENGTH",
     "DiscountType",
+    "RedeemableStatus",
     "RedemptionStatus",
     "TransactionType",
     "TtlUnit",
@@ -90,6 +91,14 @@ class RedemptionStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     ROLLED_BACK = "ROLLED_BACK"
+
+
+class RedeemableStatus(StrEnum):
+    """How a stacked validation finds one redeemable (Voucherify's redeemable statuses)."""
+
+    APPLICABLE = "APPLICABLE"
+    INAPPLICABLE = "INAPPLICABLE"
+    SKIPPED = "SKIPPED"
 
 
 class TransactionType(StrEnum):

@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: The schema version this release writes.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 #: Why a session left the ledger (:class:`~vouchercore.domain.records.SessionEnd`); each has a
 #: counter column ``sessions_<reason>`` on the voucher, in this order.
@@ -147,11 +147,13 @@ class Table:
 @attrs.frozen
 class Migration:
     """What upgrading from one schema version to the next adds: columns of the specification
-    (by name, appended to *table* in this order) and indexes (by name)."""
+    (by name, appended to *table* in this order), indexes (by name), and whole tables of the
+    specification (by name, created with their indexes)."""
 
     table: str
     columns: tuple[str, ...] = ()
     indexes: tuple[str, ...] = ()
+    creates: tuple[str, ...] = ()
 
 
 class Layout:
@@ -329,8 +331,29 @@ REDEMPTIONS: Final = Table(
         Column("metadata", "json", null=True),
         Column("date", "instant"),
         *_nullable("text", "failure_code", "failure_message", "transaction_id", "rollback_id"),
+        # schema version 3: stacked redemptions, and the order and customer of each
+        Column("parent_id", "key", null=True),
+        Column("order_source_id", "text", null=True),
+        Column("order_metadata", "json", null=True),
+        Column("customer_id", "text", null=True),
+        Column("customer_source_id", "text", null=True),
+        Column("customer_metadata", "json", null=True),
     ),
     indexes=(Index("redemptions_by_voucher", ("voucher_id", "seq")),),
+)
+
+#: The parents of stacked redemptions (schema version 3): ``body`` is the whole parent as the
+#: domain's codec writes it (:func:`vouchercore.domain.idempotency.encode`); ``status`` and
+#: ``date`` are copies of its fields, for reading without decoding it.
+PARENT_REDEMPTIONS: Final = Table(
+    "parent_redemptions",
+    (
+        Column("seq", "identity", primary=True),
+        Column("id", "key", unique=True),
+        Column("status", "text", check="status IN ('SUCCEEDED', 'FAILED', 'ROLLED_BACK')"),
+        Column("date", "instant"),
+        Column("body", "text"),
+    ),
 )
 
 ROLLBACKS: Final = Table(
@@ -361,15 +384,38 @@ IDEMPOTENCY_KEYS: Final = Table(
 )
 
 #: Every table, in the order they are created.
-TABLES: Final = (META, VOUCHERS, SESSIONS, TRANSACTIONS, REDEMPTIONS, ROLLBACKS, IDEMPOTENCY_KEYS)
+TABLES: Final = (
+    META,
+    VOUCHERS,
+    SESSIONS,
+    TRANSACTIONS,
+    REDEMPTIONS,
+    ROLLBACKS,
+    IDEMPOTENCY_KEYS,
+    PARENT_REDEMPTIONS,
+)
 _BY_NAME: Final = {table.name: table for table in TABLES}
 
 #: Schema migrations, by the version they start from. Version 2: loyalty points buckets.
+#: Version 3: stacked redemptions (the parents' table, a child's parent), and the order and
+#: customer kept with each redemption.
 MIGRATIONS: Final[dict[int, Migration]] = {
     1: Migration(
         "vouchers",
         columns=("expired_points", "points_buckets", "points_due_at"),
         indexes=("vouchers_by_points_due",),
+    ),
+    2: Migration(
+        "redemptions",
+        columns=(
+            "parent_id",
+            "order_source_id",
+            "order_metadata",
+            "customer_id",
+            "customer_source_id",
+            "customer_metadata",
+        ),
+        creates=("parent_redemptions",),
     ),
 }
 
@@ -492,6 +538,10 @@ def upgrade_statements(dialect: Dialect, version: int) -> tuple[str, ...]:
             for name in migration.columns
         )
         statements.extend(dialect.index(table, table.index(name)) for name in migration.indexes)
+        for name in migration.creates:
+            created = _BY_NAME[name]
+            statements.append(dialect.table(created))
+            statements.extend(dialect.index(created, index) for index in created.indexes)
     statements.append(
         f"UPDATE {dialect.prefix}{META.name} SET value = {SCHEMA_VERSION} "
         "WHERE name = 'schema_version'"

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import attrs
 
+from vouchercore.domain import idempotency
 from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.instants import to_us
 from vouchercore.domain.records import (
@@ -38,7 +39,7 @@ from vouchercore.domain.records import (
     transaction_seq,
 )
 from vouchercore.domain.rows import TRANSACTION_FIELDS, TransactionRows
-from vouchercore.domain.snapshots import Redemption, RedemptionRollback
+from vouchercore.domain.snapshots import ParentRedemption, Redemption, RedemptionRollback
 from vouchercore.domain.values import DiscountType, VoucherType
 from vouchercore.ports import SessionCounts
 from vouchercore.stores import _schema
@@ -57,6 +58,8 @@ __all__ = [
     "KEYS",
     "KEY_COLUMNS",
     "MIGRATIONS",
+    "PARENTS",
+    "PARENT_COLUMNS",
     "REDEMPTIONS",
     "REDEMPTION_COLUMNS",
     "ROLLBACKS",
@@ -79,6 +82,8 @@ __all__ = [
     "key_from_row",
     "key_row",
     "paged_codes",
+    "parent_from_row",
+    "parent_row",
     "read_transactions_page",
     "record_from_row",
     "redemption_from_row",
@@ -106,6 +111,8 @@ REDEMPTIONS: Final = _schema.REDEMPTIONS.layout.subset(
 )
 ROLLBACKS: Final = _schema.ROLLBACKS.layout
 KEYS: Final = _schema.IDEMPOTENCY_KEYS.layout
+#: The columns of a parent redemption but ``seq``.
+PARENTS: Final = _schema.PARENT_REDEMPTIONS.layout.subset(("id", "status", "date", "body"))
 #: The voucher columns an operation may change, in the order :meth:`Changes.voucher` lists them.
 VOUCHER_MUTABLE: Final = VOUCHERS.subset(
     (
@@ -133,6 +140,7 @@ TRANSACTION_COLUMNS: Final = TRANSACTIONS.names
 REDEMPTION_COLUMNS: Final = REDEMPTIONS.names
 ROLLBACK_COLUMNS: Final = ROLLBACKS.names
 KEY_COLUMNS: Final = KEYS.names
+PARENT_COLUMNS: Final = PARENTS.names
 
 #: The voucher's session counters (opened, then resolved by each of :data:`SESSION_REASONS`).
 COUNTERS: Final = VOUCHERS.since("sessions_opened")
@@ -515,21 +523,26 @@ def transaction_from_row(row: Sequence[Any]) -> TransactionRecord:
 #: order, and back; ``metadata`` is JSON text in the database.
 _ARRANGE_REDEMPTION: Final = REDEMPTIONS.arrange(*Redemption.FIELDS)
 _READ_REDEMPTION: Final = REDEMPTIONS.getter(*Redemption.FIELDS)
-_REDEMPTION_METADATA: Final = REDEMPTIONS.index("metadata")
-_FIELDS_METADATA: Final = Redemption.FIELDS.index("metadata")
+_METADATA_NAMES: Final = ("metadata", "order_metadata", "customer_metadata")
+_REDEMPTION_METADATA: Final = tuple(REDEMPTIONS.index(name) for name in _METADATA_NAMES)
+_FIELDS_METADATA: Final = tuple(Redemption.FIELDS.index(name) for name in _METADATA_NAMES)
 
 
 def redemption_row(redemption: Redemption) -> tuple[Any, ...]:
     """A redemption's row, in :data:`REDEMPTION_COLUMNS` order (metadata as JSON)."""
     row = list(_ARRANGE_REDEMPTION(redemption.to_row()))
-    row[_REDEMPTION_METADATA] = _json(row[_REDEMPTION_METADATA])
+    for at in _REDEMPTION_METADATA:
+        if row[at] is not None:
+            row[at] = _json(row[at])
     return tuple(row)
 
 
 def redemption_from_row(row: Sequence[Any]) -> Redemption:
     """The redemption of a row in :data:`REDEMPTION_COLUMNS` order."""
     fields = list(_READ_REDEMPTION(row))
-    fields[_FIELDS_METADATA] = _unjson(fields[_FIELDS_METADATA])
+    for at in _FIELDS_METADATA:
+        if fields[at] is not None:
+            fields[at] = _unjson(fields[at])
     return Redemption.from_row(tuple(fields))
 
 
@@ -576,6 +589,22 @@ def key_from_row(row: Sequence[Any]) -> KeyRecord:
     return KeyRecord(*_READ_KEY(row))
 
 
+_PARENT_BODY: Final = PARENTS.index("body")
+
+
+def parent_row(parent: ParentRedemption) -> tuple[Any, ...]:
+    """A parent redemption's row, in :data:`PARENT_COLUMNS` order: its id, status and date
+    (µs) beside the whole parent as the domain's codec writes it."""
+    return PARENTS.arrange("id", "status", "date", "body")(
+        (parent.id, parent.status.value, to_us(parent.date), idempotency.encode(parent))
+    )
+
+
+def parent_from_row(row: Sequence[Any]) -> ParentRedemption:
+    """The parent redemption of a row in :data:`PARENT_COLUMNS` order."""
+    return idempotency.decode(ParentRedemption, row[_PARENT_BODY])
+
+
 # --- the unit of work ------------------------------------------------------------------------
 
 
@@ -590,7 +619,9 @@ class Changes:
     ``purged`` — delete the voucher and everything of it instead (key records are
     store-wide: written either way); ``keys`` — idempotency key records to upsert
     (:data:`KEY_COLUMNS` order); ``key_placeholders`` — keys whose claim wrote a placeholder row
-    (PostgreSQL) that no record replaces: delete them.
+    (PostgreSQL) that no record replaces: delete them; ``parents`` — parent redemption rows
+    to insert (:data:`PARENT_COLUMNS` order), ``parent_updates`` — ``(status, body, id)`` of
+    parents rolled back (both store-wide: written either way).
     """
 
     voucher_id: str
@@ -604,6 +635,8 @@ class Changes:
     purged: bool
     keys: list[tuple[Any, ...]] = attrs.Factory(list)
     key_placeholders: list[str] = attrs.Factory(list)
+    parents: list[tuple[Any, ...]] = attrs.Factory(list)
+    parent_updates: list[tuple[Any, ...]] = attrs.Factory(list)
 
     @property
     def empty(self) -> bool:
@@ -611,6 +644,8 @@ class Changes:
         return not (
             self.keys
             or self.key_placeholders
+            or self.parents
+            or self.parent_updates
             or self.voucher
             or self.session_deletes
             or self.session_inserts
@@ -640,6 +675,8 @@ class SqlUnit:
         "counters",
         "handle",
         "kept",
+        "parent_updates",
+        "parents",
         "placeholders",
         "purged",
         "record",
@@ -673,6 +710,9 @@ class SqlUnit:
         #: placeholder row (a store that needs one to make other claims wait)
         self.kept: list[KeyRecord] = []
         self.placeholders: list[str] = []
+        #: parents of stacked redemptions recorded, and rolled back, by this unit
+        self.parents: list[ParentRedemption] = []
+        self.parent_updates: list[ParentRedemption] = []
 
     def __repr__(self) -> str:
         return f"SqlUnit({self.record.code!r})"
@@ -700,6 +740,12 @@ class SqlUnit:
     def rollback_added(self, rollback: RedemptionRollback) -> None:
         self.rollbacks.append(rollback)
 
+    def parent_added(self, parent: ParentRedemption) -> None:
+        self.parents.append(parent)
+
+    def parent_replaced(self, parent: ParentRedemption) -> None:
+        self.parent_updates.append(parent)
+
     def voucher_purged(self) -> None:
         self.purged = True
 
@@ -725,4 +771,8 @@ class SqlUnit:
             purged=self.purged,
             keys=[key_row(r) for r in self.kept],
             key_placeholders=[k for k in self.placeholders if all(r.key != k for r in self.kept)],
+            parents=[parent_row(p) for p in self.parents],
+            parent_updates=[
+                (p.status.value, idempotency.encode(p), p.id) for p in self.parent_updates
+            ],
         )

@@ -37,7 +37,7 @@ from vouchercore.domain.records import (
     transaction_id,
 )
 from vouchercore.domain.rows import TransactionRows
-from vouchercore.domain.snapshots import Redemption, RedemptionRollback
+from vouchercore.domain.snapshots import ParentRedemption, Redemption, RedemptionRollback
 from vouchercore.domain.values import VoucherType
 from vouchercore.errors import DuplicateFound
 from vouchercore.ports import SessionCounts, Store, distinct_units
@@ -173,6 +173,12 @@ class _Unit:
     def rollback_added(self, rollback: RedemptionRollback) -> None:
         self._store._rollbacks[rollback.id] = rollback
 
+    def parent_added(self, parent: ParentRedemption) -> None:
+        self._store._parents[parent.id] = parent
+
+    def parent_replaced(self, parent: ParentRedemption) -> None:
+        self._store._parents[parent.id] = parent  # same key: keeps its place (oldest first)
+
     def voucher_purged(self) -> None:
         self.purged = True
 
@@ -197,6 +203,8 @@ class MemoryStore(Store[_Unit]):
         self._redemptions: dict[str, RedemptionRow] = {}
         self._redemption_log: dict[str, list[str]] = {}
         self._rollbacks: dict[str, RedemptionRollback] = {}
+        #: parents of stacked redemptions, oldest first (a dict keeps insertion order)
+        self._parents: dict[str, ParentRedemption] = {}
         self._expiry: SortedKeyList = SortedKeyList(key=attrgetter("expires_at"))
         self._expiry_lock = threading.Lock()
         self._tx_seq = itertools.count(1)
@@ -447,6 +455,12 @@ class MemoryStore(Store[_Unit]):
     def get_redemption(self, redemption_id: str) -> Redemption | None:
         row = self._redemptions.get(redemption_id)
         return None if row is None else Redemption.from_row(row)
+
+    def get_parent_redemption(self, parent_id: str) -> ParentRedemption | None:
+        return self._parents.get(parent_id)
+
+    def parent_redemptions(self) -> Iterator[ParentRedemption]:
+        yield from list(self._parents.values())
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
         return _TransactionLog(self._transactions.get(voucher_id, []))

@@ -79,7 +79,7 @@ from psycopg_pool import ConnectionPool
 from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.instants import from_us, to_us
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherRecord, VoucherState
-from vouchercore.domain.snapshots import Redemption
+from vouchercore.domain.snapshots import ParentRedemption, Redemption
 from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
 from vouchercore.ports import SessionCounts, Store, distinct_units
 from vouchercore.stores import _schema, _sql
@@ -99,6 +99,8 @@ from vouchercore.stores._sql import (
     DETACHED_SESSION,
     KEY_COLUMNS,
     KEYS,
+    PARENT_COLUMNS,
+    PARENTS,
     REDEMPTION_COLUMNS,
     REDEMPTIONS,
     ROLLBACK_COLUMNS,
@@ -247,6 +249,14 @@ class _Statements:
             + ", ".join(f"{c} = EXCLUDED.{c}" for c in KEY_COLUMNS if c != "key")
         )
         self.delete_key = f"DELETE FROM {keys} WHERE key = %s"
+        parents = f"{s}.parent_redemptions"
+        self.insert_parent = _insert(parents, PARENT_COLUMNS)
+        self.update_parent = f"UPDATE {parents} SET status = %s, body = %s WHERE id = %s"
+        self.parent = f"SELECT {_select_list(PARENT_COLUMNS)} FROM {parents} WHERE id = %s"
+        self.parents_page = (
+            f"SELECT seq, {_select_list(PARENT_COLUMNS)} FROM {parents} WHERE seq > %s "
+            "ORDER BY seq LIMIT %s"
+        )
         self.expire_keys = f"DELETE FROM {keys} WHERE expires_at <= %s"
 
     def upgrade(self, version: int) -> tuple[str, ...]:
@@ -651,6 +661,10 @@ class PostgresStore(Store[SqlUnit]):
             conn.execute(self._sql.upsert_key, _to_db(row, KEYS.instants))
         for key in changes.key_placeholders:
             conn.execute(self._sql.delete_key, (key,))
+        for row in changes.parents:
+            conn.execute(self._sql.insert_parent, _to_db(row, PARENTS.instants))
+        for row in changes.parent_updates:
+            conn.execute(self._sql.update_parent, row)
         if changes.purged:
             for sql in self._sql.purge:
                 conn.execute(sql, (voucher_id,))
@@ -777,6 +791,23 @@ class PostgresStore(Store[SqlUnit]):
         """A redemption by id, or None."""
         rows = self._read(self._sql.redemption, (redemption_id,))
         return _sql.redemption_from_row(_from_db(rows[0], REDEMPTIONS.instants)) if rows else None
+
+    def get_parent_redemption(self, parent_id: str) -> ParentRedemption | None:
+        """A parent redemption by id (one statement), or None."""
+        rows = self._read(self._sql.parent, (parent_id,))
+        return _sql.parent_from_row(rows[0]) if rows else None
+
+    def parent_redemptions(self) -> Iterator[ParentRedemption]:
+        """Every parent redemption, oldest first, read 1000 at a time by keyset (no long-held
+        cursor)."""
+        after = 0
+        while True:
+            rows = self._read(self._sql.parents_page, (after, _sql.CODE_PAGE))
+            for row in rows:
+                yield _sql.parent_from_row(row[1:])
+            if len(rows) < _sql.CODE_PAGE:
+                return
+            after = rows[-1][0]
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
         """The voucher's transactions, oldest first (one statement: one snapshot)."""

@@ -33,13 +33,14 @@ from urllib.parse import parse_qsl, unquote
 
 from vouchercore.domain.idempotency import KeyRecord
 from vouchercore.domain.records import SessionRecord, TransactionRecord, VoucherState
-from vouchercore.domain.snapshots import Redemption
+from vouchercore.domain.snapshots import ParentRedemption, Redemption
 from vouchercore.domain.values import free_text_problem, parse_number
 from vouchercore.errors import DuplicateFound, InvalidPayload, StorageError
 from vouchercore.ports import SessionCounts, Store, distinct_units
 from vouchercore.stores import _schema, _sql
 from vouchercore.stores._sql import (
     KEY_COLUMNS,
+    PARENT_COLUMNS,
     REDEMPTION_COLUMNS,
     ROLLBACK_COLUMNS,
     SCHEMA_VERSION,
@@ -91,6 +92,16 @@ _UPDATE_REDEMPTION: Final = "UPDATE redemptions SET status = ?, rollback_id = ? 
 _INSERT_ROLLBACK: Final = (
     f"INSERT INTO rollbacks ({', '.join(ROLLBACK_COLUMNS)}) "
     f"VALUES ({_marks(len(ROLLBACK_COLUMNS))})"
+)
+_INSERT_PARENT: Final = (
+    f"INSERT INTO parent_redemptions ({', '.join(PARENT_COLUMNS)}) "
+    f"VALUES ({_marks(len(PARENT_COLUMNS))})"
+)
+_UPDATE_PARENT: Final = "UPDATE parent_redemptions SET status = ?, body = ? WHERE id = ?"
+_SELECT_PARENT: Final = f"SELECT {', '.join(PARENT_COLUMNS)} FROM parent_redemptions WHERE id = ?"
+_PARENTS_PAGE: Final = (
+    f"SELECT seq, {', '.join(PARENT_COLUMNS)} FROM parent_redemptions WHERE seq > ? "
+    "ORDER BY seq LIMIT ?"
 )
 _SELECT_KEY: Final = f"SELECT {', '.join(KEY_COLUMNS)} FROM idempotency_keys WHERE key = ?"
 _UPSERT_KEY: Final = (
@@ -546,6 +557,10 @@ class SQLiteStore(Store[SqlUnit]):
         """Run one unit's writes (inside its open transaction)."""
         if changes.keys:
             conn.executemany(_UPSERT_KEY, changes.keys)
+        if changes.parents:
+            conn.executemany(_INSERT_PARENT, changes.parents)
+        if changes.parent_updates:
+            conn.executemany(_UPDATE_PARENT, changes.parent_updates)
         if changes.purged:
             conn.execute(_KEEP_HIGH_WATER)
             for sql in _PURGE:
@@ -603,6 +618,22 @@ class SQLiteStore(Store[SqlUnit]):
         """A redemption by id, or None."""
         rows = self._read(f"SELECT {_R} FROM redemptions WHERE id = ?", (redemption_id,))
         return _sql.redemption_from_row(rows[0]) if rows else None
+
+    def get_parent_redemption(self, parent_id: str) -> ParentRedemption | None:
+        """A parent redemption by id (one statement), or None."""
+        rows = self._read(_SELECT_PARENT, (parent_id,))
+        return _sql.parent_from_row(rows[0]) if rows else None
+
+    def parent_redemptions(self) -> Iterator[ParentRedemption]:
+        """Every parent redemption, oldest first, read 1000 at a time by keyset."""
+        after = 0
+        while True:
+            rows = self._read(_PARENTS_PAGE, (after, _sql.CODE_PAGE))
+            for row in rows:
+                yield _sql.parent_from_row(row[1:])
+            if len(rows) < _sql.CODE_PAGE:
+                return
+            after = rows[-1][0]
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
         """The voucher's transactions, oldest first."""
