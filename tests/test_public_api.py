@@ -11,6 +11,20 @@ import vouchercore
 from vouchercore import Engine
 
 EXPECTED_EXPORTS = {
+    "ApplicableRedeemablesLimitExceeded",
+    "Customer",
+    "NoEffect",
+    "Order",
+    "OrderSummary",
+    "ParentRedemption",
+    "ParentRollback",
+    "RedeemableResult",
+    "RedeemableStatus",
+    "RedeemablesLimitExceeded",
+    "StackedRedemption",
+    "StackedRollback",
+    "StackedValidationResult",
+    "StackingRules",
     "AlreadyCancelled",
     "AlreadyRolledBack",
     "AuditReport",
