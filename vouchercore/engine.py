@@ -580,15 +580,19 @@ class Engine:
         shared = requests.use_request(
             order_amount, None, None, None, session_key, metadata, order, customer
         )
-        keyed = requests.keyed_request(
-            idempotency_key,
-            "redeem_stacked_discounts",
-            redeemables=[[n, c, p] for n, (c, p) in zip(names, amounts, strict=True)],
-            order_amount=shared.order_amount,
-            order_id=shared.order_id,
-            session_key=shared.session_key,
-            metadata=shared.metadata,
-            context=list(shared.context),
+        keyed = (
+            None
+            if idempotency_key is None
+            else requests.keyed_request(
+                idempotency_key,
+                "redeem_stacked_discounts",
+                redeemables=[[n, c, p] for n, (c, p) in zip(names, amounts, strict=True)],
+                order_amount=shared.order_amount,
+                order_id=shared.order_id,
+                session_key=shared.session_key,
+                metadata=shared.metadata,
+                context=list(shared.context),
+            )
         )
         now = self._clock.now_us()
         with self._open_many(names) as units:
@@ -671,7 +675,7 @@ class Engine:
     ) -> tuple[list[str], list[tuple[int | None, int | None]]]:
         """The checked redeemables of a stacked call: their codes (or ids), and the credits
         and points of each."""
-        if not isinstance(redeemables, list | tuple):
+        if type(redeemables) is not list and not isinstance(redeemables, list | tuple):
             raise InvalidPayload(
                 f"redeemables must be a list of {{'object': 'voucher', 'id': …}}, "
                 f"got {shown(redeemables)}"
@@ -686,11 +690,15 @@ class Engine:
         names: list[str] = []
         amounts: list[tuple[int | None, int | None]] = []
         for position, redeemable in enumerate(redeemables):
-            code, credits, points = requests.redeemable_request(redeemable, position)
+            code = _plain_code(redeemable)
+            if code is None:
+                code, credits, points = requests.redeemable_request(redeemable, position)
+                amounts.append((credits, points))
+            else:
+                amounts.append(_NO_AMOUNTS)
             if code in names:
                 raise InvalidPayload(f"redeemables name {code!r} twice")
             names.append(code)
-            amounts.append((credits, points))
         return names, amounts
 
     def _open_stack(self, names: Sequence[str]) -> tuple[OpenedMany[VoucherUnit] | None, set[int]]:
@@ -1437,11 +1445,11 @@ class Engine:
         units = self._store.begin_many(codes)
         if units is not None:
             work = OpenedMany(self._store, units)
-            hidden = [c for c, u in zip(codes, units, strict=True) if u.record.state not in VISIBLE]
-            if not hidden:
-                return work
-            work.abort()
-            raise _not_found(hidden[0])
+            for code, unit in zip(codes, units, strict=True):
+                if unit.record.state not in VISIBLE:
+                    work.abort()
+                    raise _not_found(code)
+            return work
         for code in codes:  # which one is missing? (each looked up on its own)
             probe = self._find(code)
             if probe is None:
@@ -1495,6 +1503,29 @@ def _redemption_not_found(redemption_id: str) -> NotFound:
         resource_id=redemption_id,
         resource_type="redemption",
     )
+
+
+_NO_AMOUNTS: tuple[None, None] = (None, None)
+
+
+def _plain_code(redeemable: object) -> str | None:
+    """The code of the common redeemable, ``{"object": "voucher", "id": code}`` with a code
+    that passes the fast check of :func:`~vouchercore.domain.values.require_code`; None for
+    any other (checked in full by :func:`vouchercore.requests.redeemable_request`)."""
+    if type(redeemable) is not dict or len(redeemable) > 2:
+        return None
+    code = redeemable.get("id")
+    if (
+        type(code) is str
+        and redeemable.get("object", "voucher") == "voucher"
+        and len(redeemable) == 1 + ("object" in redeemable)
+        and 0 < len(code) <= MAX_CODE_LENGTH
+        and code.isprintable()
+        and code[0] != " "
+        and code[-1] != " "
+    ):
+        return code
+    return None
 
 
 def _context(request: operations.UseRequest) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from vouchercore.domain.instants import MAX_US, MIN_US, to_us_or_none
 from vouchercore.domain.operations import IdSource, LockRequest, UseRequest
 from vouchercore.domain.records import Discount, VoucherInfo, VoucherRecord
 from vouchercore.domain.values import (
+    INT64_MAX,
     DiscountType,
     TtlUnit,
     VoucherType,
@@ -281,12 +282,23 @@ def use_request(
         None if session_key is None else require_session_key(session_key),
         None if metadata is None else require_metadata(metadata),
     )
-    if order is not None or customer is not None:
+    if customer is not None:
         amount, order_id, context = order_request(order, request.order_amount, request.order_id)
-        request.order_amount = amount
-        request.order_id = order_id
         request.context = context + customer_request(customer)
+    elif order is not None:
+        amount, order_id, context = order_request(order, request.order_amount, request.order_id)
+        if context is not _NO_ORDER_CONTEXT:
+            request.context = context + _NO_CUSTOMER
+    else:
+        return request
+    request.order_amount = amount
+    request.order_id = order_id
     return request
+
+
+_NO_ORDER_CONTEXT: Final = (None, None)
+_NO_CUSTOMER: Final = (None, None, None)
+_AMOUNT_ONLY: Final = frozenset({"amount", "object"})
 
 
 _ORDER_FIELDS: Final = frozenset({"id", "source_id", "amount", "metadata", "object"})
@@ -296,6 +308,8 @@ _CUSTOMER_FIELDS: Final = frozenset({"id", "source_id", "metadata", "object"})
 def _fields(value: object, name: str, known: frozenset[str]) -> Mapping[str, Any]:
     """*value* as a mapping whose keys are all *known* (a key of any other name is allowed
     only with the value None: clients send explicit nulls for fields they do not set)."""
+    if type(value) is dict and value.keys() <= known:  # the common case, in C
+        return value
     if not isinstance(value, Mapping):
         raise InvalidPayload(f"{name} must be a mapping, got {shown(value)}")
     for key, item in value.items():
@@ -324,7 +338,16 @@ def order_request(
             both ways with different values.
     """
     if order is None:
-        return order_amount, order_id, (None, None)
+        return order_amount, order_id, _NO_ORDER_CONTEXT
+    if (  # the common case, {"amount": n}, checked in C calls
+        type(order) is dict
+        and order.keys() <= _AMOUNT_ONLY
+        and order.get("object", "order") == "order"
+        and order_amount is None
+    ):
+        amount = order.get("amount")
+        if amount is None or (type(amount) is int and 0 < amount <= INT64_MAX):
+            return amount, order_id, _NO_ORDER_CONTEXT
     fields = _fields(order, "order", _ORDER_FIELDS)
     _object_name(fields, "order", "order")
     amount = fields.get("amount")
@@ -344,6 +367,8 @@ def order_request(
         order_id = given_id
     source_id = require_optional_text(fields.get("source_id"), "order.source_id")
     metadata = require_metadata(fields.get("metadata"), "order.metadata")
+    if source_id is None and metadata is None:
+        return order_amount, order_id, _NO_ORDER_CONTEXT
     return order_amount, order_id, (source_id, metadata)
 
 
@@ -368,6 +393,9 @@ def customer_request(customer: object) -> tuple[Any, ...]:
 # --- stacked requests -------------------------------------------------------------------------
 
 _REDEEMABLE_FIELDS: Final = frozenset({"object", "id", "gift", "reward"})
+_PLAIN_REDEEMABLE: Final = frozenset({"object", "id"})
+#: the names of the redeemables' ids in error messages (a stack has at most 30 redeemables)
+_ID_NAMES: Final = tuple(f"redeemables[{i}].id" for i in range(30))
 
 
 def redeemable_request(redeemable: object, position: int) -> tuple[str, int | None, int | None]:
@@ -379,6 +407,14 @@ def redeemable_request(redeemable: object, position: int) -> tuple[str, int | No
         InvalidPayload: not a mapping, an unknown field, an object other than ``voucher``, a
             missing id, a reward id (vouchercore has no reward catalogue), or a bad value.
     """
+    if (  # the common case: {"object": "voucher", "id": code}, checked in C calls
+        type(redeemable) is dict
+        and redeemable.keys() <= _PLAIN_REDEEMABLE
+        and redeemable.get("object", "voucher") == "voucher"
+    ):
+        code = redeemable.get("id")
+        if code is not None:
+            return require_code(code, _ID_NAMES[position]), None, None
     name = f"redeemables[{position}]"
     fields = _fields(redeemable, name, _REDEEMABLE_FIELDS)
     kind = fields.get("object")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from vouchercore.domain import points as loyalty
-from vouchercore.domain.instants import MAX_US, from_us, to_us
+from vouchercore.domain.instants import MAX_US, from_us
 from vouchercore.domain.records import (
     CardRecord,
     Discount,
@@ -755,7 +755,7 @@ def check_rollback(redemption: Redemption | ParentRedemption, now: int) -> None:
             resource_id=redemption.id,
             resource_type="redemption",
         )
-    deadline = rollback_deadline(to_us(redemption.date))
+    deadline = rollback_deadline(redemption.date_us)
     if now > deadline:
         raise RollbackWindowExceeded(
             f"redemption {redemption.id} can be rolled back until {from_us(deadline).isoformat()}",

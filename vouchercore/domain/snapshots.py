@@ -7,6 +7,7 @@ aware UTC datetimes, money and points integers. Field names follow Voucherify's 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -575,21 +576,46 @@ class PointsTransfer:
 # --- stacked validation and redemption ---------------------------------------------------------
 
 
-@attrs.frozen(kw_only=True)
-class OrderSummary:
+class OrderSummary(RowBacked):
     """The order as a stacked validation or redemption priced it: the order given, what the
     discount vouchers took off (``discount_amount``), what gift cards paid (``gift_amount``),
     both together (``total_discount_amount``), and what is left to pay (``total_amount``;
-    None when the order has no amount)."""
+    None when the order has no amount). Immutable."""
 
-    id: str | None = None
-    source_id: str | None = None
-    amount: int | None = None
-    metadata: dict[str, Any] | None = None
-    discount_amount: int = 0
-    gift_amount: int = 0
-    total_discount_amount: int = 0
-    total_amount: int | None = None
+    __slots__ = ()
+
+    def __init__(
+        self,
+        *,
+        id: str | None = None,
+        source_id: str | None = None,
+        amount: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        discount_amount: int = 0,
+        gift_amount: int = 0,
+        total_discount_amount: int = 0,
+        total_amount: int | None = None,
+    ) -> None:
+        row = (
+            id,
+            source_id,
+            amount,
+            copy.deepcopy(metadata),
+            discount_amount,
+            gift_amount,
+            total_discount_amount,
+            total_amount,
+        )
+        object.__setattr__(self, "_row", row)
+
+    id = Column[str | None](0, "The order's id.")
+    source_id = Column[str | None](1, "The order's ``source_id``.")
+    amount = Column[int | None](2, "The order's amount (None when not given).")
+    metadata = Column[dict[str, Any] | None](3, "The order's metadata (a copy).", copy.deepcopy)
+    discount_amount = Column[int](4, "What the discount vouchers took off.")
+    gift_amount = Column[int](5, "What the gift cards paid.")
+    total_discount_amount = Column[int](6, "Discounts and gift credits together.")
+    total_amount = Column[int | None](7, "What is left to pay (None without an amount).")
 
     @property
     def object(self) -> str:
@@ -660,30 +686,87 @@ class StackedValidationResult:
         return tuple(r for r in self.redeemables if r.status is RedeemableStatus.SKIPPED)
 
 
-@attrs.frozen(kw_only=True)
-class ParentRedemption:
+def _ids(joined: str) -> tuple[str, ...]:
+    return tuple(joined.split(",")) if joined else ()
+
+
+class ParentRedemption(RowBacked):
     """The parent of a stacked redemption: one per call, SUCCEEDED (holding one child
     redemption per voucher, ``redemptions``, on the vouchers ``voucher_ids``), FAILED (no
     child: ``failure_code`` is the error key of the redeemable that failed,
     ``failed_redeemable`` the id it was given by) or ROLLED_BACK (every child with it).
+    Immutable.
 
     ``amount`` is what the stack took off the order: discounts plus gift credits.
     """
 
-    id: str
-    status: RedemptionStatus
-    amount: int
-    date: datetime
-    redemptions: tuple[str, ...] = ()
-    voucher_ids: tuple[str, ...] = ()
-    order: Order | None = None
-    customer: Customer | None = None
-    metadata: dict[str, Any] | None = None
-    session_key: str | None = None
-    failure_code: str | None = None
-    failure_message: str | None = None
-    failed_redeemable: str | None = None
-    rollback_id: str | None = None
+    __slots__ = ()
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        status: RedemptionStatus | str,
+        amount: int,
+        date: datetime,
+        redemptions: Sequence[str] = (),
+        voucher_ids: Sequence[str] = (),
+        order: Order | None = None,
+        customer: Customer | None = None,
+        metadata: dict[str, Any] | None = None,
+        session_key: str | None = None,
+        failure_code: str | None = None,
+        failure_message: str | None = None,
+        failed_redeemable: str | None = None,
+        rollback_id: str | None = None,
+    ) -> None:
+        row = (
+            id,
+            RedemptionStatus(status).value,
+            amount,
+            to_us(date, "date"),
+            ",".join(redemptions),
+            ",".join(voucher_ids),
+            None if order is None else order.id,
+            None if order is None else order.source_id,
+            None if order is None else order.amount,
+            None if order is None else copy.deepcopy(order.metadata),
+            None if customer is None else customer.id,
+            None if customer is None else customer.source_id,
+            None if customer is None else copy.deepcopy(customer.metadata),
+            copy.deepcopy(metadata),
+            session_key,
+            failure_code,
+            failure_message,
+            failed_redeemable,
+            rollback_id,
+        )
+        object.__setattr__(self, "_row", row)
+
+    id = Column[str](0, "``r_`` + 32 alphanumerics.")
+    status = Column[RedemptionStatus](1, "SUCCEEDED, FAILED or ROLLED_BACK.", _STATUSES.__getitem__)
+    amount = Column[int](2, "Discounts plus gift credits the stack took off the order.")
+    date = Column[datetime](3, "When it was made (aware UTC).", from_us)
+    date_us = Column[int](3, "``date`` in microseconds since the epoch.")
+    redemptions = Column[tuple[str, ...]](4, "The child redemptions' ids, in request order.", _ids)
+    voucher_ids = Column[tuple[str, ...]](5, "The children's vouchers, in the same order.", _ids)
+    order_id = Column[str | None](6, "The order's id given with the request.")
+    order_source_id = Column[str | None](7, "The order's ``source_id``.")
+    order_amount = Column[int | None](8, "The order's amount.")
+    order_metadata = Column[dict[str, Any] | None](
+        9, "The order's metadata (a copy).", copy.deepcopy
+    )
+    customer_id = Column[str | None](10, "The customer's id given with the request.")
+    customer_source_id = Column[str | None](11, "The customer's ``source_id``.")
+    customer_metadata = Column[dict[str, Any] | None](
+        12, "The customer's metadata (a copy).", copy.deepcopy
+    )
+    metadata = Column[dict[str, Any] | None](13, "The request's metadata (a copy).", copy.deepcopy)
+    session_key = Column[str | None](14, "The session key given with the request.")
+    failure_code = Column[str | None](15, "The error key of a FAILED stack.")
+    failure_message = Column[str | None](16, "The error message of a FAILED stack.")
+    failed_redeemable = Column[str | None](17, "The id the failing redeemable was given by.")
+    rollback_id = Column[str | None](18, "The ``rr_`` rollback that reversed it, if any.")
 
     @property
     def object(self) -> str:
@@ -694,6 +777,27 @@ class ParentRedemption:
     def result(self) -> str:
         """Voucherify's ``result``: ``"SUCCESS"`` or ``"FAILURE"``."""
         return "FAILURE" if self.status is RedemptionStatus.FAILED else "SUCCESS"
+
+    @property
+    def order(self) -> Order | None:
+        """The order given with the request (None when none was)."""
+        row = self._row
+        return Order.of(row[6], row[7], row[8], row[9])
+
+    @property
+    def customer(self) -> Customer | None:
+        """The customer given with the request (None when none was)."""
+        row = self._row
+        return Customer.of(row[10], row[11], row[12])
+
+    def replace(self, **changes: Any) -> ParentRedemption:
+        """A copy with some fields changed (``status``, ``rollback_id`` …)."""
+        fields = self.row_fields()
+        for name, value in changes.items():
+            if name not in fields:
+                raise TypeError(f"ParentRedemption has no field {name!r}")
+            fields[name] = value.value if isinstance(value, RedemptionStatus) else value
+        return ParentRedemption.from_fields(fields)
 
 
 @attrs.frozen(kw_only=True)

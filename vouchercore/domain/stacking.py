@@ -49,8 +49,6 @@ from vouchercore.domain.operations import (
 )
 from vouchercore.domain.rules import Demand, discount_amount, first_failure
 from vouchercore.domain.snapshots import (
-    Customer,
-    Order,
     OrderSummary,
     ParentRedemption,
     ParentRollback,
@@ -187,13 +185,17 @@ def _check_stack(items: Sequence[_Item], order_amount: int | None) -> None:
                 )
 
 
-def _decide(items: Sequence[_Item], now: int, order_amount: int | None, limit: int) -> None:
-    """Check and price every item, in pricing order (see the module docstring)."""
+def _decide(
+    items: Sequence[_Item], now: int, order_amount: int | None, limit: int
+) -> tuple[int, int]:
+    """Check and price every item, in pricing order (see the module docstring); what the
+    applicable discounts took off and what the applicable gift cards pay."""
     owed = order_amount
-    applicable = 0
-    ranked = sorted(range(len(items)), key=lambda i: _PRICING_RANK[items[i].unit.record.type])
-    for i in ranked:
-        item = items[i]
+    applicable = discounts = gifts = 0
+    ranked: list[list[_Item]] = [[], [], []]
+    for item in items:
+        ranked[_PRICING_RANK[item.unit.record.type]].append(item)
+    for item in (*ranked[0], *ranked[1], *ranked[2]):
         record = item.unit.record
         request = item.request
         kind = record.type
@@ -230,13 +232,17 @@ def _decide(items: Sequence[_Item], now: int, order_amount: int | None, limit: i
         applicable += 1
         if kind is _DISCOUNT:
             assert record.discount is not None
-            item.amount = discount_amount(record.discount, owed)
+            amount = item.amount = discount_amount(record.discount, owed)
+            discounts += amount
         elif kind is _GIFT:
-            item.amount = demand.credits
+            amount = item.amount = demand.credits
+            gifts += amount
         else:
             item.amount = demand.points
-        if owed is not None and kind is not _LOYALTY:
-            owed -= item.amount
+            continue
+        if owed is not None:
+            owed -= amount
+    return discounts, gifts
 
 
 def _first_error(items: Sequence[_Item]) -> tuple[_Item, VoucherError] | None:
@@ -248,26 +254,21 @@ def _first_error(items: Sequence[_Item]) -> tuple[_Item, VoucherError] | None:
 
 
 def _summary(
-    items: Sequence[_Item], order_amount: int | None, order_id: str | None, context: Any
+    priced: tuple[int, int], order_amount: int | None, order_id: str | None, context: Any
 ) -> OrderSummary:
-    discounts = gifts = 0
-    for item in items:
-        if item.status is _APPLICABLE:
-            kind = item.unit.record.type
-            if kind is _DISCOUNT:
-                discounts += item.amount
-            elif kind is _GIFT:
-                gifts += item.amount
+    discounts, gifts = priced
     total = discounts + gifts
-    return OrderSummary(
-        id=order_id,
-        source_id=context[0],
-        amount=order_amount,
-        metadata=context[1],
-        discount_amount=discounts,
-        gift_amount=gifts,
-        total_discount_amount=total,
-        total_amount=None if order_amount is None else order_amount - total,
+    return OrderSummary.from_row(  # positional: see OrderSummary.FIELDS
+        (
+            order_id,
+            context[0],
+            order_amount,
+            context[1],
+            discounts,
+            gifts,
+            total,
+            None if order_amount is None else order_amount - total,
+        )
     )
 
 
@@ -302,15 +303,18 @@ def _items(
 ) -> list[_Item]:
     items = []
     for name, unit, (credits, points) in zip(names, units, amounts, strict=True):
-        request = UseRequest(
-            credits,
-            points,
-            shared.order_amount,
-            shared.order_id,
-            shared.session_key,
-            shared.metadata,
-        )
-        request.context = shared.context
+        if credits is None and points is None:
+            request = shared  # what the redeemables share is all it asks
+        else:
+            request = UseRequest(
+                credits,
+                points,
+                shared.order_amount,
+                shared.order_id,
+                shared.session_key,
+                shared.metadata,
+            )
+            request.context = shared.context
         items.append(_Item(name, unit, request))
     return items
 
@@ -345,7 +349,7 @@ def validate_stack(
     expires_at = None if lock is None else lock.expires_at(now)
     for item in items:
         operations.purge_expired(item.unit, now)
-    _decide(items, now, order_amount, rules.applicable_redeemables_limit)
+    priced = _decide(items, now, order_amount, rules.applicable_redeemables_limit)
     results = [_result(item) for item in items]
     for position, error in missing:
         results.insert(
@@ -371,7 +375,7 @@ def validate_stack(
     return StackedValidationResult(
         valid=first is None,
         redeemables=tuple(results),
-        order=_summary(items, order_amount, shared.order_id, shared.context),
+        order=_summary(priced, order_amount, shared.order_id, shared.context),
         error=first,
         sessions=sessions,
     )
@@ -379,23 +383,36 @@ def validate_stack(
 
 def _parent(
     parent_id: str,
-    status: RedemptionStatus,
+    status: str,
     amount: int,
     now: int,
     request: UseRequest,
-    **fields: Any,
+    redemptions: str = "",
+    voucher_ids: str = "",
+    failure: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> ParentRedemption:
+    """The parent's row (positional: see ``ParentRedemption.FIELDS``)."""
     context = request.context
-    return ParentRedemption(
-        id=parent_id,
-        status=status,
-        amount=amount,
-        date=from_us(now),
-        order=Order.of(request.order_id, context[0], request.order_amount, context[1]),
-        customer=Customer.of(context[2], context[3], context[4]),
-        metadata=request.metadata,
-        session_key=request.session_key,
-        **fields,
+    return ParentRedemption.from_row(
+        (
+            parent_id,
+            status,
+            amount,
+            now,
+            redemptions,
+            voucher_ids,
+            request.order_id,
+            context[0],
+            request.order_amount,
+            context[1],
+            context[2],
+            context[3],
+            context[4],
+            request.metadata,
+            request.session_key,
+            *failure,
+            None,
+        )
     )
 
 
@@ -423,8 +440,8 @@ def redeem_stack(
     _check_stack(items, order_amount)
     for item in items:
         item.expiry = operations.touch(item.unit, now)
-    _decide(items, now, order_amount, rules.applicable_redeemables_limit)
-    summary = _summary(items, order_amount, shared.order_id, shared.context)
+    priced = _decide(items, now, order_amount, rules.applicable_redeemables_limit)
+    summary = _summary(priced, order_amount, shared.order_id, shared.context)
     parent_id = ids.redemption_id()
     failed = _first_error(items)
     if failed is not None:
@@ -432,14 +449,7 @@ def redeem_stack(
             operations.undo(item.expiry)
         item, error = failed
         parent = _parent(
-            parent_id,
-            RedemptionStatus.FAILED,
-            0,
-            now,
-            shared,
-            failure_code=error.key,
-            failure_message=error.message,
-            failed_redeemable=item.name,
+            parent_id, "FAILED", 0, now, shared, failure=(error.key, error.message, item.name)
         )
         units[0].parent_added(parent)
         error.details = (
@@ -448,21 +458,25 @@ def redeem_stack(
         )
         return StackedRedemption(parent_redemption=parent, redemptions=(), order=summary), error
     children: list[Redemption] = []
+    child_ids: list[str] = []
+    voucher_ids: list[str] = []
     for item in items:
-        operations.settle(item.unit, now, item.expiry)
+        unit = item.unit
+        operations.settle(unit, now, item.expiry)
         demand = item.demand
         assert demand is not None
-        children.append(
-            use(item.unit, now, demand, item.amount, item.request, ids.redemption_id(), parent_id)
-        )
+        child_id = ids.redemption_id()
+        children.append(use(unit, now, demand, item.amount, item.request, child_id, parent_id))
+        child_ids.append(child_id)
+        voucher_ids.append(unit.record.id)
     parent = _parent(
         parent_id,
-        RedemptionStatus.SUCCEEDED,
+        "SUCCEEDED",
         summary.total_discount_amount,
         now,
         shared,
-        redemptions=tuple(child.id for child in children),
-        voucher_ids=tuple(child.voucher_id for child in children),
+        ",".join(child_ids),
+        ",".join(voucher_ids),
     )
     units[0].parent_added(parent)
     stacked = StackedRedemption(
@@ -503,8 +517,8 @@ def rollback_stack(
         assert child is not None
         rolled, _ = reverse(unit, ids.rollback_id(), now, child, reason)
         rollbacks.append(rolled)
-    rolled_back = attrs.evolve(
-        parent, status=RedemptionStatus.ROLLED_BACK, rollback_id=parent_rollback_id
+    rolled_back = parent.replace(
+        status=RedemptionStatus.ROLLED_BACK, rollback_id=parent_rollback_id
     )
     units[0].parent_replaced(rolled_back)
     return StackedRollback(

@@ -92,7 +92,6 @@ _id = itemgetter(_TRANSACTION_ROWS.column("id"))  # a log row's transaction id
 
 _LOYALTY = VoucherType.LOYALTY_CARD
 _PURGED = VoucherState.PURGED
-_id_of = attrgetter("id")
 
 
 def _each(end: Callable[[_Unit], None], units: Sequence[_Unit]) -> None:
@@ -298,18 +297,27 @@ class MemoryStore(Store[_Unit]):
         """The vouchers' units, locked in id order (two callers naming the same vouchers in
         other orders queue rather than deadlock); one unit per voucher. None (nothing held)
         when a code names no voucher."""
-        records = [self._find(code) for code in codes]
-        if any(record is None for record in records):
-            return None
+        by_code = self._by_code
+        by_id = self._by_id
+        records: dict[str, VoucherRecord] = {}  # by id: codes naming one voucher share it
+        ids: list[str] = []
+        for code in codes:
+            record = by_code.get(code)
+            if record is None:
+                record = by_id.get(code)
+                if record is None:
+                    return None
+            records[record.id] = record
+            ids.append(record.id)
         units: dict[str, _Unit] = {}
         try:
-            for record in sorted({r.id: r for r in records if r is not None}.values(), key=_id_of):
-                unit = self._open(record)
+            for voucher_id in sorted(records):
+                unit = self._open(records[voucher_id])
                 if unit is None:  # force-deleted meanwhile
                     self.abort_many(list(units.values()))
                     return None
-                units[record.id] = unit
-            return [units[record.id] for record in records if record is not None]
+                units[voucher_id] = unit
+            return [units[voucher_id] for voucher_id in ids]
         except BaseException:  # interrupted while waiting for a lock: release those taken
             self.abort_many(list(units.values()))
             raise
@@ -317,6 +325,13 @@ class MemoryStore(Store[_Unit]):
     def commit_many(self, units: Sequence[_Unit]) -> None:
         """Release every unit (their changes are in place already), each one even if ending
         another raised (the first error is raised once all are released)."""
+        if len(units) == 2 and units[0] is not units[1]:  # a pair (a transfer, a stack of 2)
+            first, second = units
+            try:
+                self.commit(first)
+            finally:
+                self.commit(second)
+            return
         _each(self.commit, distinct_units(units))
 
     def abort_many(self, units: Sequence[_Unit]) -> None:
