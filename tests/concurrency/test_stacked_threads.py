@@ -44,10 +44,12 @@ def race(
     calls: int,
     *,
     shuffle: bool,
+    shared: bool,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """One thread per entry of *shapes* (the stacks it redeems), released together; every
-    thread's acknowledgements. Fails if the threads are not all done within the bound."""
+    """One thread per entry of *shapes* (the stacks it redeems; with *shared*, some under
+    keys every thread sends), released together; every thread's acknowledgements. Fails if
+    the threads are not all done within the bound."""
     create_vouchers(engine)
     workers = len(shapes)
     start, drain = threading.Barrier(workers), threading.Barrier(workers)
@@ -59,7 +61,7 @@ def race(
         )
         try:
             start.wait(timeout=30)
-            play_stacks(terminal, calls, shapes[index], shuffle=shuffle, drain=drain)
+            play_stacks(terminal, calls, shapes[index], shuffle=shuffle, shared=shared, drain=drain)
         except BaseException as crash:  # surfaced by the check
             drain.abort()  # the others stop waiting for this one
             acks.append({"op": "crash", "by": terminal.name, "error": repr(crash)})
@@ -82,7 +84,7 @@ def test_threads_redeem_overlapping_stacks_all_or_nothing_and_never_over_redeem(
 ) -> None:
     workers = 6
     calls = CALLS[request.node.callspec.params["engine"]]
-    acks = race(engine, [SHAPES] * workers, calls, shuffle=True, seed=21)
+    acks = race(engine, [SHAPES] * workers, calls, shuffle=True, shared=True, seed=21)
     done = check_stacks(engine, acks, workers)
     # the first stack to commit met full vouchers; the drain ended on refusals
     assert done["stacked"] > 0 and done["failed"] >= workers, done
@@ -95,7 +97,7 @@ def test_crossing_stacks_a_b_against_b_a_from_many_threads_never_deadlock(
     workers = 10
     shapes = [CROSSING[i % 2] for i in range(workers)]
     calls = CALLS[request.node.callspec.params["engine"]]
-    acks = race(engine, shapes, calls, shuffle=False, seed=22)
+    acks = race(engine, shapes, calls, shuffle=False, shared=False, seed=22)
     done = check_stacks(engine, acks, workers)
     assert done["stacked"] > 0 and done["failed"] >= workers, done
     # both orders were asked for, as sent

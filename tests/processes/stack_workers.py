@@ -8,12 +8,13 @@ acknowledging to a list). Importable, so ``spawn`` can run :func:`stack_worker`.
 The vouchers: four limited discount vouchers A, B, C, D and two gift cards G, H with limited
 balances. A worker redeems stacks of 2–3 of them (:data:`SHAPES`, each shuffled per call, so
 A+B meets B+A and every stack crosses others in both orders): plain, under an idempotency key
-(sent again at once or later), or through a stacked validation with a LOCK and a redemption
-with its session key (a keyed one sent again once its locks are gone); it rolls back some of
-its own stacks (a keyed rollback sent again, an unkeyed one sent twice) and tries to roll back
-a child alone (refused). After every worker is done with that (a barrier), each one drains the
-vouchers one at a time (stacks of one) until refused, so every discount voucher ends exactly
-full and every card exactly empty.
+(sent again at once or later), under a key every worker sends with one request (all racing on
+one key), or through a stacked validation with a LOCK and a redemption with its session key
+(a keyed one sent again once its locks are gone); it rolls back some of its own stacks (a
+keyed rollback sent again, an unkeyed one sent twice) and tries to roll back a child alone
+(refused). After every worker is done with that (a barrier), each one drains the vouchers one
+at a time (stacks of one) until refused, so every discount voucher ends exactly full and
+every card exactly empty.
 
 Every call is acknowledged with one JSON-able dict (what the caller was told) and tagged
 (``"<name>.<n>"``: the LOCK's session key and the ``metadata["tag"]`` of the stack);
@@ -59,6 +60,7 @@ SHAPES: tuple[tuple[str, ...], ...] = (
 #: why a stack may be refused in this race: a voucher is full, or a card is short
 REFUSALS = frozenset({"quantity_exceeded", "gift_amount_exceeded"})
 LOCK_TTL = {"ttl": 10, "ttl_unit": "MINUTES"}  # far longer than the race: a held lock holds
+SHARED_EVERY = 8  # every eighth main-phase call of a worker is the next shared key
 
 _FAILED_PARENT = re.compile(r"stacked redemption (r_\w+) failed")
 
@@ -93,6 +95,15 @@ class Request:
             else {"object": "voucher", "id": code, "gift": {"credits": credits}}
             for code, credits in self.stack
         ]
+
+
+def shared_request(j: int) -> Request:
+    """The stack every worker sends under the idempotency key ``"shared.<j>"``: four
+    workers race on one key (the first success is kept; a FAILED attempt keeps nothing)."""
+    stack = [
+        [code, 300 + 10 * (j % 7) if code in GIFTS else None] for code in SHAPES[j % len(SHAPES)]
+    ]
+    return Request(f"shared.{j}", stack, f"shared.{j}", None)
 
 
 class StackTerminal:
@@ -159,7 +170,7 @@ class StackTerminal:
             amounts=[child.amount for child in stacked.redemptions],
         )
         self._acknowledge(ack, "parent", "children")
-        if parent.id not in self.seen:
+        if parent.id not in self.seen and not request.tag.startswith("shared."):
             self.seen.add(parent.id)
             self.own.append((parent.id, children))
         return True
@@ -255,16 +266,22 @@ def play(
     shapes: Sequence[Sequence[str]],
     *,
     shuffle: bool,
+    shared: bool,
     drain: Any,
 ) -> None:
-    """The main phase (*calls* stacked calls on *shapes*), then, after *drain* (a barrier
-    every worker reaches), the drain: each voucher redeemed alone until refused."""
+    """The main phase (*calls* stacked calls on *shapes*; with *shared*, every
+    ``SHARED_EVERY``-th one a :func:`shared_request` instead), then, after *drain* (a
+    barrier every worker reaches), the drain: each voucher redeemed alone until refused. A
+    terminal rolls back only the stacks it made (not a shared key's, which another may have
+    made)."""
     rng = terminal.rng
     later: list[Request] = []  # keyed requests to send again after other calls
-    for _ in range(calls):
+    for n in range(1, calls + 1):
         roll = rng.random()
         shape = rng.choice(shapes)
-        if roll < 0.35:
+        if shared and n % SHARED_EVERY == 0:
+            terminal.redeem(shared_request(n // SHARED_EVERY))
+        elif roll < 0.35:
             terminal.redeem(terminal.request(shape, keyed=False, shuffle=shuffle))
         elif roll < 0.55:
             request = terminal.request(shape, keyed=True, shuffle=shuffle)
@@ -323,7 +340,7 @@ def stack_worker(
         with open_engine(spec, seed) as engine:
             terminal = StackTerminal(engine, name, random.Random(rng_seed), acks.write)
             start.wait(timeout=120)
-            play(terminal, calls, SHAPES, shuffle=True, drain=drain)
+            play(terminal, calls, SHAPES, shuffle=True, shared=True, drain=drain)
         acks.close()
         faulthandler.cancel_dump_traceback_later()
     except BaseException:
@@ -371,8 +388,13 @@ def check_stacks(engine: Engine, acks: Sequence[dict[str, Any]], workers: int) -
     # what the workers were told: parents that succeeded, that failed, that were rolled back
     succeeded: dict[str, dict[str, Any]] = {}
     failed: dict[str, dict[str, Any]] = {}
+    keyed: dict[str, str] = {}  # idempotency key → the one parent it succeeded with
     for a in redeems:
         if a["ok"]:
+            if a["key"] is not None:
+                assert keyed.setdefault(a["key"], a["parent"]) == a["parent"], (
+                    f"key {a['key']} applied twice: {keyed[a['key']]} and {a['parent']}"
+                )
             first = succeeded.setdefault(a["parent"], a)
             if first is not a:  # only a keyed retry may answer with a parent told before
                 assert a["key"] is not None and a["key"] == first["key"], (first, a)
@@ -479,4 +501,5 @@ def check_stacks(engine: Engine, acks: Sequence[dict[str, Any]], workers: int) -
         locked=sum(1 for a in locks if a["valid"]),
         keyed_retries=sum(1 for a in redeems if a["ok"] and a["key"] is not None)
         - sum(1 for a in succeeded.values() if a["key"] is not None),
+        shared=sum(1 for key in keyed if key.startswith("shared.")),
     )
