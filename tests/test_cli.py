@@ -45,6 +45,8 @@ def test_one_terminal_and_one_seed_print_the_same_report_apart_from_timing(
     assert untimed == [line for line in second if not line.startswith("[timing]")]
     assert any(line.startswith("[timing]") for line in first)
     assert any(line.startswith("audit OK") for line in first)
+    # the default share of stacked carts is in that day, and replayed with it
+    assert any(line.startswith("stacked redemptions (discount + gift card, 10%") for line in first)
 
 
 def test_another_seed_gives_another_day(capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,6 +71,60 @@ def test_bad_arguments_exit_with_status_2(capsys: pytest.CaptureFixture[str]) ->
         main(["simulate", "--terminals", "0"])
     assert exited.value.code == 2
     assert "must be ≥ 1" in capsys.readouterr().err
+
+
+def test_one_terminal_replays_the_same_day_with_another_stacked_share(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ("--seed", "4", "--terminals", "1", "--vouchers", "30", "--operations", "1500")
+    status, first = _report_lines(capsys, *args, "--stacked-share", "0.5")
+    again_status, again = _report_lines(capsys, *args, "--stacked-share", "0.5")
+    default_status, default = _report_lines(capsys, *args)
+    assert status == again_status == default_status == 0
+    untimed = [line for line in first if not line.startswith("[timing]")]
+    assert untimed == [line for line in again if not line.startswith("[timing]")]
+    assert untimed != [line for line in default if not line.startswith("[timing]")]
+    stacked = next(line for line in first if line.startswith("stacked redemptions"))
+    assert re.fullmatch(
+        r"stacked redemptions \(discount \+ gift card, 50% of carts\): "
+        r"\d+ succeeded, \d+ failed, \d+ rolled back",
+        stacked,
+    )
+
+
+def test_a_stacked_share_of_zero_prints_no_stacked_line(capsys: pytest.CaptureFixture[str]) -> None:
+    status, lines = _report_lines(
+        capsys, "--terminals", "1", "--operations", "500", "--stacked-share", "0"
+    )
+    assert status == 0
+    assert not any(line.startswith("stacked") for line in lines)
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5", "abc", "nan", "inf", "", "10%"])
+def test_a_stacked_share_that_is_not_a_number_from_0_to_1_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], share: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate", "--operations", "10", "--stacked-share", share])
+    assert exited.value.code == EXIT_BAD_INPUT
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"vouchercore: error: argument --stacked-share: must be a number from 0 to 1, "
+        f"got {share!r} (see: vouchercore simulate --help)"
+    ]
+
+
+def test_the_simulate_help_documents_the_stacked_share(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--stacked-share SHARE" in text
+    assert "discount code plus a gift card in one stacked call" in text
+    assert "default 0.1; 0: none" in text
 
 
 def test_the_progress_bar_is_silent_when_output_is_not_a_terminal() -> None:

@@ -66,6 +66,8 @@ def test_one_terminal_replays_the_same_loyalty_day() -> None:
     second = simulate(seed=8, terminals=1, vouchers=30, operations=2_000)
     assert first.points == second.points
     assert first.outcomes == second.outcomes
+    assert first.stacked == second.stacked  # the stacked carts are in the same day
+    assert first.stacked["succeeded"] > 0
     assert [x for x in first.lines() if "[timing]" not in x] == [
         x for x in second.lines() if "[timing]" not in x
     ]

@@ -38,6 +38,8 @@ def test_two_terminal_processes_on_a_sqlite_file_pass_the_audit(
     assert out[0].startswith("vouchercore simulate: seed 1, 2 terminal process(es), 30 vouchers")
     assert any(line.startswith("audit OK: 30 vouchers") for line in out)
     assert any(line.startswith("[timing]") for line in out)
+    # a tenth of the carts (the default) paid with a discount plus a gift card in one call
+    assert any(line.startswith("stacked redemptions (discount + gift card, 10%") for line in out)
 
 
 def test_terminal_processes_share_one_simulated_day_and_count_their_operations(
@@ -52,6 +54,7 @@ def test_terminal_processes_share_one_simulated_day_and_count_their_operations(
     steps = sum(n for (op, _), n in report.outcomes.items() if not op.endswith(" retry"))
     assert 0 < steps <= 1_000  # a retry is its step's second call, counted on its own row
     assert {"validate+lock", "redeem", "top-up"} <= {operation for operation, _ in report.outcomes}
+    assert {"stacked validate+lock", "stacked redeem"} <= {op for op, _ in report.outcomes}
     # both processes advanced the one shared clock: about a simulated day in all
     assert 12 * 3600 < report.simulated_seconds < 36 * 3600
     assert report.sessions["opened"] >= report.sessions.get("expired", 0) > 0
@@ -78,9 +81,13 @@ def test_two_terminal_processes_on_postgresql_pass_the_audit(
     status, out, err = _run(
         capsys,
         "--store", postgres_url, "--processes", "2", "--vouchers", "30", "--operations", "1500",
+        "--stacked-share", "0.3",
     )  # fmt: skip
     assert status == 0, err
     assert any(line.startswith("audit OK: 30 vouchers") for line in out)
+    stacked = next(line for line in out if line.startswith("stacked redemptions"))
+    assert stacked.startswith("stacked redemptions (discount + gift card, 30% of carts): ")
+    assert any(line.startswith("stacked redeem(session_key)") for line in out)
 
 
 @pytest.mark.parametrize(

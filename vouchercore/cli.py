@@ -48,7 +48,7 @@ from vouchercore.errors import (
     StorageError,
     VoucherError,
 )
-from vouchercore.simulation import SimulationError, simulate
+from vouchercore.simulation import STACKED_SHARE, SimulationError, simulate
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -126,6 +126,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    """A share from 0 to 1 (``0``, ``0.25``, ``1``); anything else is refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # NaN (and so a word) fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vouchercore",
@@ -141,7 +152,10 @@ def _build_parser() -> argparse.ArgumentParser:
             "then the audit checks every invariant. Terminals are threads on one engine "
             "(--terminals), or OS processes each with its own engine on a shared SQLite file "
             "or PostgreSQL database (--processes with --store); the processes share the "
-            "simulated clock through shared memory. The store must hold no voucher yet."
+            "simulated clock through shared memory. The store must hold no voucher yet. "
+            "A share of the carts (--stacked-share) pays with a discount code plus a gift card "
+            "in one stacked call; the report counts the stacked redemptions that succeeded, "
+            "failed and were rolled back."
         ),
     )
     sim.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
@@ -158,6 +172,17 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--vouchers", type=_positive, default=200, help="vouchers (default 200)")
     sim.add_argument(
         "--operations", type=_positive, default=20_000, help="operations in all (default 20000)"
+    )
+    sim.add_argument(
+        "--stacked-share",
+        type=_share,
+        default=STACKED_SHARE,
+        metavar="SHARE",
+        help=(
+            "the share of the carts, from 0 to 1, that pay with a discount code plus a gift "
+            "card in one stacked call (validated with a LOCK first or redeemed at once; "
+            f"default {STACKED_SHARE}; 0: none)"
+        ),
     )
     sim.add_argument(
         "--store",
@@ -318,6 +343,7 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
             store=args.store,
             processes=args.processes is not None,
             progress=bar,
+            stacked_share=args.stacked_share,
         )
     except ValueError as error:  # bad arguments: the store URL, a store already in use
         return _error(str(error), 2)

@@ -12,6 +12,17 @@ directions, so terminals cross), and every terminal sweeps expired points
 accruals, cancellations and transfers carry idempotency keys, and a quarter of them are sent
 twice. With one terminal (thread) the same seed gives the same report, call for call.
 
+Stacked carts: a share of the carts (``stacked_share``, default :data:`STACKED_SHARE`; of the
+validations that lock and of the plain redemptions) pay with a discount code plus a gift card
+in ONE call instead of one voucher: ``validate_stacked_discounts`` with a LOCK session (the
+cart is then redeemed with ``redeem_stacked_discounts`` and that session key, abandoned or
+released like any cart), or ``redeem_stacked_discounts`` straight away. Each carries an order
+(id and amount) and a customer; half ask the gift card for explicit credits, the rest let it
+pay what the order still owes. Stacked redemptions carry idempotency keys and are retried as
+the single ones are; some are later rolled back whole (``rollback_stacked_redemptions``). The
+report counts the stacked redemptions that succeeded, failed and were rolled back. With a
+share of 0 the traffic is exactly that of a run without stacks (no random draw is added).
+
 Two ways to run the terminals:
 
 * threads (the default): one :class:`~vouchercore.engine.Engine` on the store (in-memory by
@@ -44,6 +55,7 @@ still pass.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import multiprocessing
 import os
@@ -67,6 +79,7 @@ from vouchercore.domain.snapshots import (
     AuditReport,
     PointsCancellation,
     PointsTransfer,
+    StackedRedemption,
     Transaction,
 )
 from vouchercore.engine import Engine
@@ -91,9 +104,33 @@ SWEEP_EVERY = 250
 #: The points tallies of a report, in the order printed.
 POINTS_TALLIES = ("accrued", "cancelled", "transferred", "expired", "swept")
 
+#: The default share of the carts that pay with a discount code plus a gift card in one
+#: stacked call (of the validations that lock and of the plain redemptions).
+STACKED_SHARE = 0.1
+
+#: The operations (report rows) that are stacked redemptions; each also has a `` retry`` row.
+STACKED_REDEEMS = ("stacked redeem", "stacked redeem(session_key)")
+
+#: The stacked-redemption tallies of a report, in the order printed.
+STACKED_TALLIES = ("succeeded", "failed", "rolled back")
+
 
 class SimulationError(RuntimeError):
     """A terminal process failed (its error is in the message); the run was stopped."""
+
+
+def _check_stacked_share(value: object) -> float:
+    """*value* as a share of stacked carts: a finite number from 0 to 1.
+
+    Raises:
+        ValueError: not a number (bools neither), not finite, or out of 0–1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"the stacked share must be a number from 0 to 1, got {value!r}")
+    share = float(value)
+    if not 0.0 <= share <= 1.0:  # NaN fails both comparisons
+        raise ValueError(f"the stacked share must be a number from 0 to 1, got {value!r}")
+    return share
 
 
 class SharedClock(Clock):
@@ -150,6 +187,22 @@ class SimulationReport:
     #: loyalty points: accrued, cancelled (taken back), transferred, expired (in all, on the
     #: cards at the end) and swept (of those, by ``expire_points()`` sweeps; the rest lazily)
     points: dict[str, int] = attrs.field(factory=dict)
+    #: the share of the carts that paid with a discount code plus a gift card in one call
+    stacked_share: float = 0.0
+
+    @property
+    def stacked(self) -> dict[str, int]:
+        """Stacked redemption calls (:data:`STACKED_TALLIES`): those that succeeded (each
+        recorded one SUCCEEDED parent), failed (each recorded one FAILED parent) and the
+        stacked redemptions rolled back whole. A retry that replayed its first answer made
+        no new call and is in neither."""
+        tallies = dict.fromkeys(STACKED_TALLIES, 0)
+        calls = {*STACKED_REDEEMS, *(f"{operation} retry" for operation in STACKED_REDEEMS)}
+        for (operation, outcome), count in self.outcomes.items():
+            if operation in calls and outcome not in ("replayed", _DOUBLE):
+                tallies["succeeded" if outcome == "ok" else "failed"] += count
+        tallies["rolled back"] = self.outcomes.get(("stacked rollback", "ok"), 0)
+        return tallies
 
     @property
     def retries_double_applied(self) -> int:
@@ -187,6 +240,11 @@ class SimulationReport:
                 + f", expired {expired} ({swept} by expire_points sweeps, "
                 f"{expired - swept} lazily)"
             )
+        if self.stacked_share:
+            out.append(
+                f"stacked redemptions (discount + gift card, {self.stacked_share * 100:g}% of "
+                "carts): " + ", ".join(f"{v} {k}" for k, v in self.stacked.items())
+            )
         out.append("")
         out.extend(str(self.audit).splitlines())
         if self.retries_double_applied:
@@ -203,6 +261,34 @@ class _Ask:
     order_amount: int | None = None
 
 
+@attrs.frozen(kw_only=True)
+class _Stack:
+    """A cart paid with a discount code plus a gift card in one stacked call."""
+
+    discount: str
+    gift: str
+    credits: int | None  # asked of the gift card; None: it pays what the order still owes
+    order_id: str
+    order_amount: int
+    customer: str  # the customer's source id
+
+    @property
+    def codes(self) -> tuple[str, str]:
+        return self.discount, self.gift
+
+    def redeemables(self) -> list[dict[str, Any]]:
+        gift: dict[str, Any] = {"object": "voucher", "id": self.gift}
+        if self.credits is not None:
+            gift["gift"] = {"credits": self.credits}
+        return [{"object": "voucher", "id": self.discount}, gift]
+
+    def order(self) -> dict[str, Any]:
+        return {"id": self.order_id, "amount": self.order_amount}
+
+    def customer_object(self) -> dict[str, Any]:
+        return {"source_id": self.customer}
+
+
 class _Terminal:
     """One till: its own random stream, its open carts and its past redemptions."""
 
@@ -213,6 +299,7 @@ class _Terminal:
         seed: int,
         codes: dict[str, str],
         max_step_us: int,
+        stacked_share: float = STACKED_SHARE,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -223,16 +310,22 @@ class _Terminal:
         self.cards = sorted(c for c, kind in codes.items() if kind != "DISCOUNT_VOUCHER")
         self.loyalty = sorted(c for c, kind in codes.items() if kind == "LOYALTY_CARD")
         self.hot_pair = tuple(self.loyalty[:2])  # every terminal's crossing transfers
+        self.discounts = sorted(c for c, kind in codes.items() if kind == "DISCOUNT_VOUCHER")
+        self.gifts = sorted(c for c, kind in codes.items() if kind == "GIFT_VOUCHER")
+        # no stack (and no random draw for one) without a discount and a gift card to stack
+        self.stacked_share = stacked_share if self.discounts and self.gifts else 0.0
         self.max_step_us = max_step_us
         self.disabled: list[str] = []
-        self.carts: list[tuple[str, str, _Ask]] = []  # (code, session key, what was locked)
-        self.redemptions: list[str] = []
+        # (code, session key, what was locked): one voucher, or a stack under one key
+        self.carts: list[tuple[str, str, _Ask | _Stack]] = []
+        self.redemptions: list[tuple[str, bool]] = []  # (redemption id, a stacked parent)
         self.accruals: list[tuple[str, str, str | None]] = []  # (code, transaction id, order)
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.points: Counter[str] = Counter()  # loyalty points tallies (POINTS_TALLIES)
         self.keys = 0  # idempotency keys this till has used
         self.steps = 0
         self.orders = 0
+        self.stacks = 0  # stacked carts this till has made (their order ids)
 
     def once(self, operation: str, call: Callable[[str | None], object]) -> object | None:
         """Make *call* with a fresh idempotency key; a quarter of the time the answer is "lost"
@@ -275,6 +368,41 @@ class _Terminal:
             return _Ask(points=self.rng.randrange(10, 400))
         return _Ask(order_amount=order)
 
+    def _stacked(self) -> bool:
+        """Does this cart pay with a stack? Draws nothing when the share is 0."""
+        return bool(self.stacked_share) and self.rng.random() < self.stacked_share
+
+    def _stack(self) -> _Stack:
+        """A discount code plus a gift card for one order; half the time the card is asked
+        for explicit credits, else it pays what the discount leaves."""
+        rng = self.rng
+        self.stacks += 1
+        return _Stack(
+            discount=rng.choice(self.discounts),
+            gift=rng.choice(self.gifts),
+            credits=rng.randrange(100, 5_000) if rng.random() < 0.5 else None,
+            order_id=f"cart-{self.seed}-{self.stacks}",
+            order_amount=rng.randrange(500, 20_000),
+            customer=f"customer-{rng.randrange(100)}",
+        )
+
+    def _redeem_stack(self, stack: _Stack, session_key: str | None) -> None:
+        """Redeem *stack* in one call (with the LOCK of its validation, if any), keyed and
+        retried as the single redemptions are."""
+        engine = self.engine
+        found = self.once(
+            "stacked redeem" if session_key is None else "stacked redeem(session_key)",
+            lambda key: engine.redeem_stacked_discounts(
+                stack.redeemables(),
+                order=stack.order(),
+                customer=stack.customer_object(),
+                session=session_key,
+                idempotency_key=key,
+            ),
+        )
+        if isinstance(found, StackedRedemption):
+            self.redemptions.append((found.parent_redemption.id, True))
+
     def step(self) -> None:
         """One customer interaction (every :data:`SWEEP_EVERY` steps, a sweep of expired
         points instead), then the simulated clock moves on a random step."""
@@ -291,6 +419,20 @@ class _Terminal:
             self.points["swept"] += swept
         elif loyalty:
             self._loyalty()
+        elif roll < 0.30 and self._stacked():
+            stack = self._stack()
+            ttl = rng.choice((30, 120, 600, 900))
+            checked = engine.validate_stacked_discounts(
+                stack.redeemables(),
+                order=stack.order(),
+                customer=stack.customer_object(),
+                session={"type": "LOCK", "ttl": ttl, "ttl_unit": "SECONDS"},
+            )
+            if checked.valid and checked.session_key is not None:
+                self.record("stacked validate+lock", "ok")
+                self.carts.append((stack.discount, checked.session_key, stack))
+            else:
+                self.record("stacked validate+lock", (checked.error or _NO).key)
         elif roll < 0.30:
             ask = self._ask(code)
             ttl = rng.choice((30, 120, 600, 900))
@@ -307,26 +449,27 @@ class _Terminal:
             else:
                 self.record("validate+lock", result.error.key if result.error else "invalid")
         elif roll < 0.52 and self.carts:
-            code, key, ask = self.carts.pop(rng.randrange(len(self.carts)))
-            found = self.attempt(
-                "redeem(session_key)",
-                lambda: engine.redeem_voucher(
-                    code,
-                    credits=ask.credits,
-                    points=ask.points,
-                    order_amount=ask.order_amount,
-                    session_key=key,
-                ),
-            )
-            if found is not None:
-                self.redemptions.append(found.id)  # type: ignore[attr-defined]
+            code, key, cart = self.carts.pop(rng.randrange(len(self.carts)))
+            if isinstance(cart, _Stack):
+                self._redeem_stack(cart, key)
+            else:
+                self._redeem_cart(code, key, cart)
         elif roll < 0.60 and self.carts:
             # the customer walks away: the lock stays until it expires
             self.carts.pop(rng.randrange(len(self.carts)))
             self.record("abandon cart", "ok")
         elif roll < 0.64 and self.carts:
-            code, key, _ = self.carts.pop(rng.randrange(len(self.carts)))
-            self.attempt("release session", lambda: engine.release_validation_session(code, key))
+            code, key, cart = self.carts.pop(rng.randrange(len(self.carts)))
+            if isinstance(cart, _Stack):  # its lock is one session per voucher, one key
+                for each in cart.codes:
+                    release = functools.partial(engine.release_validation_session, each, key)
+                    self.attempt("stacked release session", release)
+            else:
+                self.attempt(
+                    "release session", lambda: engine.release_validation_session(code, key)
+                )
+        elif roll < 0.80 and self._stacked():
+            self._redeem_stack(self._stack(), None)
         elif roll < 0.80:
             ask = self._ask(code)
             found = self.once(
@@ -340,7 +483,7 @@ class _Terminal:
                 ),
             )
             if found is not None:
-                self.redemptions.append(found.id)  # type: ignore[attr-defined]
+                self.redemptions.append((found.id, False))  # type: ignore[attr-defined]
         elif roll < 0.86:
             ask = self._ask(code)
             result = engine.validate_voucher(
@@ -348,11 +491,19 @@ class _Terminal:
             )
             self.record("validate", "ok" if result.valid else (result.error or _NO).key)
         elif roll < 0.91 and self.redemptions:
-            redemption_id = self.redemptions.pop(rng.randrange(len(self.redemptions)))
-            self.attempt(
-                "rollback",
-                lambda: engine.rollback_redemption(redemption_id, reason="customer return"),
-            )
+            redemption_id, stacked = self.redemptions.pop(rng.randrange(len(self.redemptions)))
+            if stacked:  # the whole stack comes back: a child cannot be rolled back alone
+                self.attempt(
+                    "stacked rollback",
+                    lambda: engine.rollback_stacked_redemptions(
+                        redemption_id, reason="customer return"
+                    ),
+                )
+            else:
+                self.attempt(
+                    "rollback",
+                    lambda: engine.rollback_redemption(redemption_id, reason="customer return"),
+                )
         elif roll < 0.97 and self.cards:
             code = rng.choice(self.cards)
             amount = rng.randrange(500, 10_000)
@@ -371,6 +522,22 @@ class _Terminal:
             code = self.disabled.pop(rng.randrange(len(self.disabled)))
             self.attempt("enable", lambda: engine.enable_voucher(code))
         self.clock.advance(microseconds=rng.randrange(0, self.max_step_us))
+
+    def _redeem_cart(self, code: str, key: str, ask: _Ask) -> None:
+        """Redeem a one-voucher cart with the session key its validation locked it under."""
+        engine = self.engine
+        found = self.attempt(
+            "redeem(session_key)",
+            lambda: engine.redeem_voucher(
+                code,
+                credits=ask.credits,
+                points=ask.points,
+                order_amount=ask.order_amount,
+                session_key=key,
+            ),
+        )
+        if found is not None:
+            self.redemptions.append((found.id, False))  # type: ignore[attr-defined]
 
     def _loyalty(self) -> None:
         """A loyalty card earns points for an order, an accrual is cancelled, or points move
@@ -494,6 +661,7 @@ def simulate(
     store: str = "memory://",
     processes: bool = False,
     progress: Callable[[int], None] | None = None,
+    stacked_share: float = STACKED_SHARE,
 ) -> SimulationReport:
     """Run a simulated POS day on a fresh voucher book and audit it.
 
@@ -507,15 +675,19 @@ def simulate(
         processes: run each terminal in its own OS process with its own engine on *store*
             (a SQL store; see the module docstring for the clock they share).
         progress: called with the number of operations done so far, now and then.
+        stacked_share: the share (0–1) of the carts that pay with a discount code plus a gift
+            card in one stacked call (see the module docstring); 0 for none.
 
     Raises:
-        ValueError: bad counts, ``processes`` on the in-memory store, or a store that holds
-            vouchers already (also :class:`~vouchercore.errors.InvalidArgument` for a bad URL).
+        ValueError: bad counts, a stacked share out of 0–1, ``processes`` on the in-memory
+            store, or a store that holds vouchers already (also
+            :class:`~vouchercore.errors.InvalidArgument` for a bad URL).
         StorageError: the store cannot be opened or fails.
         SimulationError: a terminal process failed.
     """
     if terminals < 1 or vouchers < 1 or operations < 0:
         raise ValueError("terminals and vouchers must be ≥ 1, operations ≥ 0")
+    stacked_share = _check_stacked_share(stacked_share)
     in_memory = store.split("://", 1)[0].lower() == "memory"
     if processes and in_memory:
         raise ValueError(
@@ -539,11 +711,11 @@ def simulate(
         started = time.perf_counter()
         if isinstance(clock, SharedClock):
             outcomes, points, started = _run_processes(
-                context, store, clock, seed, codes, max_step_us, shares, progress
+                context, store, clock, seed, codes, max_step_us, shares, progress, stacked_share
             )
         else:
             outcomes, points = _run_threads(
-                engine, clock, seed, codes, max_step_us, shares, progress
+                engine, clock, seed, codes, max_step_us, shares, progress, stacked_share
             )
         elapsed = time.perf_counter() - started
 
@@ -570,6 +742,7 @@ def simulate(
             store="" if in_memory else _public_url(store),
             processes=processes,
             points={name: points[name] for name in POINTS_TALLIES},
+            stacked_share=stacked_share,
         )
     finally:
         engine.close()
@@ -583,11 +756,13 @@ def _run_threads(
     max_step_us: int,
     shares: Sequence[int],
     progress: Callable[[int], None] | None,
+    stacked_share: float,
 ) -> tuple[Counter[tuple[str, str]], Counter[str]]:
     """One thread per terminal on one engine; their outcome counts and points tallies."""
     terminals = len(shares)
     tills = [
-        _Terminal(engine, clock, seed * 1_000 + i, codes, max_step_us) for i in range(terminals)
+        _Terminal(engine, clock, seed * 1_000 + i, codes, max_step_us, stacked_share)
+        for i in range(terminals)
     ]
     done = [0] * terminals
     barrier = threading.Barrier(terminals)
@@ -626,6 +801,7 @@ def _run_processes(
     max_step_us: int,
     shares: Sequence[int],
     progress: Callable[[int], None] | None,
+    stacked_share: float,
 ) -> tuple[Counter[tuple[str, str]], Counter[str], float]:
     """One process per terminal, each with its own engine on *store*; their outcome counts,
     points tallies and the instant (``perf_counter``) they were all ready and told to go."""
@@ -648,6 +824,7 @@ def _run_processes(
                 done,
                 go,
                 messages,
+                stacked_share,
             ),
             name=f"vouchercore-terminal-{i}",
             daemon=True,
@@ -752,6 +929,7 @@ def _terminal_process(
     done: Any,
     go: Any,
     messages: Any,
+    stacked_share: float,
 ) -> None:
     """The body of terminal process *index*: open an engine, say ready, wait for the go, run
     *share* steps, send the outcome counts (or the error) back. It exits as soon as its parent
@@ -759,7 +937,7 @@ def _terminal_process(
     _exit_with_parent(parent_pid)
     try:
         with Engine(store, clock=clock, seed=seed + 1 + index) as engine:
-            till = _Terminal(engine, clock, seed * 1_000 + index, codes, max_step_us)
+            till = _Terminal(engine, clock, seed * 1_000 + index, codes, max_step_us, stacked_share)
             messages.put(("ready", index, None))
             while not go.wait(PARENT_POLL_SECONDS):
                 _exit_if_orphaned(parent_pid)
