@@ -20,10 +20,17 @@ from vouchercore.domain.idempotency import decode, encode
 from vouchercore.domain.instants import MAX_US, from_us, to_us
 from vouchercore.domain.snapshots import (
     BalanceUpdate,
+    Customer,
+    Order,
+    OrderSummary,
+    ParentRedemption,
+    ParentRollback,
     PointsCancellation,
     PointsTransfer,
     Redemption,
     RedemptionRollback,
+    StackedRedemption,
+    StackedRollback,
     Transaction,
 )
 from vouchercore.domain.values import RedemptionStatus, TransactionType, VoucherType
@@ -310,6 +317,41 @@ redemptions = st.builds(
     failure_message=texts,
     transaction_id=texts,
     rollback_id=texts,
+    parent_id=texts,
+    order_source_id=texts,
+    order_metadata=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=2),
+    customer_id=texts,
+    customer_source_id=texts,
+    customer_metadata=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=2),
+)
+ids = st.lists(st.from_regex(r"[rv]_[A-Za-z0-9]{1,6}", fullmatch=True), max_size=3).map(tuple)
+parents = st.builds(
+    ParentRedemption,
+    id=st.text(min_size=1, max_size=8),
+    status=st.sampled_from(RedemptionStatus),
+    amount=st.integers(0, 2**63 - 1),
+    date=instants,
+    redemptions=ids,
+    voucher_ids=ids,
+    order=st.none()
+    | st.builds(Order, id=texts, source_id=texts, amount=st.none() | st.integers(1, 2**63 - 1)),
+    customer=st.none() | st.builds(Customer, id=texts, source_id=texts),
+    metadata=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+    session_key=texts,
+    failure_code=texts,
+    failure_message=texts,
+    failed_redeemable=texts,
+    rollback_id=texts,
+)
+summaries = st.builds(
+    OrderSummary,
+    id=texts,
+    source_id=texts,
+    amount=st.none() | st.integers(0, 2**63 - 1),
+    discount_amount=st.integers(0, 2**62),
+    gift_amount=st.integers(0, 2**62),
+    total_discount_amount=st.integers(0, 2**63 - 1),
+    total_amount=st.none() | st.integers(-(2**63), 2**63 - 1),
 )
 details = st.none() | st.dictionaries(
     st.text(max_size=6), st.fixed_dictionaries({"id": st.text(max_size=6)}), max_size=3
@@ -365,6 +407,38 @@ results = st.one_of(
         source=transactions,
         destination=transactions,
     ),
+    parents,
+    st.builds(
+        StackedRedemption,
+        parent_redemption=parents,
+        redemptions=st.lists(redemptions, max_size=3).map(tuple),
+        order=summaries,
+    ),
+    st.builds(
+        StackedRollback,
+        parent_rollback=st.builds(
+            ParentRollback,
+            id=st.text(max_size=8),
+            redemption_id=st.text(max_size=8),
+            amount=st.integers(-(2**63), 0),
+            reason=texts,
+            date=instants,
+        ),
+        rollbacks=st.lists(
+            st.builds(
+                RedemptionRollback,
+                id=st.text(max_size=8),
+                redemption_id=st.text(max_size=8),
+                voucher_id=st.text(max_size=8),
+                voucher_code=st.text(max_size=8),
+                amount=st.integers(-(2**63), 0),
+                reason=texts,
+                date=instants,
+                transaction_id=texts,
+            ),
+            max_size=3,
+        ).map(tuple),
+    ),
 )
 
 
@@ -379,3 +453,29 @@ def test_every_result_round_trips_exactly(result: Any) -> None:
 def test_the_positional_form_of_a_redemption_still_reads(redemption: Redemption) -> None:
     old = json.dumps(list(redemption.to_row()), separators=(",", ":"), ensure_ascii=False)
     assert decode(Redemption, old) == redemption
+
+
+#: A redemption as the codec wrote it by name before redemptions kept their parent, order and
+#: customer details (schema version 2): the fields added since read as None.
+STORED_REDEMPTION_BY_NAME_V2 = encode(REDEMPTION).replace(
+    ',"parent_id":null,"order_source_id":null,"order_metadata":null,"customer_id":null,'
+    '"customer_source_id":null,"customer_metadata":null',
+    "",
+)
+
+
+def test_a_redemption_stored_by_name_before_its_order_and_customer_fields_still_replays() -> None:
+    assert "parent_id" not in STORED_REDEMPTION_BY_NAME_V2
+    again = decode(Redemption, STORED_REDEMPTION_BY_NAME_V2)
+    assert again == REDEMPTION
+    assert (again.parent_id, again.order_source_id, again.customer) == (None, None, None)
+    assert again.order == Order(id="ord_42", amount=4999)
+
+
+def test_a_redemption_missing_a_field_every_release_wrote_is_refused() -> None:
+    fields = json.loads(encode(REDEMPTION))
+    del fields["voucher_id"]
+    with pytest.raises(KeyError):
+        decode(Redemption, json.dumps(fields))
+    with pytest.raises(ValueError, match="Redemption row"):
+        decode(Redemption, json.dumps(list(REDEMPTION.to_row())[:14]))
