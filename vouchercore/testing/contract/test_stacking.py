@@ -162,6 +162,7 @@ def test_a_fixed_price_discount_prices_what_the_discounts_before_it_left(engine:
         (2_500, 9_500),
     ]
     assert (result.order.discount_amount, result.order.total_amount) == (3_000, 7_000)
+    assert engine.audit().ok
 
 
 def test_gift_cards_pay_after_the_discounts_wherever_they_stand_in_the_request(
@@ -282,6 +283,7 @@ def test_the_order_summary_gives_the_order_and_what_the_stack_took_off(engine: E
     assert result.order.object == "order"
     stacked = engine.redeem_stacked_discounts(STACK, order=order)
     assert stacked.order == result.order
+    assert engine.audit().ok
 
 
 def test_expired_points_of_a_stacked_card_are_written_off_only_when_the_stack_succeeds(
@@ -506,6 +508,7 @@ def test_a_failed_parent_names_the_failing_redeemable_as_the_request_gave_it(
         engine.redeem_stacked_discounts([voucher("D"), gift(g_id, 100)], order=ORDER)
     [failed] = _parents(engine)
     assert failed.failed_redeemable == g_id
+    assert engine.audit().ok
 
 
 def test_an_unknown_voucher_in_a_stack_is_inapplicable_not_found_and_a_redemption_records_nothing(
@@ -726,6 +729,7 @@ def test_an_empty_gift_card_with_something_left_to_pay_is_inapplicable_not_skipp
     engine.create_voucher("G", gift={"amount": 0})
     result = engine.validate_stacked_discounts([gift("G")], order=ORDER)
     assert _statuses(result.redeemables) == [(INAPPLICABLE, "gift_amount_exceeded")]
+    assert engine.audit().ok
 
 
 # --- one session key for the stack ---------------------------------------------------------------
@@ -799,6 +803,7 @@ def test_a_stacked_lock_holds_the_credits_as_priced_not_as_asked(engine: Engine)
     [session] = engine.list_sessions("G")
     assert session.credits == 9_000  # what 10,000 − 10 % leaves to pay
     assert engine.get_voucher("G").locked_credits == 9_000
+    assert engine.audit().ok
 
 
 def test_a_stacked_lock_may_take_over_a_single_lock_of_the_same_key(engine: Engine) -> None:
@@ -854,6 +859,7 @@ def test_the_balance_a_stacked_lock_holds_is_taken_for_other_callers(engine: Eng
     assert engine.validate_voucher("G", credits=1_000).valid
     assert engine.validate_voucher("L", points=101).error.key == "loyalty_card_points_exceeded"  # type: ignore[union-attr]
     assert engine.validate_voucher("L", points=100).valid
+    assert engine.audit().ok
 
 
 @pytest.mark.parametrize(
@@ -902,6 +908,7 @@ def test_an_invalid_locking_stacked_validation_sets_no_session(engine: Engine) -
     assert (result.sessions, result.session_key) == ((), None)
     assert _state(engine) == before
     assert all(engine.list_sessions(code) == () for code in "DGL")
+    assert engine.audit().ok
 
 
 def test_an_unknown_session_key_is_no_session(engine: Engine) -> None:
@@ -1037,6 +1044,7 @@ def test_an_unknown_stacked_redemption_is_not_found(engine: Engine) -> None:
         with pytest.raises(NotFound) as info:
             call("r_" + "x" * 32)
         assert (info.value.resource_type, info.value.code) == ("redemption", 404)
+    assert engine.audit().ok
 
 
 def test_a_child_cannot_be_rolled_back_alone_nor_read_as_a_parent(engine: Engine) -> None:
