@@ -3,8 +3,10 @@
 * ``vouchercore_store_factory`` — the store factory of this run (one parameter per store spec,
   see :mod:`vouchercore.testing.plugin`);
 * ``clock`` — a :class:`~vouchercore.FakeClock` at :data:`START`;
-* ``make_engine`` — ``make_engine(clock=…, seed=…)``: a new engine on a new, empty store of the
-  kind under test, closed after the test (skips the test if the store is unavailable here);
+* ``make_engine`` — ``make_engine(clock=…, seed=…, **options)``: a new engine on a new, empty
+  store of the kind under test, closed after the test (skips the test if the store is
+  unavailable here); *options* are the engine's other keyword arguments
+  (``redeemables_limit=``, …);
 * ``engine`` — ``make_engine(clock=clock, seed=SEED)``.
 """
 
@@ -79,12 +81,12 @@ def make_engine(vouchercore_store_factory: StoreFactory, tmp_path: Path) -> Iter
     """Make engines, each on a new, empty store of the kind under test."""
     with contextlib.ExitStack() as stores:
 
-        def make(*, clock: Clock | None = None, seed: int | None = None) -> Engine:
+        def make(*, clock: Clock | None = None, seed: int | None = None, **options: Any) -> Engine:
             try:
                 store = stores.enter_context(vouchercore_store_factory(tmp_path))
             except StoreUnavailable as unavailable:
                 pytest.skip(str(unavailable))
-            return Engine(store, clock=clock, seed=seed)
+            return Engine(store, clock=clock, seed=seed, **options)
 
         yield make
 

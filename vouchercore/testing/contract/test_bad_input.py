@@ -5,6 +5,8 @@ or ``invalid_payload`` and whose message names the argument — and changes noth
 store alike.
 
 The table covers each kind of input (README "Errors", "Limits of the input"): codes and keys;
+the redeemables of a stacked call (README "Stacking vouchers"; too many of them is
+``redeemables_limit_exceeded``, also an ``InvalidArgument``);
 free text (NUL, lone surrogates, over :data:`~vouchercore.domain.values.MAX_TEXT_LENGTH`);
 metadata (cycles, nesting, size, integers beyond 64 bits, non-finite floats, bad keys or
 strings); instants outside the years 1–9999 in UTC; page numbers, limits, counts and lengths
@@ -33,6 +35,7 @@ from vouchercore.testing.stores import POSTGRES_DSN_VARIABLE
 AMOUNT = "invalid_amount"
 PAYLOAD = "invalid_payload"
 MISSING = "missing_amount"
+LIMIT = "redeemables_limit_exceeded"
 
 NAIVE = datetime(2026, 6, 1, 12, 0)  # naive on purpose
 #: 9999-12-31T23:00 at −12:00 is 10000-01-01T11:00 in UTC: no store can keep it.
@@ -189,6 +192,54 @@ def _create(**kwargs: Any) -> Call:
 
 def _session(**session: Any) -> Call:
     return lambda e, b: e.validate_voucher("DISC", session=session)
+
+
+def _code_and_its_id(engine: Engine) -> list[Any]:
+    return [{"id": "DISC"}, {"object": "voucher", "id": engine.get_voucher("DISC").id}]
+
+
+def _stacked(
+    label: str,
+    redeemables: object,
+    key: str,
+    argument: str,
+    *,
+    verbs: tuple[str, ...] = ("validate", "redeem"),
+    **kwargs: Any,
+) -> list[Any]:
+    """The same bad request to ``validate_stacked_discounts`` and ``redeem_stacked_discounts``
+    (or to the *verbs* named); *redeemables* may be a function of the engine."""
+
+    def call(verb: str) -> Call:
+        def stacked(e: Engine, b: Book) -> Any:
+            given = redeemables(e) if callable(redeemables) else redeemables
+            return getattr(e, f"{verb}_stacked_discounts")(given, **kwargs)
+
+        return stacked
+
+    return [pytest.param(call(verb), key, argument, id=f"{verb}-stacked-{label}") for verb in verbs]
+
+
+def _stacked_session(label: str, session: object) -> list[Any]:
+    """A bad session key: in a stacked validation's LOCK, and as a stacked redemption's
+    session."""
+    stack = [{"id": "DISC"}]
+    return [
+        pytest.param(
+            lambda e, b: e.validate_stacked_discounts(
+                stack, order_amount=1_000, session={"key": session}
+            ),
+            PAYLOAD,
+            "session.key",
+            id=f"validate-stacked-session-key-{label}",
+        ),
+        pytest.param(
+            lambda e, b: e.redeem_stacked_discounts(stack, order_amount=1_000, session=session),
+            PAYLOAD,
+            "session",
+            id=f"redeem-stacked-session-{label}",
+        ),
+    ]
 
 
 CASES: list[Any] = [
@@ -467,6 +518,197 @@ CASES: list[Any] = [
     ),
     pytest.param(
         lambda e, b: e.get_redemption(""), PAYLOAD, "redemption_id", id="get-redemption-empty"
+    ),
+    # --- stacked validation, redemption and rollback ---------------------------------------
+    # both verbs: each rule of a stacked request
+    *_stacked("empty", [], PAYLOAD, "redeemables"),
+    *_stacked("mapping", {"object": "voucher", "id": "DISC"}, PAYLOAD, "redeemables"),
+    *_stacked("31-unknown", [{"id": f"NEW-{i}"} for i in range(31)], LIMIT, "redeemables"),
+    *_stacked(
+        "unknown-object",
+        [{"object": "promotion_tier", "id": "DISC"}],
+        PAYLOAD,
+        "redeemables[0].object",
+        order_amount=1_000,
+    ),
+    *_stacked("missing-id", [{"object": "voucher"}], PAYLOAD, "redeemables[0]"),
+    *_stacked(
+        "same-code-twice",
+        [{"id": "DISC"}, {"id": "DISC"}],
+        PAYLOAD,
+        "redeemables",
+        order_amount=1_000,
+    ),
+    *_stacked("code-and-its-id", _code_and_its_id, PAYLOAD, "redeemables", order_amount=1_000),
+    *_stacked(
+        "credits-on-a-discount",
+        [{"id": "DISC", "gift": {"credits": 100}}],
+        PAYLOAD,
+        "credits",
+        order_amount=1_000,
+    ),
+    *_stacked(
+        "points-on-a-gift-card",
+        [{"id": "GIFT", "reward": {"points": 5}}],
+        PAYLOAD,
+        "points",
+        order_amount=1_000,
+    ),
+    *_stacked("loyalty-card-without-points", [{"id": "LOYAL"}], PAYLOAD, "points"),
+    *_stacked("gift-card-without-credits-or-order-amount", [{"id": "GIFT"}], MISSING, "credits"),
+    *_stacked(
+        "discount-without-order-amount",
+        [{"id": "GIFT", "gift": {"credits": 1}}, {"id": "DISC"}],
+        MISSING,
+        "order.amount",
+    ),
+    *_stacked(
+        "reward-id",
+        [{"id": "LOYAL", "reward": {"id": "rew_1", "points": 5}}],
+        PAYLOAD,
+        "reward.id",
+    ),
+    *_stacked(
+        "order-unknown-field",
+        [{"id": "DISC"}],
+        PAYLOAD,
+        "order",
+        order={"amount": 1_000, "total": 1_000},
+    ),
+    *_stacked(
+        "order-amounts-differ",
+        [{"id": "DISC"}],
+        PAYLOAD,
+        "order_amount",
+        order_amount=1_000,
+        order={"amount": 999},
+    ),
+    *_stacked_session("empty", ""),
+    *_stacked_session("leading-space", " x"),
+    *_stacked_session("too-long", "x" * 201),
+    *_stacked_session("int", 5),
+    # one verb: checks both verbs share
+    *[
+        case
+        for label, value, key, argument, kwargs in (
+            ("str", "DISC", PAYLOAD, "redeemables", {}),
+            ("none", None, PAYLOAD, "redeemables", {}),
+            ("31-the-same", [{"id": "DISC"}] * 31, LIMIT, "redeemables", {"order_amount": 1}),
+            ("item-str", ["DISC"], PAYLOAD, "redeemables[0]", {}),
+            (
+                "second-missing-id",
+                [{"id": "DISC"}, {"object": "voucher", "id": None}],
+                PAYLOAD,
+                "redeemables[1]",
+                {"order_amount": 1},
+            ),
+            ("id-empty", [{"id": ""}], PAYLOAD, "redeemables[0].id", {}),
+            ("id-int", [{"id": 5}], PAYLOAD, "redeemables[0].id", {}),
+            ("unknown-field", [{"id": "DISC", "code": "DISC"}], PAYLOAD, "redeemables[0]", {}),
+            (
+                "gift-card-own-session-without-credits-or-order-amount",
+                [{"id": "GIFT"}],
+                MISSING,
+                "credits",
+                {"session": {"key": "held"}},
+            ),
+            (
+                "gift-unknown-field",
+                [{"id": "GIFT", "gift": {"amount": 5}}],
+                PAYLOAD,
+                "redeemables[0].gift",
+                {},
+            ),
+            ("gift-str", [{"id": "GIFT", "gift": "5"}], PAYLOAD, "redeemables[0].gift", {}),
+            (
+                "credits-zero",
+                [{"id": "GIFT", "gift": {"credits": 0}}],
+                AMOUNT,
+                "redeemables[0].gift.credits",
+                {},
+            ),
+            ("order-amount-zero", [{"id": "DISC"}], AMOUNT, "order_amount", {"order_amount": 0}),
+            ("order-str", [{"id": "DISC"}], PAYLOAD, "order", {"order": "o-1"}),
+            (
+                "customer-unknown-field",
+                [{"id": "DISC"}],
+                PAYLOAD,
+                "customer",
+                {"order_amount": 1, "customer": {"email": "a@example.com"}},
+            ),
+            (
+                "metadata-nan",
+                [{"id": "DISC"}],
+                PAYLOAD,
+                "metadata",
+                {"order_amount": 1, "metadata": {"a": math.nan}},
+            ),
+        )
+        for case in _stacked(label, value, key, argument, verbs=("redeem",), **kwargs)
+    ],
+    pytest.param(
+        lambda e, b: e.validate_stacked_discounts(
+            [{"id": "DISC"}], order_amount=1, session={"ttl": 0}
+        ),
+        PAYLOAD,
+        "session.ttl",
+        id="validate-stacked-session-ttl-zero",
+    ),
+    pytest.param(
+        lambda e, b: e.redeem_stacked_discounts(
+            [{"id": "DISC"}], order_amount=1, session={"key": " x"}
+        ),
+        PAYLOAD,
+        "session.key",
+        id="redeem-stacked-session-key-leading-space",
+    ),
+    pytest.param(
+        lambda e, b: e.redeem_stacked_discounts(
+            [{"id": "DISC"}], order_amount=1, session={"type": "UNLOCK", "key": "held"}
+        ),
+        PAYLOAD,
+        "session.type",
+        id="redeem-stacked-session-type",
+    ),
+    *[
+        pytest.param(
+            (
+                lambda e, b, v=value: e.redeem_stacked_discounts(
+                    [{"id": "GIFT", "gift": {"credits": 1}}], idempotency_key=v
+                )
+            ),
+            PAYLOAD,
+            "idempotency_key",
+            id=f"redeem-stacked-idempotency_key-{label}",
+        )
+        for label, value in (("leading-space", " k"),)
+    ],
+    *[
+        pytest.param(
+            (lambda e, b, v=value: e.rollback_stacked_redemptions(v)),
+            PAYLOAD,
+            "parent_redemption_id",
+            id=f"rollback-stacked-parent_redemption_id-{label}",
+        )
+        for label, value in (("empty", ""),)
+    ],
+    pytest.param(
+        lambda e, b: e.rollback_stacked_redemptions("r_unknown", reason=5),
+        PAYLOAD,
+        "reason",
+        id="rollback-stacked-reason-int",
+    ),
+    pytest.param(
+        lambda e, b: e.rollback_stacked_redemptions("r_unknown", idempotency_key=" k"),
+        PAYLOAD,
+        "idempotency_key",
+        id="rollback-stacked-idempotency-key",
+    ),
+    pytest.param(
+        lambda e, b: e.get_parent_redemption(""),
+        PAYLOAD,
+        "parent_redemption_id",
+        id="get-parent-redemption-empty",
     ),
     # --- release_validation_session -------------------------------------------------------
     *_bad_codes("release", "code", lambda e, v: e.release_validation_session(v, "held")),
@@ -798,6 +1040,7 @@ def test_bad_input_is_invalid_argument_naming_the_argument_and_changes_nothing(
 ) -> None:
     before = state_snapshot(engine, include_failed=True)
     sessions_stored = engine.store.session_count()
+    parents = list(engine.store.parent_redemptions())
     with pytest.raises(InvalidArgument) as info:
         call(engine, book)
     error = info.value
@@ -807,6 +1050,7 @@ def test_bad_input_is_invalid_argument_naming_the_argument_and_changes_nothing(
     assert argument in error.message, error.message
     assert state_snapshot(engine, include_failed=True) == before
     assert engine.store.session_count() == sessions_stored
+    assert list(engine.store.parent_redemptions()) == parents
     assert engine.audit().ok
 
 

@@ -1,13 +1,14 @@
-"""Idempotent retries: ``idempotency_key=`` on ``redeem_voucher``, ``rollback_redemption`` and
-``update_voucher_balance`` (README "Idempotent retries", "Redemption", "Rollback", "Balance",
+"""Idempotent retries: ``idempotency_key=`` on ``redeem_voucher``, ``rollback_redemption``,
+``update_voucher_balance``, ``redeem_stacked_discounts`` and ``rollback_stacked_redemptions``
+(README "Idempotent retries", "Redemption", "Rollback", "Balance",
 "Errors"; a failed call changes nothing: README "Concurrency and the audit").
 
 - A key is 1–200 printable characters without leading/trailing space (like a session key);
   anything else is ``InvalidArgument`` naming ``idempotency_key`` (see ``test_bad_input.py``).
 - The same key with the same request (operation and every argument) within the retention
   returns a result equal to the first one and changes nothing — no new redemption (FAILED
-  ones included), transaction, session change or counter move, even when the request would
-  now fail or the redemption has been rolled back since.
+  ones and stacked parents included), transaction, session change or counter move, even when
+  the request would now fail or the redemption has been rolled back since.
 - The same key with a different request (argument, voucher or operation) is
   ``IdempotencyKeyReused`` (409) and changes nothing.
 - A call that fails stores nothing for its key: the same key may be retried (and succeed).
@@ -54,20 +55,41 @@ Call = Callable[[Engine, Book, str | None], Any]
 
 
 def _snapshot(engine: Engine) -> dict[str, Any]:
-    return state_snapshot(engine, include_failed=True)
+    """The voucher book (FAILED redemptions too) and the stacked redemptions' parents."""
+    return {
+        "book": state_snapshot(engine, include_failed=True),
+        "parents": list(engine.store.parent_redemptions()),
+    }
 
 
-@pytest.fixture
-def book(engine: Engine) -> Book:
-    """Two gift cards, a loyalty card, a limited discount voucher, and two redemptions to
-    roll back (one per card)."""
+def _fill(engine: Engine) -> Book:
+    """Two gift cards, a loyalty card, a limited discount voucher, two redemptions to roll
+    back (one per card), and a stacked redemption to roll back (of the discount voucher and the
+    loyalty card)."""
     engine.create_voucher("GIFT", gift={"amount": 10_000})
     engine.create_voucher("GIFT2", gift={"amount": 10_000})
     engine.create_voucher("LOYAL", loyalty_card={"points": 1_000})
     engine.create_voucher("DISC", discount=Discount.amount(500), quantity=10)
     gift = engine.redeem_voucher("GIFT", credits=1_000)
     loyal = engine.redeem_voucher("LOYAL", points=100)
-    return {"gift_redemption": gift.id, "loyal_redemption": loyal.id}
+    stacked = engine.redeem_stacked_discounts(
+        [
+            {"object": "voucher", "id": "DISC"},
+            {"object": "voucher", "id": "LOYAL", "reward": {"points": 10}},
+        ],
+        order_amount=2_000,
+    )
+    return {
+        "gift_redemption": gift.id,
+        "loyal_redemption": loyal.id,
+        "stacked_redemption": stacked.parent_redemption.id,
+    }
+
+
+@pytest.fixture
+def book(engine: Engine) -> Book:
+    """See :func:`_fill`."""
+    return _fill(engine)
 
 
 def _redeem(code: str = "GIFT", **changes: Any) -> Call:
@@ -94,6 +116,32 @@ def _balance(code: str = "GIFT", amount: int = 500, **changes: Any) -> Call:
     return lambda e, b, key: e.update_voucher_balance(code, amount, idempotency_key=key, **kwargs)
 
 
+#: The redeemables of ``_stacked()``: 500 off, 700 credits, 50 points.
+STACK: list[dict[str, Any]] = [
+    {"object": "voucher", "id": "DISC"},
+    {"object": "voucher", "id": "GIFT2", "gift": {"credits": 700}},
+    {"object": "voucher", "id": "LOYAL", "reward": {"points": 50}},
+]
+
+
+def _stacked(redeemables: list[dict[str, Any]] = STACK, **changes: Any) -> Call:
+    kwargs: dict[str, Any] = {
+        "order": {"id": "o-1", "amount": 5_000, "metadata": {"lane": 2}},
+        "customer": {"source_id": "c-1"},
+        "metadata": {"till": 3},
+    }
+    kwargs.update(changes)
+    return lambda e, b, key: e.redeem_stacked_discounts(redeemables, idempotency_key=key, **kwargs)
+
+
+def _stacked_rollback(**changes: Any) -> Call:
+    kwargs: dict[str, Any] = {"reason": "returned"}
+    kwargs.update(changes)
+    return lambda e, b, key: e.rollback_stacked_redemptions(
+        b["stacked_redemption"], idempotency_key=key, **kwargs
+    )
+
+
 #: One successful call of each kind (by id).
 CALLS: dict[str, Call] = {
     "redeem-gift": _redeem("GIFT"),
@@ -108,6 +156,8 @@ CALLS: dict[str, Call] = {
     "balance-remove-credits": _balance("GIFT", -500),
     "balance-add-points": _balance("LOYAL", 25, source_id=None, reason=None),
     "balance-remove-points": _balance("LOYAL", -25),
+    "redeem-stacked": _stacked(),
+    "rollback-stacked": _stacked_rollback(),
 }
 
 #: (first call, a different request with the same key)
@@ -139,6 +189,18 @@ REUSES: list[Any] = [
     pytest.param(_rollback(), _rollback(reason=None), id="rollback-no-reason"),
     pytest.param(_rollback(), _redeem(), id="rollback-then-redeem"),
     pytest.param(_rollback(), _balance(), id="rollback-then-balance"),
+    pytest.param(
+        _stacked(),
+        _stacked([STACK[0], {**STACK[1], "gift": {"credits": 701}}, STACK[2]]),
+        id="stacked-other-credits",
+    ),
+    pytest.param(_stacked(), _stacked(STACK[::-1]), id="stacked-other-order-of-redeemables"),
+    pytest.param(_stacked(), _redeem("GIFT2"), id="stacked-then-redeem-one-of-its-vouchers"),
+    pytest.param(_redeem("DISC"), _stacked(), id="redeem-then-stacked"),
+    pytest.param(
+        _stacked_rollback(), _stacked_rollback(reason="other"), id="stacked-rollback-other-reason"
+    ),
+    pytest.param(_rollback(), _stacked_rollback(), id="rollback-then-stacked-rollback"),
 ]
 
 
@@ -173,15 +235,7 @@ def test_the_first_keyed_call_acts_exactly_like_an_unkeyed_one(
 ) -> None:
     """A fresh key changes nothing in what the call does: same result, same state, same ids."""
     keyed, plain = make_engine(clock=clock, seed=SEED), make_engine(clock=clock, seed=SEED)
-    books = []
-    for each in (keyed, plain):
-        each.create_voucher("GIFT", gift={"amount": 10_000})
-        each.create_voucher("GIFT2", gift={"amount": 10_000})
-        each.create_voucher("LOYAL", loyalty_card={"points": 1_000})
-        each.create_voucher("DISC", discount=Discount.amount(500), quantity=10)
-        gift = each.redeem_voucher("GIFT", credits=1_000)
-        loyal = each.redeem_voucher("LOYAL", points=100)
-        books.append({"gift_redemption": gift.id, "loyal_redemption": loyal.id})
+    books = [_fill(keyed), _fill(plain)]
     assert CALLS[name](keyed, books[0], "k") == CALLS[name](plain, books[1], None)
     assert _snapshot(keyed) == _snapshot(plain)
 
@@ -401,6 +455,12 @@ def test_not_found_stores_nothing_for_the_key(engine: Engine) -> None:
         engine.update_voucher_balance("LATER", 10, idempotency_key="k")
     with pytest.raises(NotFound):
         engine.rollback_redemption("r_" + "0" * 32, idempotency_key="k")
+    with pytest.raises(NotFound):
+        engine.redeem_stacked_discounts(
+            [{"id": "LATER", "gift": {"credits": 10}}], idempotency_key="k"
+        )
+    with pytest.raises(NotFound):
+        engine.rollback_stacked_redemptions("r_" + "0" * 32, idempotency_key="k")
     engine.create_voucher("LATER", gift={"amount": 1_000})
     redemption = engine.redeem_voucher("LATER", credits=10, idempotency_key="k")
     assert redemption.amount == 10
@@ -414,6 +474,11 @@ def test_invalid_argument_stores_nothing_for_the_key(engine: Engine) -> None:
         lambda: engine.redeem_voucher("G", idempotency_key="k"),  # missing_amount
         lambda: engine.update_voucher_balance("G", 0, idempotency_key="k"),
         lambda: engine.rollback_redemption("", idempotency_key="k"),
+        lambda: engine.redeem_stacked_discounts([], idempotency_key="k"),
+        lambda: engine.redeem_stacked_discounts(
+            [{"id": "G"}], idempotency_key="k"
+        ),  # missing_amount
+        lambda: engine.rollback_stacked_redemptions("", idempotency_key="k"),
     ):
         with pytest.raises(InvalidArgument):
             bad()
