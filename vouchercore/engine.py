@@ -1531,7 +1531,7 @@ def _plain_code(redeemable: object) -> str | None:
 def _context(request: operations.UseRequest) -> dict[str, Any]:
     """A request's order and customer fields for its idempotency fingerprint: none when it
     gave none (the fingerprints of requests made before they existed stay the same)."""
-    if request.context is operations.NO_CONTEXT:
+    if request.context == operations.NO_CONTEXT:
         return {}
     return {"context": list(request.context)}
 

@@ -348,6 +348,26 @@ def test_metadata_with_the_same_items_in_another_order_is_the_same_request(
     assert _snapshot(engine) == before
 
 
+@pytest.mark.parametrize(
+    "again",
+    [
+        {"order": {"amount": 100, "id": "o-1"}},
+        {"order": {"amount": 100, "id": "o-1", "source_id": None, "metadata": None}},
+        {"order_amount": 100, "order": {"id": "o-1"}},
+        {"order_amount": 100, "order_id": "o-1", "customer": {}},
+    ],
+    ids=["order", "order-with-nulls", "amount-shorthand", "empty-customer"],
+)
+def test_an_order_given_by_shorthand_or_as_an_object_is_the_same_request(
+    engine: Engine, again: dict[str, Any]
+) -> None:
+    engine.create_voucher("G", gift={"amount": 1_000})
+    first = engine.redeem_voucher("G", order_amount=100, order_id="o-1", idempotency_key="k")
+    before = _snapshot(engine)
+    assert engine.redeem_voucher("G", idempotency_key="k", **again) == first
+    assert _snapshot(engine) == before
+
+
 # --- a key with a different request ---------------------------------------------------------
 
 
