@@ -572,6 +572,28 @@ def test_a_unit_on_three_vouchers_costs_one_round_trip(schema: str) -> None:
     assert stacked == [4]
 
 
+def test_a_unit_on_several_vouchers_is_not_planned_anew_each_time(schema: str) -> None:
+    # its names are a VALUES list, not an array: an array's length is unknown to the generic
+    # plan of a prepared statement, and PostgreSQL would then plan every execution anew
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        store = PostgresStore(conn, schema=schema)
+        engine = _engine(store)
+        for code in ("A", "B", "C"):
+            engine.create_voucher(code, discount={"type": "AMOUNT", "amount_off": 1})
+        for _ in range(12):  # psycopg prepares a statement on its 5th run
+            units = store.begin_many(["C", "A", "B"])
+            assert units is not None
+            store.abort_many(units)
+        plans = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE %s",
+            ("%VALUES%",),
+        ).fetchall()
+        store.close()
+    assert len(plans) == 2  # the lock and the sessions read
+    assert all(generic > 0 for generic, _ in plans)
+
+
 def test_transaction_ids_are_taken_only_when_a_transaction_is_written(
     schema: str, open_stores: Callable[..., PostgresStore]
 ) -> None:

@@ -175,37 +175,11 @@ class _Statements:
             "WHERE code = %s OR id = %s ORDER BY code = %s DESC LIMIT 1) AS v "
             f"LEFT JOIN {s}.sessions AS s ON s.voucher_id = v.id ORDER BY s.key"
         )
-        # several vouchers (begin_many): each name of the array resolved as lock_voucher does
-        # it (code first, else id), one row per name with its position (1-based)
-        resolve_names = (
-            "unnest(%s::text[]) WITH ORDINALITY AS c(name, pos) CROSS JOIN LATERAL "
-            f"(SELECT id FROM {s}.vouchers WHERE code = c.name OR id = c.name "
-            "ORDER BY code = c.name DESC LIMIT 1) AS r"
-        )
-        # The rows are locked in id order, one statement for all. PostgreSQL's SELECT reference
-        # ("The Locking Clause") says ORDER BY is applied first: the command sorts the result,
-        # then locks the rows (it may block on one, and may then return rows out of order if
-        # a concurrent transaction changed the sort column — ``id`` never changes). So the plan
-        # is LockRows over Sort(id): rows are locked one by one in id order, as every
-        # begin_many locks them, and two callers naming the same vouchers in any orders queue
-        # on the lowest shared id instead of deadlocking. The lock names the joined table
-        # (``OF v``) at the top level: a locking clause on the LATERAL subquery would be pushed
-        # into it (the same page: it "affects all tables used in the … sub-query") and lock
-        # each row as its name resolves — in the order of the names. Under READ COMMITTED a
-        # row updated while we waited is returned as its latest version; one deleted
-        # meanwhile drops out (its name's position is missing).
-        self.lock_vouchers = (
-            f"SELECT {_select_list(VOUCHER_COLUMNS, 'v.')}, c.pos FROM {resolve_names} "
-            f"JOIN {s}.vouchers AS v ON v.id = r.id ORDER BY v.id, c.pos FOR UPDATE OF v"
-        )
-        # run after lock_vouchers in the same pipeline (a snapshot of its own, taken once the
-        # locks are granted: it sees what their previous holders committed); resolves the
-        # names anew, so a voucher created meanwhile under a name that resolved by id is
-        # noticed (its id is not one locked): then read by id (sessions_by_ids)
-        self.sessions_of_many = (
-            f"SELECT {sessions} FROM (SELECT DISTINCT r.id FROM {resolve_names}) AS v "
-            f"LEFT JOIN {s}.sessions AS s ON s.voucher_id = v.id ORDER BY v.id, s.key"
-        )
+        # several vouchers (begin_many): the statements for n names, made on first use
+        self._schema = s
+        self._vouchers = _select_list(VOUCHER_COLUMNS, "v.")
+        self._sessions = sessions
+        self._many: dict[int, tuple[str, str]] = {}
         self.sessions_by_ids = (
             f"SELECT {', '.join(SESSION_COLUMNS)} FROM {s}.sessions "
             "WHERE voucher_id = ANY(%s::text[]) ORDER BY voucher_id, key"
@@ -291,6 +265,53 @@ class _Statements:
             "ORDER BY seq LIMIT %s"
         )
         self.expire_keys = f"DELETE FROM {keys} WHERE expires_at <= %s"
+
+    def many(self, count: int) -> tuple[str, str]:
+        """begin_many's two statements for *count* names (``%s`` each, in order): lock the
+        vouchers, then read their sessions.
+
+        Each name is resolved as :attr:`lock_voucher` resolves it (code first, else id), one
+        row per name with its position (1-based). The names are a ``VALUES`` list of *count*
+        parameters, not an array: the planner then knows the row count in the generic plan of
+        the prepared statement as well as in a custom one, and keeps the generic plan (an
+        ``unnest`` of an array parameter is estimated at 10 rows in a generic plan, so
+        PostgreSQL would plan every execution anew — most of the statement's time).
+        """
+        made = self._many.get(count)
+        if made is not None:
+            return made
+        names = ", ".join(f"({i}, %s::text)" for i in range(1, count + 1))
+        resolved = (
+            f"(VALUES {names}) AS c(pos, name) CROSS JOIN LATERAL "
+            f"(SELECT id FROM {self._schema}.vouchers WHERE code = c.name OR id = c.name "
+            "ORDER BY code = c.name DESC LIMIT 1) AS r"
+        )
+        # The rows are locked in id order, one statement for all. PostgreSQL's SELECT reference
+        # ("The Locking Clause") says ORDER BY is applied first: the command sorts the result,
+        # then locks the rows (it may block on one, and may then return rows out of order if
+        # a concurrent transaction changed the sort column — ``id`` never changes). So the plan
+        # is LockRows over Sort(id): rows are locked one by one in id order, as every
+        # begin_many locks them, and two callers naming the same vouchers in any orders queue
+        # on the lowest shared id instead of deadlocking. The lock names the joined table
+        # (``OF v``) at the top level: a locking clause on the LATERAL subquery would be pushed
+        # into it (the same page: it "affects all tables used in the … sub-query") and lock
+        # each row as its name resolves — in the order of the names. Under READ COMMITTED a
+        # row updated while we waited is returned as its latest version; one deleted
+        # meanwhile drops out (its name's position is missing).
+        lock = (
+            f"SELECT {self._vouchers}, c.pos FROM {resolved} "
+            f"JOIN {self._schema}.vouchers AS v ON v.id = r.id ORDER BY v.id, c.pos FOR UPDATE OF v"
+        )
+        # run after the lock in the same pipeline (a snapshot of its own, taken once the locks
+        # are granted: it sees what their previous holders committed); resolves the names
+        # anew, so a voucher created meanwhile under a name that resolved by id is noticed
+        # (its id is not one locked): then read by id (sessions_by_ids)
+        read = (
+            f"SELECT {self._sessions} FROM (SELECT DISTINCT r.id FROM {resolved}) AS v "
+            f"LEFT JOIN {self._schema}.sessions AS s ON s.voucher_id = v.id ORDER BY v.id, s.key"
+        )
+        made = self._many[count] = (lock, read)
+        return made
 
     def upgrade(self, version: int) -> tuple[str, ...]:
         """The statements upgrading the schema from *version* (see :data:`_schema.MIGRATIONS`)."""
@@ -650,18 +671,21 @@ class PostgresStore(Store[SqlUnit]):
         """One transaction holding several vouchers, their rows locked in id order (so two
         callers naming the same vouchers in other orders — A+B and B+A — queue rather than
         deadlock). One round trip, whatever the number of vouchers: ``BEGIN``, one statement
-        resolving every code and locking the rows (:attr:`_Statements.lock_vouchers`), one
+        resolving every code and locking the rows (see :meth:`_Statements.many`), one
         reading their sessions; one more only when a voucher was created meanwhile under a
         code that had resolved by id. One unit per voucher, in the order of *codes*; None when
         a code names no voucher (or one was force-deleted while we waited for its lock)."""
         names = list(codes)
+        if not names:
+            return []  # nothing to hold: no transaction
 
         def load(lease: Lease) -> list[SqlUnit] | None:
             conn = lease.conn
+            lock, read_sessions = self._sql.many(len(names))
             with conn.pipeline():  # one round trip
                 conn.execute("BEGIN")
-                locked = conn.execute(self._sql.lock_vouchers, (names,))
-                read = conn.execute(self._sql.sessions_of_many, (names,))
+                locked = conn.execute(lock, names)
+                read = conn.execute(read_sessions, names)
             rows: dict[str, tuple[Any, ...]] = {}
             named: dict[int, str] = {}  # position in names (1-based) -> voucher id
             for found in locked.fetchall():
