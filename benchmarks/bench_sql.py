@@ -12,6 +12,9 @@ fresh files and schemas that are removed afterwards. For each store configuratio
   (for reference: round trips are the cost there);
 * ``redeem_voucher(code, credits=1)`` on a gift card, and its ratio to the floor;
 * ``validate_voucher(session=LOCK)`` + ``redeem_voucher(session_key=…)`` pairs;
+* ``redeem_stacked_discounts`` of a stack of 2 — a discount voucher (100 off) and a gift card
+  (1 credit) on a 1,000 order — interleaved with the single redemption above, and the ratio of
+  their times (issue 12's target: a stack of 2 costs ≤ 1.5× a single redemption);
 * throughput of 1, 2, 4 and 8 concurrent terminals — OS processes, each with its own engine
   (threads would measure the GIL) — redeeming on one hot card, and on spread cards (each
   terminal its own), as total redemptions per second over a fixed duration;
@@ -19,7 +22,8 @@ fresh files and schemas that are removed afterwards. For each store configuratio
   one hot pair (single terminal), and 1, 2, 4 terminal processes crossing transfers on the hot
   pair (half A→B, half B→A: the pair is locked in id order, so they queue, never deadlock).
 
-``--part redeem`` or ``--part transfers`` runs one half only.
+``--part redeem`` or ``--part transfers`` runs one half only; ``--part stacked`` only the single
+redemption and the stack of 2 (no floors, no terminals).
 
 Single-terminal figures are the best of a few rounds, raw and engine interleaved so that a
 burst of load from elsewhere hits both. Engines use the system clock and secure session keys,
@@ -264,6 +268,22 @@ def engine_lock_redeem(url: str) -> tuple[Engine, Callable[[float], float]]:
     return engine, lambda seconds: rate(pair, seconds)
 
 
+STACK: list[dict[str, Any]] = [
+    {"object": "voucher", "id": "DISCOUNT"},
+    {"object": "voucher", "id": "GIFT", "gift": {"credits": 1}},
+]
+
+
+def engine_stacked(url: str) -> tuple[Engine, Callable[[float], float]]:
+    """A stack of 2: a discount (100 off, no quantity limit) and a gift card (1 credit) on a
+    1,000 order, one ``redeem_stacked_discounts`` call."""
+    engine = Engine(url)
+    engine.create_voucher("DISCOUNT", discount={"type": "AMOUNT", "amount_off": 100})
+    engine.create_voucher("GIFT", type="GIFT_VOUCHER", gift={"amount": AMPLE})
+    redeem = engine.redeem_stacked_discounts
+    return engine, lambda seconds: rate(lambda: redeem(STACK, order_amount=1_000), seconds)
+
+
 def engine_transfers(url: str, hot: bool) -> tuple[Engine, Callable[[float], float]]:
     """1-point transfers: between random pairs of TRANSFER_CARDS loyalty cards (drawn before
     timing), or back and forth on one hot pair."""
@@ -504,6 +524,8 @@ def bench(config: Any, seconds: float, rounds: int, concurrency_seconds: float) 
         engines.append(engine)
         engine, benches["pair"] = engine_lock_redeem(config.url("lock"))
         engines.append(engine)
+        engine, benches["stack"] = engine_stacked(config.url("stack"))
+        engines.append(engine)
         best = _measured(benches, engines, seconds, rounds)
         return best, concurrent_rates(config.url("conc"), concurrency_seconds)
     finally:
@@ -528,6 +550,35 @@ def _measured(
         engine.close()
     engines.clear()
     return best
+
+
+def bench_stacked(config: Any, seconds: float, rounds: int) -> dict[str, float]:
+    """The single redemption and the stack of 2 only, interleaved round by round."""
+    print(f"== {config.name}: stacked redemption", flush=True)
+    engines: list[Engine] = []
+    try:
+        benches: dict[str, Callable[[float], float]] = {}
+        engine, benches["engine"] = engine_redeem(config.url("redeem"))
+        engines.append(engine)
+        engine, benches["stack"] = engine_stacked(config.url("stack"))
+        engines.append(engine)
+        return _measured(benches, engines, seconds, rounds)
+    finally:
+        for engine in engines:
+            engine.close()
+        config.cleanup()
+
+
+def stacked_lines(figures: dict[str, float]) -> list[str]:
+    """The stack of 2 beside the single redemption, and the ratio of their times."""
+    single, stack = figures["engine"], figures["stack"]
+    ratio = single / stack
+    return [
+        f"  {'engine redeem_stacked_discounts, discount + gift card':<62}"
+        f" {stack:>9,.0f} /s {1e6 / stack:7.1f} µs",
+        f"  {'stack of 2 / single redeem_voucher (time)':<62} {ratio:>9.2f}              "
+        f"target ≤ 1.50: {verdict(ratio <= 1.5)}",
+    ]
 
 
 TransferFigures = tuple[dict[str, float], dict[int, float]]
@@ -596,6 +647,7 @@ def table(config: Any, results: Figures) -> list[str]:
         f"target ≥ {config.ratio_target:.2f}: {verdict(ratio >= config.ratio_target)}",
         f"  {'validate(LOCK) + redeem(session_key) pairs':<62} {pair:>9,.0f} /s"
         f" {1e6 / pair:7.1f} µs",
+        *stacked_lines(figures),
     ]
     for layout in ("hot", "spread"):
         cells = "  ".join(f"{n}: {conc[layout, n]:>7,.0f}" for n in TERMINALS)
@@ -621,9 +673,10 @@ def main() -> None:
     parser.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: env, then local)")
     parser.add_argument(
         "--part",
-        choices=("redeem", "transfers", "all"),
+        choices=("redeem", "transfers", "stacked", "all"),
         default="all",
-        help="redemptions, points transfers, or both (default all)",
+        help="redemptions (with the stack of 2), points transfers, or both (default all); "
+        "stacked: the single redemption and the stack of 2 only",
     )
     parser.add_argument(
         "--pg-async-commit",
@@ -646,6 +699,7 @@ def main() -> None:
     )
     results: list[tuple[Any, Figures]] = []
     transfers: list[tuple[Any, TransferFigures]] = []
+    stacks: list[tuple[Any, dict[str, float]]] = []
     with tempfile_folder() as folder:
         configs: list[Any] = []
         if args.store in ("sqlite", "all"):
@@ -662,6 +716,8 @@ def main() -> None:
             if args.part in ("transfers", "all"):
                 figures = bench_transfers(config, seconds, rounds, concurrency_seconds)
                 transfers.append((config, figures))
+            if args.part == "stacked":
+                stacks.append((config, bench_stacked(config, seconds, rounds)))
     print()
     print(
         "== summary (single terminal: best of rounds; terminals: total over "
@@ -672,6 +728,15 @@ def main() -> None:
             print(line)
     for config, transfer_figures in transfers:
         for line in transfer_table(config, transfer_figures):
+            print(line)
+    for config, stack_figures in stacks:
+        single = stack_figures["engine"]
+        print(f"{config.name}")
+        print(
+            f"  {'engine redeem_voucher(credits=1), gift card':<62} {single:>9,.0f} /s"
+            f" {1e6 / single:7.1f} µs"
+        )
+        for line in stacked_lines(stack_figures):
             print(line)
 
 

@@ -15,6 +15,7 @@ import contextlib
 import os
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ psycopg_pool = pytest.importorskip("psycopg_pool")
 from psycopg.conninfo import make_conninfo  # noqa: E402  (after the importorskip)
 from psycopg.pq import Trace  # noqa: E402
 
+from tests.liveness import LIVENESS, bounded  # noqa: E402
 from vouchercore import Engine, FakeClock, StorageError  # noqa: E402
 from vouchercore.errors import AlreadyRolledBack, InvalidArgument  # noqa: E402
 from vouchercore.stores import _schema  # noqa: E402
@@ -543,6 +545,55 @@ def test_round_trips_per_operation(schema: str) -> None:
     assert trips["not found"] <= 2
 
 
+def test_a_unit_on_three_vouchers_costs_one_round_trip(schema: str) -> None:
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        store = PostgresStore(conn, schema=schema)
+        engine = _engine(store)
+        for code in ("A", "B", "C"):
+            engine.create_voucher(code, type="GIFT_VOUCHER", gift={"amount": 1_000})
+        engine.validate_voucher("B", credits=100, session={"key": "cart"})
+        b_id = engine.get_voucher("B").id
+        with _counting(conn) as counted:
+            units = store.begin_many(["C", b_id, "A", "B"])
+        assert units is not None
+        store.abort_many(units)
+        with _counting(conn) as stacked:
+            engine.redeem_stacked_discounts(
+                [{"object": "voucher", "id": code} for code in ("A", "C")], order_amount=1_500
+            )
+        store.close()
+    assert counted == [1]
+    assert [unit.record.code for unit in units] == ["C", "B", "A", "B"]
+    assert units[1] is units[3]  # a code and an id naming one voucher: one unit
+    sessions = units[1].record.sessions
+    assert sessions is not None and list(sessions.by_key) == ["cart"]
+    assert units[0].record.sessions is None
+    # open 1 + one transaction id per gift card + commit 1
+    assert stacked == [4]
+
+
+def test_a_unit_on_several_vouchers_is_not_planned_anew_each_time(schema: str) -> None:
+    # its names are a VALUES list, not an array: an array's length is unknown to the generic
+    # plan of a prepared statement, and PostgreSQL would then plan every execution anew
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        store = PostgresStore(conn, schema=schema)
+        engine = _engine(store)
+        for code in ("A", "B", "C"):
+            engine.create_voucher(code, discount={"type": "AMOUNT", "amount_off": 1})
+        for _ in range(12):  # psycopg prepares a statement on its 5th run
+            units = store.begin_many(["C", "A", "B"])
+            assert units is not None
+            store.abort_many(units)
+        plans = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE %s",
+            ("%VALUES%",),
+        ).fetchall()
+        store.close()
+    assert len(plans) == 2  # the lock and the sessions read
+    assert all(generic > 0 for generic, _ in plans)
+
+
 def test_transaction_ids_are_taken_only_when_a_transaction_is_written(
     schema: str, open_stores: Callable[..., PostgresStore]
 ) -> None:
@@ -585,6 +636,141 @@ def test_a_unit_reads_sessions_the_previous_lock_holder_committed(
         thread.join()
     assert sorted(valid) == [False] * 5 + [True]  # one lock on the one redemption left
     assert engines[0].audit().ok
+
+
+def _waiting_for_a_lock(application_name: str) -> None:
+    """Return once a backend of *application_name* waits for a lock (bounded: the test fails
+    rather than hangs)."""
+
+    def wait() -> None:
+        with _admin() as conn:
+            while not conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = %s "
+                "AND wait_event_type = 'Lock'",
+                (application_name,),
+            ).fetchone():
+                time.sleep(0.01)
+
+    bounded(wait, f"{application_name} waiting for a lock")
+
+
+def _locked_by_another(schema: str, voucher_id: str) -> bool:
+    """Whether another transaction holds the voucher's row lock (tried with NOWAIT)."""
+    with _admin() as conn:
+        try:
+            with conn.transaction():
+                conn.execute(
+                    f'SELECT 1 FROM "{schema}".vouchers WHERE id = %s FOR UPDATE NOWAIT',
+                    (voucher_id,),
+                )
+        except psycopg.errors.LockNotAvailable:
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _opening(store: PostgresStore, codes: list[str]) -> Iterator[list[Any]]:
+    """``store.begin_many(codes)`` in another thread; on exit, waits for it (bounded) and
+    aborts what it opened. Yields the units, filled in once the call has returned."""
+    opened: list[Any] = []
+    thread = threading.Thread(target=lambda: opened.extend(store.begin_many(codes) or ()))
+    thread.start()
+    try:
+        yield opened
+    finally:
+        thread.join(LIVENESS)
+        if opened:
+            store.abort_many(opened)
+    assert not thread.is_alive(), "begin_many still waiting"
+
+
+def test_a_unit_on_several_vouchers_locks_them_in_id_order_whatever_the_order_named(
+    schema: str, open_stores: Callable[..., PostgresStore]
+) -> None:
+    name = f"vc_order_{uuid.uuid4().hex[:8]}"
+    assert DSN is not None
+    store = open_stores(schema, make_conninfo(DSN, application_name=name))
+    other = open_stores(schema)
+    engine = _engine(other)
+    codes = {
+        code: engine.create_voucher(code, discount={"type": "AMOUNT", "amount_off": 1}).id
+        for code in ("A", "B", "C")
+    }
+    named = ["C", "B", "A"]
+    lowest, middle, highest = sorted(codes.values())  # ids are random: not the named order
+    holder = other.begin(middle)  # another unit holds the middle one
+    assert holder is not None
+    with _opening(store, named) as opened:
+        try:
+            _waiting_for_a_lock(name)
+            # it waits for the middle one, having locked the lowest and not yet the highest
+            locked = [_locked_by_another(schema, voucher_id) for voucher_id in (lowest, highest)]
+        finally:
+            other.abort(holder)
+    assert locked == [True, False]
+    assert [unit.record.id for unit in opened] == [codes[code] for code in named]
+
+
+def test_a_voucher_created_meanwhile_under_a_name_that_resolved_by_id_is_not_read_instead(
+    schema: str, open_stores: Callable[..., PostgresStore]
+) -> None:
+    name = f"vc_meanwhile_{uuid.uuid4().hex[:8]}"
+    assert DSN is not None
+    store = open_stores(schema, make_conninfo(DSN, application_name=name))
+    other = open_stores(schema)
+    engine = _engine(other)
+    first = engine.create_voucher("FIRST", type="GIFT_VOUCHER", gift={"amount": 1_000}).id
+    engine.create_voucher("SECOND", discount={"type": "AMOUNT", "amount_off": 1})
+    engine.validate_voucher("FIRST", credits=300, session={"key": "cart"})
+    holder = other.begin("FIRST")
+    assert holder is not None
+    with _opening(store, [first, "SECOND"]) as opened:
+        try:
+            _waiting_for_a_lock(name)
+            # a new voucher whose code is the id FIRST was named by: the name resolves to it now
+            engine.create_voucher(first, discount={"type": "AMOUNT", "amount_off": 1})
+        finally:
+            other.abort(holder)
+    assert [unit.record.code for unit in opened] == ["FIRST", "SECOND"]
+    sessions = opened[0].record.sessions
+    assert sessions is not None and list(sessions.by_key) == ["cart"]  # FIRST's, read by id
+
+
+def test_units_naming_the_same_vouchers_in_crossing_orders_never_deadlock(
+    schema: str, open_stores: Callable[..., PostgresStore]
+) -> None:
+    # no retries: a deadlock (PostgreSQL aborts one of the two) is a StorageError here. Each
+    # round is only the lock statement and a commit, so the two callers' statements overlap
+    # often (locking in the order named deadlocks within a few hundred rounds)
+    stores = [open_stores(schema, retries=0) for _ in range(2)]
+    engine = _engine(stores[0])
+    for code in ("A", "B", "C"):
+        engine.create_voucher(code, discount={"type": "AMOUNT", "amount_off": 1})
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+    opened: list[list[str]] = []
+
+    def terminal(store: PostgresStore, codes: list[str]) -> None:
+        barrier.wait()
+        try:
+            for _ in range(500):
+                units = store.begin_many(codes)
+                assert units is not None
+                opened.append([unit.record.code for unit in units])
+                store.commit_many(units)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=terminal, args=(stores[0], ["A", "B", "C"])),
+        threading.Thread(target=terminal, args=(stores[1], ["C", "B", "A"])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(LIVENESS)
+    assert errors == []
+    assert sorted(map(tuple, opened)) == [("A", "B", "C")] * 500 + [("C", "B", "A")] * 500
 
 
 def test_a_redemption_rolled_back_from_two_stores_at_once_is_rolled_back_once(

@@ -10,7 +10,9 @@ committed (a subquery of the locking statement would read the snapshot taken *be
 
 **Round trips** (psycopg pipeline mode: statements are sent together and answered together):
 
-* open a unit — 1: ``BEGIN`` + lock the voucher + read its sessions;
+* open a unit — 1: ``BEGIN`` + lock the voucher + read its sessions; on several vouchers (a
+  stacked redemption, a transfer) — 1 as well: one statement locks them all, in id order, one
+  reads their sessions;
 * commit — 1: every ``UPDATE``/``DELETE``/``INSERT`` + ``COMMIT``; abort, or a commit with
   nothing to write (a read) — 1: ``COMMIT`` of a transaction that wrote nothing, without waiting
   for the WAL flush its row lock would otherwise cost (and not ``ROLLBACK``, after which psycopg
@@ -18,7 +20,8 @@ committed (a subquery of the locking statement would read the snapshot taken *be
 * each transaction the domain creates — 1 more: its id is ``nextval`` of a ``SEQUENCE``;
 * a voucher insert — 1 (one autocommitted ``INSERT``); a read — 1 (one statement).
 
-So a redemption costs 2 round trips, 3 when it writes a transaction (a gift card's credits).
+So a redemption costs 2 round trips, 3 when it writes a transaction (a gift card's credits);
+a stacked one 2 + one per transaction it writes, whatever the number of vouchers.
 
 **Transaction ids** are ``vtx_`` + 18 hex digits of the schema's ``transaction_seq`` sequence,
 taken only when the domain creates a transaction (so a memory, SQLite and PostgreSQL store driven
@@ -172,11 +175,15 @@ class _Statements:
             "WHERE code = %s OR id = %s ORDER BY code = %s DESC LIMIT 1) AS v "
             f"LEFT JOIN {s}.sessions AS s ON s.voucher_id = v.id ORDER BY s.key"
         )
-        self.resolve_voucher = (
-            f"SELECT id FROM {s}.vouchers WHERE code = %s OR id = %s "
-            "ORDER BY code = %s DESC LIMIT 1"
+        # several vouchers (begin_many): the statements for n names, made on first use
+        self._schema = s
+        self._vouchers = _select_list(VOUCHER_COLUMNS, "v.")
+        self._sessions = sessions
+        self._many: dict[int, tuple[str, str]] = {}
+        self.sessions_by_ids = (
+            f"SELECT {', '.join(SESSION_COLUMNS)} FROM {s}.sessions "
+            "WHERE voucher_id = ANY(%s::text[]) ORDER BY voucher_id, key"
         )
-        self.lock_voucher_by_id = f"SELECT {v} FROM {s}.vouchers WHERE id = %s FOR UPDATE"
         self.points_due = (
             f"SELECT id FROM {s}.vouchers WHERE points_due_at IS NOT NULL "
             "AND points_due_at <= %s ORDER BY points_due_at, id LIMIT %s"
@@ -258,6 +265,53 @@ class _Statements:
             "ORDER BY seq LIMIT %s"
         )
         self.expire_keys = f"DELETE FROM {keys} WHERE expires_at <= %s"
+
+    def many(self, count: int) -> tuple[str, str]:
+        """begin_many's two statements for *count* names (``%s`` each, in order): lock the
+        vouchers, then read their sessions.
+
+        Each name is resolved as :attr:`lock_voucher` resolves it (code first, else id), one
+        row per name with its position (1-based). The names are a ``VALUES`` list of *count*
+        parameters, not an array: the planner then knows the row count in the generic plan of
+        the prepared statement as well as in a custom one, and keeps the generic plan (an
+        ``unnest`` of an array parameter is estimated at 10 rows in a generic plan, so
+        PostgreSQL would plan every execution anew — most of the statement's time).
+        """
+        made = self._many.get(count)
+        if made is not None:
+            return made
+        names = ", ".join(f"({i}, %s::text)" for i in range(1, count + 1))
+        resolved = (
+            f"(VALUES {names}) AS c(pos, name) CROSS JOIN LATERAL "
+            f"(SELECT id FROM {self._schema}.vouchers WHERE code = c.name OR id = c.name "
+            "ORDER BY code = c.name DESC LIMIT 1) AS r"
+        )
+        # The rows are locked in id order, one statement for all. PostgreSQL's SELECT reference
+        # ("The Locking Clause") says ORDER BY is applied first: the command sorts the result,
+        # then locks the rows (it may block on one, and may then return rows out of order if
+        # a concurrent transaction changed the sort column — ``id`` never changes). So the plan
+        # is LockRows over Sort(id): rows are locked one by one in id order, as every
+        # begin_many locks them, and two callers naming the same vouchers in any orders queue
+        # on the lowest shared id instead of deadlocking. The lock names the joined table
+        # (``OF v``) at the top level: a locking clause on the LATERAL subquery would be pushed
+        # into it (the same page: it "affects all tables used in the … sub-query") and lock
+        # each row as its name resolves — in the order of the names. Under READ COMMITTED a
+        # row updated while we waited is returned as its latest version; one deleted
+        # meanwhile drops out (its name's position is missing).
+        lock = (
+            f"SELECT {self._vouchers}, c.pos FROM {resolved} "
+            f"JOIN {self._schema}.vouchers AS v ON v.id = r.id ORDER BY v.id, c.pos FOR UPDATE OF v"
+        )
+        # run after the lock in the same pipeline (a snapshot of its own, taken once the locks
+        # are granted: it sees what their previous holders committed); resolves the names
+        # anew, so a voucher created meanwhile under a name that resolved by id is noticed
+        # (its id is not one locked): then read by id (sessions_by_ids)
+        read = (
+            f"SELECT {self._sessions} FROM (SELECT DISTINCT r.id FROM {resolved}) AS v "
+            f"LEFT JOIN {self._schema}.sessions AS s ON s.voucher_id = v.id ORDER BY v.id, s.key"
+        )
+        made = self._many[count] = (lock, read)
+        return made
 
     def upgrade(self, version: int) -> tuple[str, ...]:
         """The statements upgrading the schema from *version* (see :data:`_schema.MIGRATIONS`)."""
@@ -616,29 +670,46 @@ class PostgresStore(Store[SqlUnit]):
     def begin_many(self, codes: Sequence[str]) -> list[SqlUnit] | None:
         """One transaction holding several vouchers, their rows locked in id order (so two
         callers naming the same vouchers in other orders — A+B and B+A — queue rather than
-        deadlock): one round trip to resolve the codes, then one per voucher. One unit per
-        voucher, in the order of *codes*; None when a code names no voucher."""
+        deadlock). One round trip, whatever the number of vouchers: ``BEGIN``, one statement
+        resolving every code and locking the rows (see :meth:`_Statements.many`), one
+        reading their sessions; one more only when a voucher was created meanwhile under a
+        code that had resolved by id. One unit per voucher, in the order of *codes*; None when
+        a code names no voucher (or one was force-deleted while we waited for its lock)."""
+        names = list(codes)
+        if not names:
+            return []  # nothing to hold: no transaction
 
         def load(lease: Lease) -> list[SqlUnit] | None:
             conn = lease.conn
-            with conn.pipeline():
+            lock, read_sessions = self._sql.many(len(names))
+            with conn.pipeline():  # one round trip
                 conn.execute("BEGIN")
-                found = [
-                    conn.execute(self._sql.resolve_voucher, (name, name, name)) for name in codes
-                ]
-            rows = [cursor.fetchone() for cursor in found]
-            if any(row is None for row in rows):
+                locked = conn.execute(lock, names)
+                read = conn.execute(read_sessions, names)
+            rows: dict[str, tuple[Any, ...]] = {}
+            named: dict[int, str] = {}  # position in names (1-based) -> voucher id
+            for found in locked.fetchall():
+                row = found[:-1]
+                voucher_id = _sql.voucher_id(row)
+                rows[voucher_id] = row
+                named[found[-1]] = voucher_id
+            if len(named) < len(names):
                 return None
-            ids = [row[0] for row in rows if row is not None]
-            units: dict[str, SqlUnit] = {}
-            for voucher_id in sorted(set(ids)):
-                self._arm(lease)  # each lock waits up to lock_timeout
-                row = conn.execute(self._sql.lock_voucher_by_id, (voucher_id,)).fetchone()
-                if row is None:  # force-deleted meanwhile
-                    return None
-                sessions = conn.execute(self._sql.sessions_by_id, (voucher_id,)).fetchall()
-                units[voucher_id] = self._unit(lease, row, sessions)
-            return [units[voucher_id] for voucher_id in ids]
+            sessions = read.fetchall()
+            if {_sql.session_voucher_id(s) for s in sessions} != rows.keys():
+                # a name resolves to another voucher now (created meanwhile with that code):
+                # read ours by id
+                self._arm(lease)
+                sessions = conn.execute(self._sql.sessions_by_ids, (sorted(rows),)).fetchall()
+            held: dict[str, list[Sequence[Any]]] = {voucher_id: [] for voucher_id in rows}
+            for session in sessions:
+                if _sql.session_key(session) is not None:
+                    held[_sql.session_voucher_id(session)].append(session)
+            units = {
+                voucher_id: self._unit(lease, row, held[voucher_id])
+                for voucher_id, row in rows.items()
+            }
+            return [units[named[position]] for position in range(1, len(names) + 1)]
 
         lease, units = self._attempt("begin", load)
         return self._opened(lease, units)
