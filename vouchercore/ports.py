@@ -244,8 +244,8 @@ class Store(Protocol[Unit]):
         ...
 
     def parent_redemptions(self) -> Iterator[ParentRedemption]:
-        """Every parent redemption, oldest first (read in pages: no long-held cursor or
-        lock; parents recorded meanwhile may or may not be included)."""
+        """Every parent redemption, in id order (read in pages: no long-held cursor or lock;
+        parents recorded meanwhile may or may not be included)."""
         ...
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:

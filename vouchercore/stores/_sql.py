@@ -83,6 +83,7 @@ __all__ = [
     "key_row",
     "paged_codes",
     "parent_from_row",
+    "parent_id",
     "parent_row",
     "read_transactions_page",
     "record_from_row",
@@ -111,8 +112,8 @@ REDEMPTIONS: Final = _schema.REDEMPTIONS.layout.subset(
 )
 ROLLBACKS: Final = _schema.ROLLBACKS.layout
 KEYS: Final = _schema.IDEMPOTENCY_KEYS.layout
-#: The columns of a parent redemption but ``seq``.
-PARENTS: Final = _schema.PARENT_REDEMPTIONS.layout.subset(("id", "status", "date", "body"))
+#: The columns of a parent redemption.
+PARENTS: Final = _schema.PARENT_REDEMPTIONS.layout
 #: The voucher columns an operation may change, in the order :meth:`Changes.voucher` lists them.
 VOUCHER_MUTABLE: Final = VOUCHERS.subset(
     (
@@ -151,6 +152,7 @@ voucher_state: Final = VOUCHERS.getter("state")
 session_voucher_id: Final = SESSIONS.getter("voucher_id")
 session_key: Final = SESSIONS.getter("key")
 redemption_voucher_id: Final = REDEMPTIONS.getter("voucher_id")
+parent_id: Final = PARENTS.getter("id")
 
 
 def counters_of(row: Sequence[Any]) -> list[int]:

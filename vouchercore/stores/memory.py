@@ -92,6 +92,7 @@ _id = itemgetter(_TRANSACTION_ROWS.column("id"))  # a log row's transaction id
 
 _LOYALTY = VoucherType.LOYALTY_CARD
 _PURGED = VoucherState.PURGED
+_row_id = itemgetter(ParentRedemption.column("id"))
 
 
 def _each(end: Callable[[_Unit], None], units: Sequence[_Unit]) -> None:
@@ -173,10 +174,12 @@ class _Unit:
         self._store._rollbacks[rollback.id] = rollback
 
     def parent_added(self, parent: ParentRedemption) -> None:
-        self._store._parents[parent.id] = parent
+        row = parent.to_row()
+        self._store._parents[_row_id(row)] = row
 
     def parent_replaced(self, parent: ParentRedemption) -> None:
-        self._store._parents[parent.id] = parent  # same key: keeps its place (oldest first)
+        row = parent.to_row()
+        self._store._parents[_row_id(row)] = row
 
     def voucher_purged(self) -> None:
         self.purged = True
@@ -202,8 +205,8 @@ class MemoryStore(Store[_Unit]):
         self._redemptions: dict[str, RedemptionRow] = {}
         self._redemption_log: dict[str, list[str]] = {}
         self._rollbacks: dict[str, RedemptionRollback] = {}
-        #: parents of stacked redemptions, oldest first (a dict keeps insertion order)
-        self._parents: dict[str, ParentRedemption] = {}
+        #: parents of stacked redemptions, as rows, by id
+        self._parents: dict[str, tuple[Any, ...]] = {}
         self._expiry: SortedKeyList = SortedKeyList(key=attrgetter("expires_at"))
         self._expiry_lock = threading.Lock()
         self._tx_seq = itertools.count(1)
@@ -472,10 +475,14 @@ class MemoryStore(Store[_Unit]):
         return None if row is None else Redemption.from_row(row)
 
     def get_parent_redemption(self, parent_id: str) -> ParentRedemption | None:
-        return self._parents.get(parent_id)
+        row = self._parents.get(parent_id)
+        return None if row is None else ParentRedemption.from_row(row)
 
     def parent_redemptions(self) -> Iterator[ParentRedemption]:
-        yield from list(self._parents.values())
+        for parent_id in sorted(self._parents):
+            row = self._parents.get(parent_id)
+            if row is not None:
+                yield ParentRedemption.from_row(row)
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
         return _TransactionLog(self._transactions.get(voucher_id, []))

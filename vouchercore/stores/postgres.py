@@ -261,8 +261,8 @@ class _Statements:
         self.update_parent = f"UPDATE {parents} SET status = %s, body = %s WHERE id = %s"
         self.parent = f"SELECT {_select_list(PARENT_COLUMNS)} FROM {parents} WHERE id = %s"
         self.parents_page = (
-            f"SELECT seq, {_select_list(PARENT_COLUMNS)} FROM {parents} WHERE seq > %s "
-            "ORDER BY seq LIMIT %s"
+            f"SELECT {_select_list(PARENT_COLUMNS)} FROM {parents} WHERE id > %s "
+            "ORDER BY id LIMIT %s"
         )
         self.expire_keys = f"DELETE FROM {keys} WHERE expires_at <= %s"
 
@@ -869,16 +869,16 @@ class PostgresStore(Store[SqlUnit]):
         return _sql.parent_from_row(rows[0]) if rows else None
 
     def parent_redemptions(self) -> Iterator[ParentRedemption]:
-        """Every parent redemption, oldest first, read 1000 at a time by keyset (no long-held
+        """Every parent redemption, in id order, read 1000 at a time by keyset (no long-held
         cursor)."""
-        after = 0
+        after = ""
         while True:
             rows = self._read(self._sql.parents_page, (after, _sql.CODE_PAGE))
             for row in rows:
-                yield _sql.parent_from_row(row[1:])
+                yield _sql.parent_from_row(row)
             if len(rows) < _sql.CODE_PAGE:
                 return
-            after = rows[-1][0]
+            after = _sql.parent_id(rows[-1])
 
     def transactions(self, voucher_id: str) -> Sequence[TransactionRecord]:
         """The voucher's transactions, oldest first (one statement: one snapshot)."""

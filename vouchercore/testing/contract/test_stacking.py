@@ -1193,7 +1193,7 @@ def test_a_failed_stacked_redemption_keeps_nothing_under_its_key(engine: Engine)
     engine.update_voucher_balance("G", 1_000)
     stacked = engine.redeem_stacked_discounts(STACK, order=ORDER, idempotency_key="k")
     assert stacked.parent_redemption.status is RedemptionStatus.SUCCEEDED
-    assert _parents(engine) == [failed, stacked.parent_redemption]
+    assert _parents(engine) == sorted([failed, stacked.parent_redemption], key=lambda p: p.id)
     assert engine.redeem_stacked_discounts(STACK, order=ORDER, idempotency_key="k") == stacked
     assert len(_parents(engine)) == 2
     assert engine.audit().ok
