@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -289,10 +290,22 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         server_header=False,
     )
     server = uvicorn.Server(config)
+    # uvicorn catches SIGTERM/SIGINT, shuts down gracefully (the lifespan closes the engine),
+    # then raises the signal again for the handler it found: this one, so that a clean stop
+    # ends the command with status 0 instead of dying by the signal
+    stopped_by: list[int] = []
+    previous = {
+        number: signal.signal(number, lambda received, _frame: stopped_by.append(received))
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         server.run()
     finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         app.state.vouchercore_close()  # once: a no-op after the lifespan closed it
+    if stopped_by:
+        print(f"vouchercore: stopped by {signal.Signals(stopped_by[0]).name}", file=sys.stderr)
     return EXIT_OK if server.started else EXIT_REFUSED
 
 
