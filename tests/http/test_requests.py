@@ -8,6 +8,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -616,3 +617,69 @@ def test_a_file_that_cannot_be_imported_at_all_fails_its_async_action(client: Te
     )
     assert (done["status"], done["operation_status"]) == ("FAILED", "FAILED")
     assert "Code" in done["result"]["message"]
+
+
+def test_an_export_can_be_deleted_with_its_file(client: TestClient) -> None:
+    _made(client, "G-1", type="GIFT_VOUCHER", gift={"amount": 100})
+    made = client.post("/v1/vouchers/G-1/transactions/export", json={}).json()
+    wait_for(
+        lambda: client.get(f"/v1/exports/{made['id']}").json()["status"] == "DONE",
+        "the export is done",
+    )
+    assert client.delete(f"/v1/exports/{made['id']}").status_code == 204
+    _refused(client.get(f"/v1/exports/{made['id']}"), 404, "not_found")
+    _refused(client.delete(f"/v1/exports/{made['id']}"), 404, "not_found")
+
+
+def test_transactions_are_paged_by_number_or_by_cursor_in_either_order(client: TestClient) -> None:
+    _made(client, "G-1", type="GIFT_VOUCHER", gift={"amount": 100})
+    for amount in (1, 2, 3):
+        client.post("/v1/vouchers/G-1/balance", json={"amount": amount})
+    pages = [
+        client.get("/v1/vouchers/G-1/transactions", params={"limit": 2, "page": page}).json()
+        for page in (1, 2)
+    ]
+    amounts = [[tx["details"]["balance"]["amount"] for tx in p["data"]] for p in pages]
+    assert amounts == [[3, 2], [1]]
+    assert [p["has_more"] for p in pages] == [True, False]
+    oldest = client.get("/v1/vouchers/G-1/transactions", params={"order": "id"}).json()
+    assert [tx["details"]["balance"]["amount"] for tx in oldest["data"]] == [1, 2, 3]
+    both = client.get(
+        "/v1/vouchers/G-1/transactions", params={"page": 2, "starting_after_id": "vtx_1"}
+    )
+    _refused(both, 400, "invalid_payload")
+    _refused(
+        client.get("/v1/vouchers/G-1/transactions", params={"limit": 101}), 400, "invalid_payload"
+    )
+
+
+def test_a_content_length_that_is_not_a_number_is_refused(client: TestClient) -> None:
+    answer = client.post(
+        "/v1/vouchers/G-1",
+        content=b'{"gift": {"amount": 1}}',
+        headers={"Content-Type": "application/json", "Content-Length": "lots"},
+    )
+    _refused(answer, 400, "invalid_payload")
+
+
+def test_an_import_running_at_shutdown_is_stopped_or_done_never_left_running(
+    engine: Engine, tmp_path: Path
+) -> None:
+    rows = "".join(f"C{i},GIFT_VOUCHER,100,\n" for i in range(30_000))
+    upload = ("Code,Voucher Type,Value,Discount Type\n" + rows).encode()
+    jobs_dir = tmp_path / "jobs"
+    app = create_app(engine, app_id=APP_ID, app_token=APP_TOKEN, jobs_dir=str(jobs_dir))
+    with TestClient(app, headers=AUTH) as client:
+        sent = client.post("/v1/vouchers/importCSV", files={"file": ("v.csv", upload, "text/csv")})
+        action_id = sent.json()["async_action_id"]
+    # the lifespan shutdown waited for the job: it ended, one way or the other
+    record = json.loads((jobs_dir / f"{action_id}.json").read_text(encoding="utf-8"))
+    assert record["status"] in ("DONE", "FAILED")
+    if record["status"] == "FAILED":
+        assert record["result"]["message"].startswith("stopped: the server shut down")
+    imported = engine.audit()
+    assert imported.ok
+    # rows are stored in batches of 50,000: all of them, or (stopped before the end) none
+    assert imported.vouchers in (0, 30_000)
+    if record["status"] == "DONE":
+        assert (imported.vouchers, record["result"]["done_count"]) == (30_000, 30_000)

@@ -212,9 +212,7 @@ def _endpoint(
 async def _body(server: _Server, request: Request) -> Any:
     """The request's JSON body (None when empty), read up to ``max_body_bytes``."""
     cap = server.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > cap):
-        raise _TooLarge(f"the request body is larger than {cap:,} bytes")
+    _check_length(request, cap, "the request body")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -223,6 +221,17 @@ async def _body(server: _Server, request: Request) -> Any:
             raise _TooLarge(f"the request body is larger than {cap:,} bytes")
         chunks.append(chunk)
     return bodies.parse_json(b"".join(chunks))
+
+
+def _check_length(request: Request, cap: int, what: str) -> None:
+    """Refuse a declared ``Content-Length`` over *cap* before reading anything."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    if not declared.isascii() or not declared.isdigit():
+        raise InvalidPayload(f"the Content-Length header is not a number: {shown(declared)}")
+    if int(declared) > cap:
+        raise _TooLarge(f"{what} is larger than {cap:,} bytes")
 
 
 def _code(request: Request, name: str = "code") -> str:
@@ -533,6 +542,17 @@ async def get_export(server: _Server, request: Request) -> Response:
     )
 
 
+@_endpoint
+async def delete_export(server: _Server, request: Request) -> Response:
+    """``DELETE /v1/exports/{id}``: the export and its file removed; 204."""
+    export_id = _code(request, "export_id")
+    if not await anyio.to_thread.run_sync(server.jobs.remove, export_id):
+        raise NotFound(
+            f"no export has id {shown(export_id)}", resource_id=export_id, resource_type="export"
+        )
+    return Response(status_code=204)
+
+
 def _capped(receive: Receive, cap: int) -> Receive:
     """*receive*, raising :class:`_TooLarge` once the body passes *cap* bytes."""
     size = 0
@@ -553,9 +573,7 @@ async def import_csv(server: _Server, request: Request) -> Response:
     """``POST /v1/vouchers/importCSV`` (multipart, part ``file``): ``202 {async_action_id}``;
     the import runs as a job, followed by ``GET /v1/async-actions/{id}``."""
     cap = server.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > cap):
-        raise _TooLarge(f"the uploaded file is larger than {cap:,} bytes")
+    _check_length(request, cap, "the uploaded file")
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise InvalidPayload("send the CSV file as multipart/form-data, in the part 'file'")
     upload = Request(request.scope, _capped(request.receive, cap))
@@ -708,6 +726,7 @@ def create_app(
         route("/v1/redemptions/{redemption_id}/rollback", rollback, "POST"),
         route("/v1/redemptions/{redemption_id}/rollbacks", rollback_stacked, "POST"),
         route("/v1/exports/{export_id}", get_export, "GET"),
+        route("/v1/exports/{export_id}", delete_export, "DELETE"),
         route("/v1/async-actions/{action_id}", get_async_action, "GET"),
     ]
 

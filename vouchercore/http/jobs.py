@@ -123,6 +123,16 @@ class Jobs:
             return None
         return loaded
 
+    def remove(self, record_id: str) -> bool:
+        """Remove the record *record_id* and its file; False when there is none."""
+        target = self.path(record_id, ".json")
+        if target is None or not target.exists():
+            return False
+        for suffix in (".csv", ".json"):
+            with contextlib.suppress(FileNotFoundError):
+                target.with_suffix(suffix).unlink()
+        return True
+
     def sweep(self) -> None:
         """Remove the records and files older than the retention."""
         horizon = time.time() - self._retention
