@@ -37,7 +37,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -116,11 +116,8 @@ class _Server:
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-        status_code=status,
-        media_type="application/json",
-    )
+    # json.dumps with its default arguments runs the cached C encoder: the fastest form
+    return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
 
 
 def _request_id() -> str:
@@ -201,6 +198,8 @@ def _endpoint(
                 return _error_response(InvalidPayload(str(problem)))
             except HTTPException as problem:  # the multipart parser's refusals
                 return _http_error(problem.status_code, problem.detail)
+            except ClientDisconnect:  # nobody reads the answer
+                return _plain_error(400, "invalid_payload", "the client went away")
             except Exception as problem:
                 return _unexpected(request, problem)
 
@@ -213,14 +212,21 @@ async def _body(server: _Server, request: Request) -> Any:
     """The request's JSON body (None when empty), read up to ``max_body_bytes``."""
     cap = server.max_body_bytes
     _check_length(request, cap, "the request body")
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > cap:
             raise _TooLarge(f"the request body is larger than {cap:,} bytes")
         chunks.append(chunk)
-    return bodies.parse_json(b"".join(chunks))
+        if not message.get("more_body", False):
+            break
+    return bodies.parse_json(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 def _check_length(request: Request, cap: int, what: str) -> None:
@@ -702,12 +708,14 @@ def create_app(
     def route(path: str, work: Callable[[_Server], Handler], method: str) -> Route:
         return Route(path, work(server), methods=[method])
 
-    routes = [
+    routes = [  # matched in this order: the point-of-sale calls first
+        route("/v1/validations", validate_stacked, "POST"),
+        route("/v1/redemptions", redeem_stacked, "POST"),
+        route("/v1/vouchers/{code}", get_voucher, "GET"),
         route("/v1/vouchers", generate_voucher, "POST"),
         route("/v1/vouchers/", generate_voucher, "POST"),
         route("/v1/vouchers/importCSV", import_csv, "POST"),
         route("/v1/vouchers/import", json_import, "POST"),
-        route("/v1/vouchers/{code}", get_voucher, "GET"),
         route("/v1/vouchers/{code}", create_voucher, "POST"),
         route("/v1/vouchers/{code}", update_voucher, "PUT"),
         route("/v1/vouchers/{code}", delete_voucher, "DELETE"),
@@ -720,8 +728,6 @@ def create_app(
         route("/v1/vouchers/{code}/validate", legacy_validate, "POST"),
         route("/v1/vouchers/{code}/redemption", legacy_redeem, "POST"),
         route("/v1/vouchers/{code}/redemption", voucher_redemptions, "GET"),
-        route("/v1/validations", validate_stacked, "POST"),
-        route("/v1/redemptions", redeem_stacked, "POST"),
         route("/v1/redemptions/{redemption_id}", get_redemption, "GET"),
         route("/v1/redemptions/{redemption_id}/rollback", rollback, "POST"),
         route("/v1/redemptions/{redemption_id}/rollbacks", rollback_stacked, "POST"),
