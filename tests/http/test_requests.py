@@ -547,7 +547,7 @@ def test_an_export_names_its_voucher_in_a_filter_the_sdk_accepts_and_serves_its_
     client.post("/v1/vouchers/G-1/balance", json={"amount": 50})
     made = client.post("/v1/vouchers/G-1/transactions/export", json={"parameters": None}).json()
     # the spec's $in allows one-character items only (the SDK enforces it): $is names the id
-    assert made["parameters"]["filters"] == {"voucher_id": {"conditions": {"$is": card["id"]}}}
+    assert made["parameters"]["filters"] == {"voucher_id": {"conditions": {"$is": [card["id"]]}}}
     assert made["status"] == "SCHEDULED" and "_token" not in made
     done = wait_for(
         lambda: (

@@ -191,8 +191,10 @@ def new_export(
     """The record of a new voucher-transactions export (``SCHEDULED``), saved.
 
     Its ``parameters.filters`` name the voucher as ``{"voucher_id": {"conditions": {"$is":
-    id}}}``: the spec's ``$in`` form allows items of one character only, which the Python SDK
-    enforces, so no real voucher id fits it; ``$is`` is the spec's filter for one value.
+    [id]}}}``. The export-create schema declares only ``$in``, with items of one character
+    (which the Python SDK 6.1.1 enforces: no real voucher id fits); the export-get schema's
+    filter conditions (``FiltersCondition``) make every operator, ``$is`` included, a list.
+    ``$is`` with the one id is valid under both schemas and accepted by the SDK.
     """
     jobs.sweep()
     record: dict[str, Any] = {
@@ -205,7 +207,7 @@ def new_export(
         "parameters": {
             "order": order,
             "fields": list(columns),
-            "filters": {"voucher_id": {"conditions": {"$is": voucher_id}}},
+            "filters": {"voucher_id": {"conditions": {"$is": [voucher_id]}}},
         },
         "result": None,
         "user_id": None,

@@ -117,7 +117,7 @@ def voucher(found: Voucher) -> dict[str, Any]:
     }
     if kind is _LOYALTY:
         usage["redeemed_points"] = found.redeemed_points
-    return {
+    body: dict[str, Any] = {
         "id": found.id,
         "code": found.code,
         "campaign": None,
@@ -125,13 +125,10 @@ def voucher(found: Voucher) -> dict[str, Any]:
         "category": found.category,
         "category_id": None,
         "type": kind.value,
-        "discount": None if found.discount is None else found.discount.as_dict(),
         "gift": None if gift is None else {"amount": gift.amount, "balance": gift.balance},
         "loyalty_card": loyalty,
         "start_date": instant(found.start_date),
         "expiration_date": instant(found.expiration_date),
-        "validity_timeframe": None,
-        "validity_day_of_week": None,
         "active": found.active,
         "additional_info": found.additional_info,
         "metadata": {} if found.metadata is None else found.metadata,
@@ -144,6 +141,9 @@ def voucher(found: Voucher) -> dict[str, Any]:
         "publish": {"object": "list", "count": 0, "url": f"/v1/vouchers/{found.code}/publications"},
         "categories": [],
     }
+    if found.discount is not None:  # the spec's discount is not nullable: absent otherwise
+        body["discount"] = found.discount.as_dict()
+    return body
 
 
 def _voucher_ref(voucher_id: str, code: str, kind: VoucherType) -> dict[str, Any]:
