@@ -14,11 +14,13 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from starlette.testclient import TestClient
 
 from tests.http.conftest import APP_ID, APP_TOKEN, AUTH
 from tests.liveness import LIVENESS
 from vouchercore import Engine
 from vouchercore.cli import EXIT_BAD_INPUT, main
+from vouchercore.http import from_environment
 
 
 @pytest.mark.parametrize(
@@ -104,3 +106,19 @@ def test_serve_runs_until_a_signal_then_closes_its_engine_and_exits_0(
     assert "Traceback" not in log and APP_TOKEN not in log
     with Engine(f"sqlite:///{book}") as reopened:
         assert reopened.get_voucher("KEPT-1").gift.balance == 700  # type: ignore[union-attr]
+
+
+def test_an_app_configured_by_the_environment_serves_its_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOUCHERCORE_STORE", f"sqlite:///{tmp_path / 'book.db'}")
+    monkeypatch.setenv("VOUCHERCORE_APP_ID", APP_ID)
+    monkeypatch.setenv("VOUCHERCORE_APP_TOKEN", APP_TOKEN)
+    monkeypatch.setenv("VOUCHERCORE_JOBS_DIR", str(tmp_path / "jobs"))
+    with TestClient(from_environment(), headers=AUTH) as client:
+        assert client.post("/v1/vouchers/ENV-1", json={"gift": {"amount": 5}}).status_code == 200
+    with Engine(f"sqlite:///{tmp_path / 'book.db'}") as reopened:
+        assert reopened.get_voucher("ENV-1").gift.balance == 5  # type: ignore[union-attr]
+    monkeypatch.delenv("VOUCHERCORE_APP_TOKEN")
+    with pytest.raises(ValueError, match="VOUCHERCORE_APP_TOKEN"):
+        from_environment()

@@ -8,7 +8,8 @@ Voucherify's own SDKs (PyPI ``voucherify``, npm ``@voucherify/sdk``) run unchang
     app = create_app(Engine("sqlite:///vouchers.db"), app_id="my-app", app_token="secret")
     # uvicorn module:app, or mount it inside any ASGI application
 
-or from the command line::
+or ``uvicorn --factory vouchercore.http:from_environment --workers 4`` (configured by
+``VOUCHERCORE_*`` variables: :func:`from_environment`), or from the command line::
 
     vouchercore serve --store sqlite:///vouchers.db --app-id my-app --app-token secret
 
@@ -33,6 +34,13 @@ from vouchercore.http.app import (
     DEFAULT_MAX_UPLOAD_BYTES,
     DEFAULT_THREADS,
     create_app,
+    from_environment,
 )
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_THREADS", "create_app"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "DEFAULT_THREADS",
+    "create_app",
+    "from_environment",
+]

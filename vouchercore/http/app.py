@@ -28,6 +28,7 @@ import functools
 import hmac
 import json
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
@@ -48,7 +49,13 @@ from vouchercore.errors import InvalidPayload, NotFound, StorageError, VoucherEr
 from vouchercore.http import bodies, jobs, shapes
 from vouchercore.stores.memory import MemoryStore
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_THREADS", "create_app"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "DEFAULT_THREADS",
+    "create_app",
+    "from_environment",
+]
 
 #: The largest JSON request body (bytes).
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
@@ -760,3 +767,35 @@ def create_app(
     app.add_middleware(_Auth, app_id=app_id, app_token=app_token)
     app.state.vouchercore_close = server.close
     return app
+
+
+def from_environment() -> Starlette:
+    """The application configured by environment variables, for ASGI servers that import a
+    factory — several worker processes on one shared store, for example::
+
+        VOUCHERCORE_STORE=postgresql://app@db/vouchers VOUCHERCORE_APP_ID=… \\
+        VOUCHERCORE_APP_TOKEN=… VOUCHERCORE_JOBS_DIR=/srv/vouchercore-jobs \\
+        uvicorn --factory vouchercore.http:from_environment --workers 4
+
+    ``VOUCHERCORE_STORE`` (default ``memory://``: each process would have its own book),
+    ``VOUCHERCORE_APP_ID`` and ``VOUCHERCORE_APP_TOKEN`` (required),
+    ``VOUCHERCORE_JOBS_DIR`` (give every process the same one) and ``VOUCHERCORE_THREADS``.
+
+    Raises:
+        InvalidPayload: a credential missing, or a bad number of threads.
+    """
+    environ = os.environ
+    app_id = environ.get("VOUCHERCORE_APP_ID", "")
+    app_token = environ.get("VOUCHERCORE_APP_TOKEN", "")
+    if not app_id or not app_token:
+        raise InvalidPayload("set VOUCHERCORE_APP_ID and VOUCHERCORE_APP_TOKEN")
+    threads = environ.get("VOUCHERCORE_THREADS", str(DEFAULT_THREADS))
+    if not threads.isascii() or not threads.isdigit():
+        raise InvalidPayload(f"VOUCHERCORE_THREADS must be a positive int, got {shown(threads)}")
+    return create_app(
+        Engine(environ.get("VOUCHERCORE_STORE", "memory://")),
+        app_id=app_id,
+        app_token=app_token,
+        threads=int(threads),
+        jobs_dir=environ.get("VOUCHERCORE_JOBS_DIR") or None,
+    )
