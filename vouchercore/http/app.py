@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
+import io
 import json
 import logging
 import os
@@ -590,14 +591,16 @@ async def import_csv(server: _Server, request: Request) -> Response:
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise InvalidPayload("send the CSV file as multipart/form-data, in the part 'file'")
     upload = Request(request.scope, _capped(request.receive, cap))
-    async with upload.form(max_files=1, max_fields=8) as form:
+    async with upload.form(max_files=1, max_fields=8, max_part_size=cap) as form:
         file = form.get("file")
-        if not isinstance(file, UploadFile):
-            raise InvalidPayload("the multipart body has no file in the part 'file'")
+        if file is None:
+            raise InvalidPayload("the multipart body has no part 'file' (the CSV file)")
+        # a part without a filename arrives as text: its content is the file all the same
+        content = file.file if isinstance(file, UploadFile) else io.BytesIO(file.encode())
         record = await anyio.to_thread.run_sync(
             jobs.new_import, server.jobs, server.engine, _request_id()
         )
-        kept = await anyio.to_thread.run_sync(server.jobs.keep_upload, file.file, record["id"])
+        kept = await anyio.to_thread.run_sync(server.jobs.keep_upload, content, record["id"])
     server.jobs.submit(functools.partial(jobs.run_import, server.jobs, server.engine, record, kept))
     return _json({"async_action_id": record["id"]}, 202)
 

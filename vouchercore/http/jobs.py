@@ -108,7 +108,7 @@ class Jobs:
         target = self.path(record["id"], ".json")
         assert target is not None
         with self._lock:
-            partial = target.with_suffix(f".{threading.get_ident()}.tmp")
+            partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             partial.write_text(json.dumps(record), encoding="utf-8")
             os.replace(partial, target)
 
