@@ -18,7 +18,7 @@ plumbing around the handlers:
 - **Calling the engine**: on the in-memory store, straight from the async handler (a call
   takes microseconds); on any other store, in a worker thread bounded by a
   :class:`anyio.CapacityLimiter` (``threads``), so a slow database never blocks the event
-  loop.
+  loop. Exports and CSV imports run on the jobs' own threads (:mod:`vouchercore.http.jobs`).
 """
 
 from __future__ import annotations
@@ -525,7 +525,9 @@ async def export_transactions(server: _Server, request: Request) -> Response:
 @_endpoint
 async def get_export(server: _Server, request: Request) -> Response:
     """``GET /v1/exports/{id}``: the export object; with ``?token=…`` (its ``result.url``)
-    the file itself, as ``text/plain`` CSV."""
+    the file itself, as ``text/plain`` CSV (what the Python SDK's ``download_export`` reads).
+    Unlike Voucherify's pre-signed download host, the download needs the app's credentials
+    too: the token only picks the file."""
     export_id = _code(request, "export_id")
     record = await anyio.to_thread.run_sync(server.jobs.load, export_id)
     if record is None:
