@@ -5,6 +5,9 @@
 audits it. Exit status: 0 audit OK, 1 the audit found a broken invariant (or the run failed),
 2 bad arguments.
 
+``vouchercore serve`` serves a store over Voucherify's HTTP API (:mod:`vouchercore.http`, the
+``http`` extra) until SIGTERM or SIGINT; it refuses to start without credentials (exit 2).
+
 The other commands work on a store given by ``--store URL`` (required): ``import FILE``,
 ``generate COUNT``, ``voucher CODE``, ``transactions CODE``, ``export CODE``,
 ``release CODE KEY``, ``balance CODE AMOUNT`` and ``audit``. Each prints text for people, or
@@ -27,7 +30,9 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -193,7 +198,115 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_store_commands(commands)
+    _add_serve_command(commands)
     return parser
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    return value
+
+
+def _add_serve_command(commands: Any) -> None:
+    """``serve``: the Voucherify-compatible HTTP server (the ``http`` extra)."""
+    serve = commands.add_parser(
+        "serve",
+        help="serve a voucher book over Voucherify's HTTP API (needs the http extra)",
+        description=(
+            "Serve the store over a Voucherify-compatible HTTP API: Voucherify's own SDKs "
+            "(PyPI voucherify, npm @voucherify/sdk) run unchanged against it. Every request "
+            "must carry the credentials as X-App-Id and X-App-Token; the server does not "
+            "start without them (--app-id/--app-token, or VOUCHERCORE_APP_ID/"
+            "VOUCHERCORE_APP_TOKEN). SIGTERM or SIGINT stops it cleanly: running requests "
+            "finish, running jobs stop, and the store is closed."
+        ),
+    )
+    serve.add_argument(
+        "--store",
+        default="memory://",
+        help=(
+            "store URL: memory:// (default; holds nothing between runs), "
+            "sqlite:///path.db, postgresql://user@host/db[?schema=NAME]"
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to listen on (8000)")
+    serve.add_argument("--app-id", help="the X-App-Id to accept (or VOUCHERCORE_APP_ID)")
+    serve.add_argument("--app-token", help="the X-App-Token to accept (or VOUCHERCORE_APP_TOKEN)")
+    serve.add_argument(
+        "--threads",
+        type=_positive,
+        default=8,
+        help="engine calls running at once in worker threads on a SQL store (8)",
+    )
+    serve.add_argument(
+        "--jobs-dir",
+        help=(
+            "where exports and CSV imports are kept (default: a temporary directory); give "
+            "server processes that share a store the same one"
+        ),
+    )
+
+
+def _serve(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the HTTP server until SIGTERM/SIGINT; the engine is closed on the way out."""
+    app_id = args.app_id or os.environ.get("VOUCHERCORE_APP_ID")
+    app_token = args.app_token or os.environ.get("VOUCHERCORE_APP_TOKEN")
+    if not app_id or not app_token:
+        return _error(
+            "serve needs credentials: --app-id and --app-token, or VOUCHERCORE_APP_ID and "
+            "VOUCHERCORE_APP_TOKEN",
+            EXIT_BAD_INPUT,
+        )
+    try:
+        import uvicorn  # noqa: PLC0415 - the optional http extra
+
+        from vouchercore.http import create_app  # noqa: PLC0415
+    except ImportError as error:
+        return _error(
+            f"{error} (serve needs the http extra: pip install 'vouchercore[http]')",
+            EXIT_BAD_INPUT,
+        )
+    try:
+        engine = Engine(args.store)
+    except VoucherError as error:
+        return _error(str(error), _status_of(error))
+    except ImportError as error:  # the store's optional driver is not installed
+        return _error(f"{error} (is the store's extra installed?)", EXIT_BAD_INPUT)
+    # the server's own lines (an unexpected error with its request id, the engine closed)
+    # go to stderr beside uvicorn's; the credentials are never logged
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    app = create_app(
+        engine, app_id=app_id, app_token=app_token, threads=args.threads, jobs_dir=args.jobs_dir
+    )
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        lifespan="on",
+        log_level="info",
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn catches SIGTERM/SIGINT, shuts down gracefully (the lifespan closes the engine),
+    # then raises the signal again for the handler it found: this one, so that a clean stop
+    # ends the command with status 0 instead of dying by the signal
+    stopped_by: list[int] = []
+    previous = {
+        number: signal.signal(number, lambda received, _frame: stopped_by.append(received))
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        server.run()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        app.state.vouchercore_close()  # once: a no-op after the lifespan closed it
+    if stopped_by:
+        print(f"vouchercore: stopped by {signal.Signals(stopped_by[0]).name}", file=sys.stderr)
+    return EXIT_OK if server.started else EXIT_REFUSED
 
 
 def _add_store_commands(commands: Any) -> None:
@@ -687,6 +800,7 @@ def _on_store(args: argparse.Namespace, out: TextIO) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "simulate": _simulate,
+    "serve": _serve,
     **dict.fromkeys(_STORE_COMMANDS, _on_store),
 }
 
