@@ -1067,19 +1067,20 @@ IDEMPOTENCY_KEYS = ("idem-1", "idem-2")  # shared by stacked redemptions and the
 # points of a loyalty card, nothing for a discount), left out (a gift card then pays from the
 # order; a loyalty card is malformed) or "misplaced" (the field its type refuses); named by its
 # code or by its id
-stack_items = st.builds(
-    lambda size, items: items[:size],
-    st.sampled_from((1, 2, 2, 3, 3, 4)),
-    st.lists(
-        st.tuples(
-            st.integers(0, 7),
-            st.one_of(shares, shares, st.integers(1, 2_000)),
-            st.sampled_from(("given",) * 12 + ("omitted",) * 3 + ("misplaced",)),
-            st.sampled_from((False,) * 5 + (True,)),
-        ),
-        min_size=4,
-        max_size=4,
+_stack_item = st.builds(
+    lambda pick, amount, how: (pick, amount, *how),
+    st.integers(0, 7),
+    st.one_of(shares, shares, st.integers(1, 2_000)),
+    # (flavour, by_id), drawn at once: stacks draw many items, and every draw costs
+    st.sampled_from(
+        (("given", False),) * 10
+        + (("given", True),) * 2
+        + (("omitted", False),) * 2
+        + (("omitted", True), ("misplaced", False))
     ),
+)
+stack_items = st.sampled_from((1, 2, 2, 3, 3, 4)).flatmap(
+    lambda size: st.lists(_stack_item, min_size=size, max_size=size)
 )
 # (what, where): one more redeemable, mostly none: a code no live voucher has, or one of the
 # stack's vouchers again (by the same name, or by its other name: code for id, id for code)
