@@ -34,6 +34,28 @@ expired points, next expiry (date and points), its whole transaction log (type, 
 after, created_at, and the related ids and details of accruals, cancellations, expirations and
 transfers) and the error key of every failing call.
 
+Stacks (``validate_stacked_discounts``, ``redeem_stacked_discounts``,
+``rollback_stacked_redemptions``; the rules of issue 12) are restated the same way, on the
+single-voucher model: discounts priced first, in request order, each on what is left of the
+order; then gift cards, in request order, paying what is left (explicit credits capped at it,
+else min(left, available)); loyalty cards spend their points and price nothing. Each
+redeemable goes through the single check table against what is left at its turn: INAPPLICABLE
+with its key, or SKIPPED (a gift card failing only for credits with nothing left to pay:
+``no_effect``; an applicable one past the applicable limit, counted in pricing order), or
+APPLICABLE; valid only if all are. A valid LOCK locks every voucher under one key; a redemption
+applies every child as a single redemption (that key's locks counted as its own and released)
+or records only a FAILED parent naming the first redeemable, in request order, that is not
+applicable; a rollback reverses every child with its parent. The machine's engines run with
+small limits (:data:`STACKING`) so that both are reached. Open points decided here: several
+misfits in one redeemable may answer any of their keys; a redemption naming an unknown voucher
+(or reusing an idempotency key for another request) and a misfit in another redeemable may
+answer either; a child rolled back alone is ``invalid_redemption``, but once rolled back with
+its parent (or past the window) ``already_rolled_back`` (``rollback_window_exceeded``) is
+accepted too; a parent's id given to ``rollback_redemption`` (or a child's to
+``rollback_stacked_redemptions``) is ``not_found``. Idempotency keys are modelled for the
+stacked calls only: a success keeps its request and result for 7 days, a retry of the same
+request replays it, another request is ``idempotency_key_reused``.
+
 :class:`LoyaltyCardsAgainstModel` runs the same rules on loyalty cards only, so that most
 steps add, accrue, lock, spend, transfer, cancel or expire points.
 """
@@ -41,9 +63,10 @@ steps add, accrue, lock, spend, transfer, cancel or expire points.
 from __future__ import annotations
 
 import calendar
+import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -209,6 +232,7 @@ class ModelRedemption:
     amount: int
     date: int
     failure_code: str | None = None
+    parent: str | None = None  # the id of its stacked redemption, if it is a child
 
 
 @dataclass(frozen=True)
@@ -219,6 +243,60 @@ class Verdict:
     amount: int = 0
     credits: int = 0
     points: int = 0
+
+
+APPLICABLE, INAPPLICABLE, SKIPPED = "APPLICABLE", "INAPPLICABLE", "SKIPPED"
+#: a stack prices its discount vouchers first, then its gift cards, then its loyalty cards
+PRICING_ORDER = (DISCOUNT, GIFT, LOYALTY)
+#: how long an idempotency key is kept (the engine's default retention)
+KEY_RETENTION = 7 * DAY
+
+
+@dataclass(frozen=True)
+class StackEntry:
+    """One redeemable of a stacked request: the voucher's code or id as given, and the
+    ``gift.credits`` / ``reward.points`` it carries."""
+
+    name: str
+    credits: int | None = None
+    points: int | None = None
+
+
+@dataclass
+class Priced:
+    """What the model decides for one redeemable of a stack (``voucher`` None: not found)."""
+
+    entry: StackEntry
+    voucher: ModelVoucher | None
+    status: str = INAPPLICABLE
+    error: str | None = "not_found"
+    amount: int = 0  # the discount, credits or points it uses, when APPLICABLE
+    owed: int | None = None  # what was left of the order at its turn
+
+
+@dataclass(eq=False)
+class ModelParent:
+    """The parent of a stacked redemption: SUCCEEDED with its children, FAILED (none), or
+    ROLLED_BACK with all of them."""
+
+    status: str
+    amount: int
+    date: int
+    session_key: str | None
+    children: list[tuple[str, ModelRedemption]] = field(default_factory=list)
+    failure_code: str | None = None
+    failed_redeemable: str | None = None
+    rollback_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What an idempotency key holds: the request it was used for (a canonical string), the
+    ids of the result returned (replayed as they were), and when it is forgotten."""
+
+    request: str
+    result: tuple[str, ...]
+    expires_at: int
 
 
 def discount_amount(discount: dict[str, Any], order_amount: int | None) -> int:
@@ -250,6 +328,8 @@ class Model:
         self.vouchers: dict[str, ModelVoucher] = {}  # live vouchers by code
         self.reserved: set[str] = set()  # codes of soft-deleted vouchers (§11)
         self.redemptions: dict[str, ModelRedemption] = {}  # by the engine's redemption id
+        self.parents: dict[str, ModelParent] = {}  # stacked redemptions, by parent id
+        self.kept_keys: dict[str, Kept] = {}  # idempotency keys of stacked calls
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -293,6 +373,21 @@ class Model:
                 raise Refusal("invalid_payload", "missing_amount")
         elif credits is not None or points is not None:
             raise Refusal("invalid_payload")
+        return self.check(
+            voucher, order_amount=order_amount, credits=credits, points=points, key=key
+        )
+
+    def check(
+        self,
+        voucher: ModelVoucher,
+        *,
+        order_amount: int | None,
+        credits: int | None,
+        points: int | None,
+        key: str | None,
+    ) -> Verdict:
+        """§3 check table on a well-formed request for *voucher*, *key*'s own lock counted as
+        available."""
         # §2: the caller's own lock counts as available to itself; everyone else's is taken.
         others = [s for k, s in self.live_sessions(voucher).items() if k != key]
         # §3 check order.
@@ -326,17 +421,25 @@ class Model:
         redemption = self.redemptions.get(redemption_id)
         if redemption is None or redemption.voucher.deleted:
             raise Refusal("not_found")
-        keys = set()
-        if redemption.status == FAILED:
+        keys = self.rollback_keys(redemption.status, redemption.date)
+        if redemption.parent is not None:  # a stack's child goes back only with its parent
             keys.add("invalid_redemption")
-        elif redemption.status == ROLLED_BACK:
-            keys.add("already_rolled_back")
-        # "within 3 calendar months": at exactly three months it is still within.
-        if self.now > add_calendar_months(redemption.date, ROLLBACK_WINDOW_MONTHS):
-            keys.add("rollback_window_exceeded")
         if keys:
             raise Refusal(*keys)
         return redemption
+
+    def rollback_keys(self, status: str, date: int) -> set[str]:
+        """§5: why a redemption (or a stack's parent) in *status*, made at *date*, cannot be
+        rolled back now (empty: it can). Where two apply, either may be answered."""
+        keys = set()
+        if status == FAILED:
+            keys.add("invalid_redemption")
+        elif status == ROLLED_BACK:
+            keys.add("already_rolled_back")
+        # "within 3 calendar months": at exactly three months it is still within.
+        if self.now > add_calendar_months(date, ROLLBACK_WINDOW_MONTHS):
+            keys.add("rollback_window_exceeded")
+        return keys
 
     def instants(self, kind: str) -> list[int]:
         """Boundaries worth landing on: session expiries, start/expiration dates, rollback
@@ -702,6 +805,177 @@ class Model:
         else:
             raise Refusal("not_found")
 
+    # -- stacks: several vouchers in one call, all or nothing -----------------------------------
+
+    def find(self, name: str) -> ModelVoucher | None:
+        """The live voucher a redeemable names by its code or by its id."""
+        found = self.vouchers.get(name)
+        if found is None:
+            found = next((v for v in self.vouchers.values() if v.id == name), None)
+        return found
+
+    @staticmethod
+    def misfit(voucher: ModelVoucher, entry: StackEntry, order_amount: int | None) -> set[str]:
+        """Why *entry* does not fit *voucher* (empty: it fits): credits off a gift card,
+        points off a loyalty card, a loyalty card without points, and no order amount where
+        the pricing needs one (a priced discount, a gift card without credits). Where one
+        redeemable has several, either key may be answered."""
+        keys = set()
+        if voucher.kind == GIFT:
+            if entry.points is not None:
+                keys.add("invalid_payload")
+            if entry.credits is None and order_amount is None:
+                keys.add("missing_amount")
+        elif voucher.kind == LOYALTY:
+            if entry.credits is not None:
+                keys.add("invalid_payload")
+            if entry.points is None:  # as for a single request, the key is not pinned down
+                keys |= {"invalid_payload", "missing_amount"}
+        else:
+            if entry.credits is not None or entry.points is not None:
+                keys.add("invalid_payload")
+            if order_amount is None:  # AMOUNT, PERCENT, FIXED: each priced on the order
+                keys.add("missing_amount")
+        return keys
+
+    def stack_misfit(self, entries: list[StackEntry], order_amount: int | None) -> set[str]:
+        """The keys of the first redeemable, in request order, that names a voucher named
+        before it (by code or id) or does not fit its voucher; empty if none. Unknown
+        vouchers are passed over (a validation answers for them)."""
+        seen: set[int] = set()
+        for entry in entries:
+            voucher = self.find(entry.name)
+            if voucher is None:
+                continue
+            if id(voucher) in seen:
+                return {"invalid_payload"}
+            seen.add(id(voucher))
+            keys = self.misfit(voucher, entry, order_amount)
+            if keys:
+                return keys
+        return set()
+
+    @staticmethod
+    def stack_syntax(entries: list[StackEntry], limit: int) -> None:
+        """Raise what a stack refuses before looking at any voucher: more redeemables than
+        the limit, or one name given twice."""
+        if len(entries) > limit:
+            raise Refusal("redeemables_limit_exceeded")
+        names = [e.name for e in entries]
+        if len(set(names)) < len(names):
+            raise Refusal("invalid_payload")
+
+    def price(
+        self, entries: list[StackEntry], order_amount: int | None, key: str | None, limit: int
+    ) -> list[Priced]:
+        """Decide every redeemable of a well-formed stack, in request order.
+
+        Pricing order: discounts (in request order), each on what is left of the order; then
+        gift cards (in request order) pay what is left, explicit credits capped at it; then
+        loyalty cards (points, no pricing). Each is checked as a single request is; a gift
+        card failing only for credits when nothing is left to pay is SKIPPED (no_effect); an
+        applicable one past *limit* applicable ones, counted in pricing order, is SKIPPED.
+        """
+        priced = [Priced(entry, self.find(entry.name)) for entry in entries]
+        found = [p for p in priced if p.voucher is not None]
+        owed = order_amount
+        applicable = 0
+        for kind in PRICING_ORDER:
+            for item in (p for p in found if p.voucher is not None and p.voucher.kind == kind):
+                voucher = item.voucher
+                assert voucher is not None
+                credits = item.entry.credits
+                if kind == GIFT and credits is not None and owed is not None:
+                    credits = min(credits, owed)
+                item.owed = owed
+                verdict = self.check(
+                    voucher, order_amount=owed, credits=credits, points=item.entry.points, key=key
+                )
+                if verdict.error is not None:
+                    nothing_to_pay = kind == GIFT and owed == 0
+                    if nothing_to_pay and verdict.error == "gift_amount_exceeded":
+                        item.status, item.error = SKIPPED, "no_effect"
+                    else:
+                        item.status, item.error = INAPPLICABLE, verdict.error
+                elif applicable == limit:
+                    item.status, item.error = SKIPPED, "applicable_redeemables_limit_exceeded"
+                else:
+                    applicable += 1
+                    item.status, item.error, item.amount = APPLICABLE, None, verdict.amount
+                    if owed is not None and kind != LOYALTY:
+                        owed -= verdict.amount
+        return priced
+
+    @staticmethod
+    def priced_use(item: Priced) -> Verdict:
+        """What an applicable redeemable uses, as a single request's verdict."""
+        assert item.voucher is not None and item.status == APPLICABLE
+        kind = item.voucher.kind
+        return Verdict(
+            None,
+            amount=item.amount,
+            credits=item.amount if kind == GIFT else 0,
+            points=item.amount if kind == LOYALTY else 0,
+        )
+
+    def kept(self, key: str | None) -> Kept | None:
+        """What a live idempotency key holds (a key is live while now < its expiry)."""
+        held = None if key is None else self.kept_keys.get(key)
+        return held if held is not None and self.now < held.expires_at else None
+
+    def keep(self, key: str | None, request: str, result: tuple[str, ...]) -> None:
+        """A successful keyed call keeps its request and result under the key."""
+        if key is not None:
+            self.kept_keys[key] = Kept(request, result, self.now + KEY_RETENTION)
+
+    def redeem_stack(
+        self,
+        priced: list[Priced],
+        key: str | None,
+        parent_id: str,
+        child_ids: list[str],
+        amount: int,
+    ) -> None:
+        """All applicable: one child per voucher, each redeemed as a single redemption is
+        (its lock under *key* released), under one SUCCEEDED parent."""
+        parent = ModelParent(SUCCEEDED, amount, self.now, key)
+        for item, child_id in zip(priced, child_ids, strict=True):
+            assert item.voucher is not None
+            self.redeem(item.voucher.code, self.priced_use(item), key, child_id)
+            child = self.redemptions[child_id]
+            child.parent = parent_id
+            parent.children.append((child_id, child))
+        self.parents[parent_id] = parent
+
+    def fail_stack(self, priced: list[Priced], key: str | None, parent_id: str) -> str:
+        """Not all applicable: only a FAILED parent, naming the first redeemable (request
+        order) that is not applicable. Its error key."""
+        first = next(p for p in priced if p.status != APPLICABLE)
+        assert first.error is not None
+        self.parents[parent_id] = ModelParent(
+            FAILED, 0, self.now, key, failure_code=first.error, failed_redeemable=first.entry.name
+        )
+        return first.error
+
+    def stack_rollback_refusal(self, parent_id: str) -> ModelParent:
+        """Raise what rolling back the stack *parent_id* must raise before its idempotency key
+        is looked at: unknown parent, a FAILED one, a voucher of the stack deleted."""
+        parent = self.parents.get(parent_id)
+        if parent is None:
+            raise Refusal("not_found")
+        if parent.status == FAILED:  # nothing was redeemed: nothing to open
+            raise Refusal(*self.rollback_keys(FAILED, parent.date))
+        if any(child.voucher.deleted for _, child in parent.children):
+            raise Refusal("not_found")
+        return parent
+
+    def rollback_stack(self, parent: ModelParent, rollback_id: str) -> None:
+        """Every child rolled back (refunds in the parent's order), then the parent."""
+        for _, child in parent.children:
+            self.rollback(child)
+        parent.status = ROLLED_BACK
+        parent.rollback_id = rollback_id
+
 
 # --- strategies ------------------------------------------------------------------------------
 
@@ -782,6 +1056,47 @@ def share_of(available: int, share: str) -> int:
     return max(wanted[share], 1)
 
 
+#: the stacking rules of the machine's engines: small, so that a stack of up to four vouchers
+#: (and one more redeemable) reaches both limits
+STACKING = {"redeemables_limit": 4, "applicable_redeemables_limit": 2}
+STACK_KEYS = (*OWN_KEYS, "stack-key")
+IDEMPOTENCY_KEYS = ("idem-1", "idem-2")  # shared by stacked redemptions and their rollbacks
+# a stack of 1–4 (pick, amount, flavour, by_id): the voucher (picked among the live ones, each
+# at most once; mostly among those active and within their dates), a share of what it has
+# available or a number, sent as the voucher's own field ("given": credits of a gift card,
+# points of a loyalty card, nothing for a discount), left out (a gift card then pays from the
+# order; a loyalty card is malformed) or "misplaced" (the field its type refuses); named by its
+# code or by its id
+_stack_item = st.builds(
+    lambda pick, amount, how: (pick, amount, *how),
+    st.integers(0, 7),
+    st.one_of(shares, shares, st.integers(1, 2_000)),
+    # (flavour, by_id), drawn at once: stacks draw many items, and every draw costs
+    st.sampled_from(
+        (("given", False),) * 10
+        + (("given", True),) * 2
+        + (("omitted", False),) * 2
+        + (("omitted", True), ("misplaced", False))
+    ),
+)
+stack_items = st.sampled_from((1, 2, 2, 3, 3, 4)).flatmap(
+    lambda size: st.lists(_stack_item, min_size=size, max_size=size)
+)
+# (what, where): one more redeemable, mostly none: a code no live voucher has, or one of the
+# stack's vouchers again (by the same name, or by its other name: code for id, id for code)
+stack_extras = st.tuples(
+    st.sampled_from((None,) * 12 + ("unknown", "twice", "twice_by_id")), st.integers(0, 4)
+)
+# (order amount, form): ``order_amount=``, ``order={"amount": …}``, or a whole order with
+# its id, source id and metadata, a customer and the call's metadata
+stack_orders = st.tuples(
+    sometimes_none(st.integers(1, 6_000), 6), st.sampled_from(("shorthand", "object", "full"))
+)
+idempotency_keys = st.sampled_from((None,) * 4 + IDEMPOTENCY_KEYS)
+rollback_reasons = st.sampled_from((None, "returned"))
+FAILED_PARENT = re.compile(r"stacked redemption (\S+) failed")
+
+
 def outcome(call: Callable[[], Any]) -> tuple[Any, str | None]:
     """Run an engine call: (its result, None) or (None, the VoucherError key it raised)."""
     try:
@@ -807,12 +1122,20 @@ class EngineAgainstModel(RuleBasedStateMachine):
     session_keys = Bundle("session_keys")  # keys that established a session at some point
     stale_keys = Bundle("stale_keys")  # keys released by hand
     redemptions = Bundle("redemptions")  # redemption ids (SUCCEEDED and FAILED)
+    parents = Bundle("parents")  # stacked redemptions' parent ids (SUCCEEDED and FAILED)
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock(START)
-        self.engine = Engine(clock=self.clock, seed=1234)
+        self.engine = Engine(clock=self.clock, seed=1234, **STACKING)
         self.model = Model(to_us(START))
+        #: the last stack locked by a valid stacked validation: (entries, order, key)
+        self.locked_stack: tuple[list[StackEntry], tuple[int | None, str], str] | None = None
+        #: the last keyed stacked redemption: (entries, order, session key, idempotency key)
+        self.keyed_stack: tuple[list[StackEntry], tuple[int | None, str], str | None, str] | None
+        self.keyed_stack = None
+        #: the last keyed stacked rollback: (parent id, reason, idempotency key)
+        self.keyed_rollback: tuple[str, str | None, str] | None = None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -1017,6 +1340,32 @@ class EngineAgainstModel(RuleBasedStateMachine):
         voucher = self._voucher(code, LOYALTY, points, quantity, window, active)
         return self._create(code, voucher, loyalty_card={"points": points})
 
+    @precondition(lambda self: len(self.model.vouchers) < len(CODES))
+    @rule(
+        target=vouchers,
+        kinds=st.lists(st.sampled_from((DISCOUNT, GIFT, LOYALTY)), min_size=2, max_size=4),
+        discount=discounts,
+        amount=st.integers(1, 5_000),
+        quantity=quantities,
+    )
+    def create_vouchers_to_stack(
+        self, kinds: list[str], discount: dict[str, Any], amount: int, quantity: int | None
+    ) -> Any:
+        """Several vouchers at once, active and without dates (a loyalty card with a tenth of
+        *amount* in points): stacks of more than one or two that may all apply."""
+        free = [c for c in CODES if c not in self.model.vouchers and c not in self.model.reserved]
+        created = []
+        for kind, code in zip(kinds, free, strict=False):
+            if kind == DISCOUNT:
+                made = self.create_discount_voucher(code, discount, quantity, (None, None), True)
+            elif kind == GIFT:
+                made = self.create_gift_voucher(code, amount, quantity, (None, None), True)
+            else:
+                made = self.create_loyalty_card(code, amount // 10, quantity, (None, None), True)
+            if isinstance(made, str):
+                created.append(made)
+        return multiple(*created)
+
     @rule(code=vouchers, active=actives)
     def enable_or_disable(self, code: str, active: bool) -> None:
         call = self.engine.enable_voucher if active else self.engine.disable_voucher
@@ -1150,6 +1499,9 @@ class EngineAgainstModel(RuleBasedStateMachine):
 
     @rule(redemption_id=redemptions | st.just("r_unknown"))
     def rollback_redemption(self, redemption_id: str) -> None:
+        self._rollback(redemption_id)
+
+    def _rollback(self, redemption_id: str) -> None:
         rollback, error = outcome(lambda: self.engine.rollback_redemption(redemption_id))
         try:
             redemption = self.model.rollback_refusal(redemption_id)
@@ -1620,6 +1972,545 @@ class EngineAgainstModel(RuleBasedStateMachine):
             self._compare_voucher(code, card)
         return multiple()
 
+    # -- stacks: validate, redeem and roll back several vouchers at once ----------------------
+
+    def _stack(
+        self, items: list[tuple[int, str | int, str, bool]], extra: tuple[str | None, int]
+    ) -> list[StackEntry]:
+        """The redeemables of a stack drawn as *items* and *extra* (see :data:`stack_items`)."""
+        now = self.model.now
+        pool = sorted(self.model.vouchers)
+        usable = [
+            code
+            for code in pool
+            if (v := self.model.vouchers[code]).active
+            and (v.start is None or v.start <= now)
+            and (v.end is None or now <= v.end)
+        ]
+        if usable and items[0][0] % 4:  # mostly vouchers that may apply
+            pool = usable
+        entries: list[StackEntry] = []
+        for pick, amount, flavour, by_id in items:
+            if not pool:
+                break
+            voucher = self.model.vouchers[pool.pop(pick % len(pool))]
+            value = (
+                share_of(self.model.available(voucher), amount)
+                if isinstance(amount, str)
+                else amount
+            )
+            own = {GIFT: "credits", LOYALTY: "points", DISCOUNT: None}[voucher.kind]
+            refused = {GIFT: "points", LOYALTY: "credits", DISCOUNT: "credits"}[voucher.kind]
+            target = {"given": own, "omitted": None, "misplaced": refused}[flavour]
+            name = voucher.id if by_id and voucher.id is not None else voucher.code
+            entries.append(
+                StackEntry(
+                    name,
+                    credits=value if target == "credits" else None,
+                    points=value if target == "points" else None,
+                )
+            )
+        what, where = extra
+        if what is None and entries:
+            return entries
+        if what in ("twice", "twice_by_id") and entries:
+            twin = entries[where % len(entries)]
+            voucher = self.model.find(twin.name)
+            assert voucher is not None and voucher.id is not None
+            other = voucher.code if twin.name == voucher.id else voucher.id
+            name = twin.name if what == "twice" else other
+            entries.insert(where % (len(entries) + 1), replace(twin, name=name))
+        else:  # a code that names no live voucher: deleted, freed, or never created
+            missing = [c for c in (*CODES, "NOPE") if c not in self.model.vouchers]
+            entries.insert(where % (len(entries) + 1), StackEntry(missing[where % len(missing)]))
+        return entries
+
+    @staticmethod
+    def _redeemable(entry: StackEntry) -> dict[str, Any]:
+        redeemable: dict[str, Any] = {"object": "voucher", "id": entry.name}
+        if entry.credits is not None:
+            redeemable["gift"] = {"credits": entry.credits}
+        if entry.points is not None:
+            redeemable["reward"] = {"points": entry.points}
+        return redeemable
+
+    @staticmethod
+    def _stack_kwargs(order: tuple[int | None, str]) -> dict[str, Any]:
+        """The order (customer, metadata) arguments of a stacked call, in the drawn form."""
+        amount, form = order
+        if form == "shorthand":
+            return {"order_amount": amount}
+        if form == "object":
+            return {"order": {"amount": amount}}
+        return {
+            "order": {"id": "o-1", "source_id": "src-1", "amount": amount, "metadata": {"lane": 3}},
+            "customer": {"source_id": "cust-1", "metadata": {"tier": "gold"}},
+            "metadata": {"till": 7},
+        }
+
+    @staticmethod
+    def _order_of(kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """(id, source_id, amount, metadata) of the order a stacked call names."""
+        order = kwargs.get("order") or {}
+        amount = kwargs.get("order_amount", order.get("amount"))
+        return order.get("id"), order.get("source_id"), amount, order.get("metadata")
+
+    @staticmethod
+    def _customer_of(kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """(id, source_id, metadata) of the customer a stacked call names."""
+        customer = kwargs.get("customer") or {}
+        return customer.get("id"), customer.get("source_id"), customer.get("metadata")
+
+    def _canonical(
+        self, operation: str, entries: list[StackEntry], kwargs: dict[str, Any], key: str | None
+    ) -> str:
+        """The request an idempotency key remembers: what it asks, however it is spelled."""
+        redeemables = [[e.name, e.credits, e.points] for e in entries]
+        request = [redeemables, self._order_of(kwargs), self._customer_of(kwargs), key]
+        return json.dumps([operation, request, kwargs.get("metadata")], sort_keys=True)
+
+    def _compare_priced(self, got: Any, priced: list[Priced]) -> None:
+        """Each redeemable's result: status, error, use, what was left of the order."""
+        observed, expected = [], []
+        for result, item in zip(got, priced, strict=True):
+            voucher, applies = item.voucher, item.status == APPLICABLE
+            kind = None if voucher is None else voucher.kind
+            observed.append(
+                (
+                    str(result.status),
+                    result.id,
+                    None if result.error is None else result.error.key,
+                    None if result.type is None else str(result.type),
+                    result.code,
+                    result.voucher_id,
+                    result.amount,
+                    result.credits,
+                    result.points,
+                    result.discount_amount,
+                    result.order_amount,
+                    result.balance,
+                )
+            )
+            expected.append(
+                (
+                    item.status,
+                    item.entry.name,
+                    item.error,
+                    kind,
+                    None if voucher is None else voucher.code,
+                    None if voucher is None else voucher.id,
+                    item.amount,
+                    item.amount if applies and kind == GIFT else 0,
+                    item.amount if applies and kind == LOYALTY else 0,
+                    item.amount if applies and kind == DISCOUNT else 0,
+                    item.owed,
+                    None if voucher is None or kind == DISCOUNT else voucher.balance,
+                )
+            )
+        assert observed == expected, (observed, expected)
+
+    def _compare_summary(self, got: Any, priced: list[Priced], kwargs: dict[str, Any]) -> int:
+        """The order as the stack priced it; what the stack takes off (discounts + credits)."""
+        applied = [p for p in priced if p.status == APPLICABLE and p.voucher is not None]
+        discounts = sum(p.amount for p in applied if p.voucher and p.voucher.kind == DISCOUNT)
+        gifts = sum(p.amount for p in applied if p.voucher and p.voucher.kind == GIFT)
+        order_id, source_id, amount, metadata = self._order_of(kwargs)
+        observed = (
+            got.id,
+            got.source_id,
+            got.amount,
+            got.metadata,
+            got.discount_amount,
+            got.gift_amount,
+            got.total_discount_amount,
+            got.total_amount,
+        )
+        total = None if amount is None else amount - discounts - gifts
+        expected = (
+            order_id,
+            source_id,
+            amount,
+            metadata,
+            discounts,
+            gifts,
+            discounts + gifts,
+            total,
+        )
+        assert observed == expected, (observed, expected)
+        return discounts + gifts
+
+    def _validate_stack(
+        self,
+        entries: list[StackEntry],
+        order: tuple[int | None, str],
+        session: dict[str, Any] | None,
+    ) -> str | None:
+        """A stacked validation on both; the key of the locks set, if any."""
+        kwargs = self._stack_kwargs(order)
+        order_amount = self._order_of(kwargs)[2]
+        key = None if session is None else session.get("key")
+        redeemables = [self._redeemable(e) for e in entries]
+        result, error = outcome(
+            lambda: self.engine.validate_stacked_discounts(redeemables, session=session, **kwargs)
+        )
+        try:
+            self.model.stack_syntax(entries, STACKING["redeemables_limit"])
+            misfits = self.model.stack_misfit(entries, order_amount)
+            if misfits:
+                raise Refusal(*misfits)
+        except Refusal as refusal:
+            assert error in refusal.keys, (error, refusal.keys)
+            return None
+        assert error is None, error
+        limit = STACKING["applicable_redeemables_limit"]
+        priced = self.model.price(entries, order_amount, key, limit)
+        self._compare_priced(result.redeemables, priced)
+        self._compare_summary(result.order, priced, kwargs)
+        first = next((p.error for p in priced if p.status != APPLICABLE), None)
+        assert result.valid == (first is None), (result.valid, first)
+        assert (None if result.error is None else result.error.key) == first, result.error
+        if first is not None or session is None:
+            assert result.sessions == (), result.sessions
+            return None
+        ttl, unit = session.get("ttl", DEFAULT_TTL[0]), session.get("ttl_unit", DEFAULT_TTL[1])
+        ttl_us = ttl_to_us(ttl, unit)
+        got_key = result.session_key
+        if key is None:
+            assert GENERATED_KEY.fullmatch(got_key), got_key
+        else:
+            assert got_key == key, (got_key, key)
+        uses = [self.model.priced_use(p) for p in priced]
+        observed = [
+            (
+                s.key,
+                s.voucher_code,
+                s.credits,
+                s.points,
+                to_us(s.expires_at),
+                s.ttl,
+                str(s.ttl_unit),
+            )
+            for s in result.sessions
+        ]
+        expires_at = self.model.now + ttl_us
+        expected = [
+            (got_key, p.voucher.code, use.credits, use.points, expires_at, ttl, unit)
+            for p, use in zip(priced, uses, strict=True)
+            if p.voucher is not None
+        ]
+        assert observed == expected, (observed, expected)
+        for p, use in zip(priced, uses, strict=True):
+            assert p.voucher is not None
+            self.model.lock(p.voucher.code, got_key, use, ttl_us)
+        self.locked_stack = (entries, order, got_key)
+        return str(got_key)
+
+    def _redeem_stack(
+        self,
+        entries: list[StackEntry],
+        order: tuple[int | None, str],
+        key: str | None,
+        idempotency_key: str | None,
+        as_mapping: bool = False,
+    ) -> Any:
+        """A stacked redemption on both: the parent's id, SUCCEEDED or FAILED."""
+        kwargs = self._stack_kwargs(order)
+        order_amount = self._order_of(kwargs)[2]
+        session = None if key is None else {"key": key} if as_mapping else key
+        redeemables = [self._redeemable(e) for e in entries]
+        raised: list[VoucherError] = []
+
+        def call() -> Any:
+            try:
+                return self.engine.redeem_stacked_discounts(
+                    redeemables, session=session, idempotency_key=idempotency_key, **kwargs
+                )
+            except VoucherError as error:
+                raised.append(error)
+                raise
+
+        stacked, error = outcome(call)
+        request = self._canonical("redeem", entries, kwargs, key)
+        try:
+            self.model.stack_syntax(entries, STACKING["redeemables_limit"])
+            misfits = self.model.stack_misfit(entries, order_amount)
+            # the vouchers are looked up first; which of two refusals wins is not pinned down
+            if any(self.model.find(e.name) is None for e in entries):
+                raise Refusal("not_found", *misfits)
+            kept = self.model.kept(idempotency_key)
+            if kept is not None and kept.request != request:
+                raise Refusal("idempotency_key_reused", *misfits)
+            if kept is None and misfits:
+                raise Refusal(*misfits)
+        except Refusal as refusal:
+            assert error in refusal.keys, (error, refusal.keys)
+            return multiple()
+        if idempotency_key is not None:
+            self.keyed_stack = (entries, order, key, idempotency_key)
+        if kept is not None:  # a retry: the first call's result again, nothing changes
+            assert error is None, error
+            replayed = (stacked.parent_redemption.id, *(c.id for c in stacked.redemptions))
+            assert replayed == kept.result, (replayed, kept.result)
+            return multiple()
+        limit = STACKING["applicable_redeemables_limit"]
+        priced = self.model.price(entries, order_amount, key, limit)
+        if all(p.status == APPLICABLE for p in priced):
+            assert error is None, error
+            amount = self._compare_summary(stacked.order, priced, kwargs)
+            parent = stacked.parent_redemption
+            children = stacked.redemptions
+            observed = [
+                (
+                    c.voucher_code,
+                    str(c.status),
+                    c.amount,
+                    c.parent_id,
+                    c.session_key,
+                    c.order_amount,
+                    c.order_id,
+                    c.customer_source_id,
+                    c.metadata,
+                )
+                for c in children
+            ]
+            expected = [
+                (
+                    p.voucher.code if p.voucher else None,
+                    SUCCEEDED,
+                    p.amount,
+                    parent.id,
+                    key,
+                    order_amount,
+                    self._order_of(kwargs)[0],
+                    self._customer_of(kwargs)[1],
+                    kwargs.get("metadata"),
+                )
+                for p in priced
+            ]
+            assert observed == expected, (observed, expected)
+            self._check_parent_request(parent, kwargs)
+            assert to_us(parent.date) == self.model.now, parent.date
+            self.model.redeem_stack(priced, key, parent.id, [c.id for c in children], amount)
+            self.model.keep(idempotency_key, request, (parent.id, *(c.id for c in children)))
+            return parent.id
+        expected_error = next(p.error for p in priced if p.status != APPLICABLE)
+        assert error == expected_error, (error, expected_error)
+        found = FAILED_PARENT.search(raised[0].details or "")
+        assert found is not None, raised[0].details
+        parent_id = found.group(1)
+        self._check_parent_request(self.engine.get_parent_redemption(parent_id), kwargs)
+        self.model.fail_stack(priced, key, parent_id)
+        return parent_id
+
+    def _check_parent_request(self, parent: Any, kwargs: dict[str, Any]) -> None:
+        """A parent keeps the order, customer and metadata of its call."""
+        order = (
+            None
+            if parent.order is None
+            else (
+                parent.order.id,
+                parent.order.source_id,
+                parent.order.amount,
+                parent.order.metadata,
+            )
+        )
+        customer = (
+            None
+            if parent.customer is None
+            else (parent.customer.id, parent.customer.source_id, parent.customer.metadata)
+        )
+        wanted_order, wanted_customer = self._order_of(kwargs), self._customer_of(kwargs)
+        assert order == (None if wanted_order == (None,) * 4 else wanted_order), parent.order
+        assert customer == (None if wanted_customer == (None,) * 3 else wanted_customer), parent
+        assert parent.metadata == kwargs.get("metadata"), parent.metadata
+
+    def _rollback_stack(
+        self, parent_id: str, reason: str | None, idempotency_key: str | None
+    ) -> None:
+        rolled, error = outcome(
+            lambda: self.engine.rollback_stacked_redemptions(
+                parent_id, reason=reason, idempotency_key=idempotency_key
+            )
+        )
+        request = json.dumps(["rollback", parent_id, reason])
+        if idempotency_key is not None:
+            self.keyed_rollback = (parent_id, reason, idempotency_key)
+        try:
+            parent = self.model.stack_rollback_refusal(parent_id)
+            kept = self.model.kept(idempotency_key)
+            if kept is not None and kept.request != request:
+                raise Refusal("idempotency_key_reused")
+            keys = self.model.rollback_keys(parent.status, parent.date)
+            if kept is None and keys:
+                raise Refusal(*keys)
+        except Refusal as refusal:
+            assert error in refusal.keys, (error, refusal.keys)
+            return
+        assert error is None, error
+        ids = (rolled.parent_rollback.id, *(r.id for r in rolled.rollbacks))
+        if kept is not None:  # a retry: this rollback again, not already_rolled_back
+            assert ids == kept.result, (ids, kept.result)
+            return
+        head = rolled.parent_rollback
+        observed = (head.redemption_id, head.amount, head.reason, to_us(head.date))
+        assert observed == (parent_id, -parent.amount, reason, self.model.now), head
+        observed_children = [(r.redemption_id, r.voucher_code, r.amount) for r in rolled.rollbacks]
+        expected_children = [(i, c.voucher.code, -c.amount) for i, c in parent.children]
+        assert observed_children == expected_children, (observed_children, expected_children)
+        self.model.rollback_stack(parent, head.id)
+        self.model.keep(idempotency_key, request, ids)
+
+    @precondition(lambda self: bool(self.model.vouchers))
+    @rule(
+        target=session_keys,
+        items=stack_items,
+        extra=stack_extras,
+        order=stack_orders,
+        lock=st.none() | st.tuples(st.none() | st.sampled_from(STACK_KEYS) | session_keys, ttls),
+    )
+    def validate_stacked_discounts(
+        self,
+        items: list[tuple[int, str | int, str, bool]],
+        extra: tuple[str | None, int],
+        order: tuple[int | None, str],
+        lock: tuple[str | None, tuple[int, str] | None] | None,
+    ) -> Any:
+        """Validate a stack, maybe with a LOCK: under a generated key, the caller's own or
+        one the machine used before (its locks on the stack's vouchers count as its own and
+        are replaced; on other vouchers they stay)."""
+        session: dict[str, Any] | None = None
+        if lock is not None:
+            key, ttl = lock
+            session = {"type": "LOCK"}
+            if key is not None:
+                session["key"] = key
+            if ttl is not None:
+                session["ttl"], session["ttl_unit"] = ttl
+        set_key = self._validate_stack(self._stack(items, extra), order, session)
+        return multiple() if set_key is None else set_key
+
+    @precondition(lambda self: bool(self.model.vouchers))
+    @rule(
+        target=parents,
+        items=stack_items,
+        extra=stack_extras,
+        order=stack_orders,
+        key=st.none() | session_keys | stale_keys,
+        as_mapping=st.booleans(),
+        idempotency_key=idempotency_keys,
+    )
+    def redeem_stacked_discounts(
+        self,
+        items: list[tuple[int, str | int, str, bool]],
+        extra: tuple[str | None, int],
+        order: tuple[int | None, str],
+        key: str | None,
+        as_mapping: bool,
+        idempotency_key: str | None,
+    ) -> Any:
+        """Redeem a stack with no session, or a key that may lock some of its vouchers (or
+        others, or none any more)."""
+        return self._redeem_stack(
+            self._stack(items, extra), order, key, idempotency_key, as_mapping
+        )
+
+    @precondition(lambda self: bool(self.model.vouchers))
+    @rule(
+        target=parents,
+        items=stack_items,
+        order=stack_orders,
+        key=st.none() | st.sampled_from(STACK_KEYS),
+        ttl=ttls,
+        step=st.sampled_from((0, 0, 1, SECOND, MINUTE)),
+        as_mapping=st.booleans(),
+        idempotency_key=idempotency_keys,
+    )
+    def lock_then_redeem_a_stack(
+        self,
+        items: list[tuple[int, str | int, str, bool]],
+        order: tuple[int | None, str],
+        key: str | None,
+        ttl: tuple[int, str] | None,
+        step: int,
+        as_mapping: bool,
+        idempotency_key: str | None,
+    ) -> Any:
+        """Lock a stack under one key, let *step* µs pass (the locks may end meanwhile) and
+        redeem it with that key: each lock counts as its own, and every one is released."""
+        session: dict[str, Any] = {"type": "LOCK"}
+        if key is not None:
+            session["key"] = key
+        if ttl is not None:
+            session["ttl"], session["ttl_unit"] = ttl
+        entries = self._stack(items, (None, 0))
+        locked = self._validate_stack(entries, order, session)
+        if locked is None:
+            return multiple()
+        self._move_clock_to(self.model.now + step)
+        return self._redeem_stack(entries, order, locked, idempotency_key, as_mapping)
+
+    @precondition(lambda self: self.locked_stack is not None)
+    @rule(
+        target=parents,
+        with_key=st.sampled_from((True, True, True, False)),
+        idempotency_key=idempotency_keys,
+    )
+    def redeem_the_locked_stack(self, with_key: bool, idempotency_key: str | None) -> Any:
+        """Redeem the stack the last valid stacked validation locked, with its key (each lock
+        counts as its own, all released) or without (its locks then count against it)."""
+        assert self.locked_stack is not None
+        entries, order, key = self.locked_stack
+        return self._redeem_stack(entries, order, key if with_key else None, idempotency_key)
+
+    @precondition(lambda self: self.keyed_stack is not None)
+    @rule(target=parents)
+    def retry_the_keyed_stacked_redemption(self) -> Any:
+        """The last keyed stacked redemption sent again: its first result while the key is
+        kept (if it succeeded), anew otherwise."""
+        assert self.keyed_stack is not None
+        entries, order, key, idempotency_key = self.keyed_stack
+        return self._redeem_stack(entries, order, key, idempotency_key)
+
+    @precondition(lambda self: self.keyed_rollback is not None)
+    @rule()
+    def retry_the_keyed_stack_rollback(self) -> None:
+        """The last keyed stacked rollback sent again: this rollback again while the key is
+        kept (not ``already_rolled_back``)."""
+        assert self.keyed_rollback is not None
+        self._rollback_stack(*self.keyed_rollback)
+
+    @rule(
+        parent_id=parents,
+        reason=rollback_reasons,
+        idempotency_key=idempotency_keys,
+    )
+    def rollback_stacked_redemptions(
+        self, parent_id: str, reason: str | None, idempotency_key: str | None
+    ) -> None:
+        """Roll back a stack: SUCCEEDED, FAILED or rolled back already (an id that names no
+        parent: :meth:`rollback_a_stack_child`)."""
+        self._rollback_stack(parent_id, reason, idempotency_key)
+
+    @precondition(lambda self: any(p.children for p in self.model.parents.values()))
+    @rule(
+        pick=st.integers(0, 15),
+        mix=st.sampled_from(("child alone",) * 3 + ("child as parent", "parent alone")),
+    )
+    def rollback_a_stack_child(self, pick: int, mix: str) -> None:
+        """A child alone cannot be rolled back (``invalid_redemption``); a child is no parent
+        and a parent no single redemption (``not_found``)."""
+        children = [i for p in self.model.parents.values() for i, _ in p.children]
+        child_id = children[pick % len(children)]
+        if mix == "child alone":
+            self._rollback(child_id)
+            return
+        if mix == "child as parent":
+            _, error = outcome(lambda: self.engine.rollback_stacked_redemptions(child_id))
+        else:
+            parent_id = sorted(self.model.parents)[pick % len(self.model.parents)]
+            _, error = outcome(lambda: self.engine.rollback_redemption(parent_id))
+        assert error == "not_found", (mix, error)
+
     # -- agreement ----------------------------------------------------------------------------
 
     @invariant()
@@ -1633,6 +2524,34 @@ class EngineAgainstModel(RuleBasedStateMachine):
             assert error == "not_found", (code, error)
         for code, voucher in self.model.vouchers.items():
             self._compare_voucher(code, voucher)
+        for parent_id, parent in self.model.parents.items():
+            self._compare_parent(parent_id, parent)
+
+    def _compare_parent(self, parent_id: str, parent: ModelParent) -> None:
+        got = self.engine.get_parent_redemption(parent_id)
+        observed = (
+            str(got.status),
+            got.amount,
+            to_us(got.date),
+            got.redemptions,
+            got.voucher_ids,
+            got.session_key,
+            got.failure_code,
+            got.failed_redeemable,
+            got.rollback_id,
+        )
+        expected = (
+            parent.status,
+            parent.amount,
+            parent.date,
+            tuple(i for i, _ in parent.children),
+            tuple(c.voucher.id for _, c in parent.children),
+            parent.session_key,
+            parent.failure_code,
+            parent.failed_redeemable,
+            parent.rollback_id,
+        )
+        assert observed == expected, (parent_id, observed, expected)
 
     def _compare_voucher(self, code: str, voucher: ModelVoucher) -> None:
         got = self.engine.get_voucher(code)
@@ -1735,6 +2654,13 @@ class LoyaltyCardsAgainstModel(EngineAgainstModel):
     # not rules here: other voucher types, and validations/redemptions of random amounts
     create_discount_voucher = None
     create_gift_voucher = None
+    create_vouchers_to_stack = None
+    # stacks of cards: only redeemed (at once, or locked first) and rolled back
+    validate_stacked_discounts = None
+    redeem_the_locked_stack = None
+    retry_the_keyed_stacked_redemption = None
+    retry_the_keyed_stack_rollback = None
+    rollback_a_stack_child = None
     validate_without_session = None
     validate_with_caller_key = None
     validate_with_generated_key = None

@@ -8,9 +8,10 @@ schema per example, dropped after it). All engines read one :class:`~vouchercore
 generate ids from the same seed. Every call is made on each engine in turn and must give an
 equal result — the same values, ids, session keys and instants — or an equal error; after every
 step every engine's whole observable state (:func:`~vouchercore.testing.state_snapshot`, FAILED
-redemptions included: transaction ids and logs, sessions, redemptions) must be equal, and
-every engine's audit clean. The model's own checks still run: on the first engine's answers
-to every call, and on the first engine's state after every step.
+redemptions included: transaction ids and logs, sessions, redemptions) and the parent of every
+stacked redemption must be equal, and every engine's audit clean. The engines share the
+machine's small stacking rules (``STACKING``). The model's own checks still run: on the first
+engine's answers to every call, and on the first engine's state after every step.
 
 Examples are fewer than the in-memory machine's (each makes a SQLite file, and a PostgreSQL
 schema): an eighth of the profile's ``max_examples`` (``dev`` 5, ``ci`` 25), 50 steps each.
@@ -31,6 +32,7 @@ from hypothesis import settings
 from hypothesis.stateful import invariant
 
 from tests.stateful.test_engine_against_model import (
+    STACKING,
     EngineAgainstModel,
     LoyaltyCardsAgainstModel,
 )
@@ -88,8 +90,9 @@ class StoresAgree(EngineAgainstModel):
         engines: dict[str, Engine] = {}
         for name in STORES:
             store = self._resources.enter_context(store_factory(name)(directory))
-            engines[name] = Engine(store, clock=self.clock, seed=SEED)
+            engines[name] = Engine(store, clock=self.clock, seed=SEED, **STACKING)
         self.engines = engines
+        self._stacks_compared: dict[str, str] = {}  # parent id: status, as last compared
         self.engine = Lockstep(engines)  # type: ignore[assignment]  # duck-typed stand-in
 
     def teardown(self) -> None:
@@ -112,12 +115,20 @@ class StoresAgree(EngineAgainstModel):
 
     @invariant()
     def stores_hold_the_same_state(self) -> None:
-        """Every store shows the same vouchers, sessions, redemptions, transactions and ids,
-        and passes its audit."""
+        """Every store shows the same vouchers, sessions, redemptions, transactions, stacked
+        redemptions' parents and ids, and passes its audit."""
         (first, engine), *others = self.engines.items()
         expected = state_snapshot(engine, include_failed=True)
         for name, other in others:
             assert state_snapshot(other, include_failed=True) == expected, (first, name)
+        # the parents the model says were added or changed since the last step (the first
+        # store's are compared with the model after every step)
+        stacks = {p: parent.status for p, parent in self.model.parents.items()}
+        changed = [p for p, status in stacks.items() if self._stacks_compared.get(p) != status]
+        parents = [engine.get_parent_redemption(p) for p in changed]
+        for name, other in others:
+            assert [other.get_parent_redemption(p) for p in changed] == parents, (first, name)
+        self._stacks_compared = stacks
         for name, each in self.engines.items():
             report = each.audit()
             assert report.ok, (name, str(report))
