@@ -568,8 +568,9 @@ class Engine:
         Raises:
             VoucherRejected: the first redeemable, in request order, that is not applicable:
                 its own check failed (``quantity_exceeded`` …), or the stack left it out
-                (``applicable_redeemables_limit_exceeded``, ``no_effect``); ``details`` names
-                the FAILED parent.
+                (``applicable_redeemables_limit_exceeded``, ``no_effect``); its
+                ``parent_redemption_id`` is the FAILED parent recorded (``details`` names it
+                too).
             NotFound: a redeemable names no voucher (nothing recorded).
             IdempotencyKeyReused: *idempotency_key* was used for a different request.
             InvalidArgument: a malformed request (nothing recorded), as for

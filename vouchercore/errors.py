@@ -87,10 +87,13 @@ class VoucherError(Exception):
         details: more context (what was asked, what was available), or ``None``.
         resource_id: the id or code of the resource concerned, where known.
         resource_type: ``"voucher"``, ``"session"``, ``"redemption"`` …, where known.
+        parent_redemption_id: on the error a failed stacked redemption raises, the id of the
+            FAILED parent redemption it recorded (``None`` otherwise).
     """
 
     key: ClassVar[str] = "error"
     code: ClassVar[int] = 400
+    parent_redemption_id: str | None = None
 
     def __init__(
         self,

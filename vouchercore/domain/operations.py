@@ -724,14 +724,14 @@ def rollback(
             stacked redemption (roll back its parent: every child goes back together).
         RollbackWindowExceeded: more than 3 calendar months after the redemption.
     """
-    check_rollback(redemption, now)
-    if redemption.parent_id is not None:
+    if redemption.parent_id is not None:  # whatever its state: the parent decides
         raise InvalidRedemption(
             f"redemption {redemption.id} is part of stacked redemption {redemption.parent_id}: "
             "roll back the parent (its vouchers go back together)",
             resource_id=redemption.id,
             resource_type="redemption",
         )
+    check_rollback(redemption, now)
     return reverse(unit, ids.rollback_id(), now, redemption, reason)
 
 

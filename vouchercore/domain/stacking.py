@@ -452,6 +452,7 @@ def redeem_stack(
             parent_id, "FAILED", 0, now, shared, failure=(error.key, error.message, item.name)
         )
         units[0].parent_added(parent)
+        error.parent_redemption_id = parent_id
         error.details = (
             f"stacked redemption {parent_id} failed at redeemable {items.index(item)} "
             f"({item.name!r}); nothing was redeemed"

@@ -42,6 +42,7 @@ from vouchercore import (
     StackedRedemption,
     StackingRules,
     TransactionType,
+    VoucherDisabled,
     VoucherError,
     VoucherRejected,
     VoucherType,
@@ -1060,6 +1061,29 @@ def test_a_child_cannot_be_rolled_back_alone_nor_read_as_a_parent(engine: Engine
             engine.get_parent_redemption(child.id)
     assert (_state(engine), _parents(engine)) == (before, parents)
     assert engine.audit().ok
+
+
+def test_a_child_of_a_rolled_back_or_old_stack_is_still_refused_as_a_child(
+    engine: Engine, clock: FakeClock
+) -> None:
+    stacked = _redeemed(engine)
+    engine.rollback_stacked_redemptions(stacked.parent_redemption.id)
+    clock.set(datetime(2027, 1, 1, tzinfo=UTC))  # past the rollback window as well
+    for child in stacked.redemptions:
+        with pytest.raises(InvalidRedemption) as info:
+            engine.rollback_redemption(child.id)
+        assert stacked.parent_redemption.id in info.value.message
+    assert engine.audit().ok
+
+
+def test_the_error_of_a_failed_stack_names_the_failed_parent(engine: Engine) -> None:
+    _stack_book(engine, D={"active": False})
+    with pytest.raises(VoucherDisabled) as info:
+        engine.redeem_stacked_discounts(STACK, order=ORDER)
+    [failed] = _parents(engine)
+    assert info.value.parent_redemption_id == failed.id
+    assert failed.status is RedemptionStatus.FAILED
+    assert VoucherDisabled("x").parent_redemption_id is None  # only a failed stack sets it
 
 
 def test_a_stack_is_rolled_back_until_3_calendar_months_after_and_not_one_microsecond_later(
