@@ -278,8 +278,9 @@ async def delete_voucher(server: _Server, request: Request) -> Response:
 @_endpoint
 async def create_voucher(server: _Server, request: Request) -> Response:
     """``POST /v1/vouchers/{code}``: create a voucher with this code."""
-    kwargs = bodies.create_kwargs(await _body(server, request))
-    made = await server.call(server.engine.create_voucher, _code(request), **kwargs)
+    code = _code(request)
+    kwargs = bodies.create_kwargs(await _body(server, request), code)
+    made = await server.call(server.engine.create_voucher, code, **kwargs)
     return _json(shapes.voucher(made))
 
 
@@ -301,9 +302,9 @@ async def generate_voucher(server: _Server, request: Request) -> Response:
 async def update_voucher(server: _Server, request: Request) -> Response:
     """``PUT /v1/vouchers/{code}``: only ``active`` can change (enable or disable); any other
     field with a value is refused (the engine has no other update verb)."""
-    active = bodies.update_active(await _body(server, request))
-    engine = server.engine
     code = _code(request)
+    active = bodies.update_active(await _body(server, request), code)
+    engine = server.engine
     if active is None:
         found = await server.call(engine.get_voucher, code)
     elif active:

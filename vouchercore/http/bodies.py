@@ -203,10 +203,24 @@ _DISCOUNT_UNSUPPORTED: Final = frozenset(
 _CODE_CONFIG_FIELDS: Final = frozenset({"length", "charset", "prefix", "postfix", "pattern"})
 
 
-def create_kwargs(body: object) -> dict[str, Any]:
+def create_kwargs(body: object, code: str) -> dict[str, Any]:
     """``POST /v1/vouchers/{code}``: the keyword arguments of ``Engine.create_voucher``
-    (the code comes from the path)."""
-    return _voucher_kwargs(fields(body, "body", _VOUCHER_FIELDS, _VOUCHER_UNSUPPORTED))
+    (the code comes from the path; the npm SDK's ``vouchers.create`` repeats it in the body).
+
+    Raises:
+        InvalidPayload: a malformed body, or a body ``code`` other than the path's.
+    """
+    given = fields(body, "body", _VOUCHER_FIELDS | {"code"}, _VOUCHER_UNSUPPORTED)
+    _same_code(given.pop("code", None), code)
+    return _voucher_kwargs(given)
+
+
+def _same_code(given: object, code: str) -> None:
+    """A ``code`` in the body (None: not given) must be the path's *code*."""
+    if given is not None and given != code:
+        raise InvalidPayload(
+            f"the body's code {shown(given)} is not the code in the path ({shown(code)})"
+        )
 
 
 def generate_kwargs(body: object) -> tuple[str | None, dict[str, Any] | None, dict[str, Any]]:
@@ -278,12 +292,13 @@ def _effect(part: object, name: str) -> None:
 _UPDATE_TYPES: Final = frozenset({"DISCOUNT_VOUCHER", "GIFT_VOUCHER", "LOYALTY_CARD"})
 
 
-def update_active(body: object) -> bool | None:
+def update_active(body: object, code: str) -> bool | None:
     """``PUT /v1/vouchers/{code}``: the ``active`` flag to set (None: leave it).
 
     The engine has no verb that changes a voucher's other fields: a value for any of them is
     refused, naming it. ``type`` is ignored — the Python SDK sends ``"DISCOUNT_VOUCHER"``
-    whatever the voucher is — but must be one of the three types.
+    whatever the voucher is — but must be one of the three types. ``code`` — the npm SDK's
+    ``vouchers.update`` sends the whole voucher — must be the path's *code*.
 
     Raises:
         InvalidPayload: a field other than ``active`` with a value, or a malformed one.
@@ -300,6 +315,8 @@ def update_active(body: object) -> bool | None:
             if not isinstance(item, bool):
                 raise InvalidPayload(f"active must be a bool, got {shown(item)}")
             active = item
+        elif name == "code":
+            _same_code(item, code)
         elif name == "type":
             if item not in _UPDATE_TYPES:
                 raise InvalidPayload(
