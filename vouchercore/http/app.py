@@ -620,7 +620,10 @@ async def get_async_action(server: _Server, request: Request) -> Response:
             resource_id=action_id,
             resource_type="async_action",
         )
-    return _json(jobs.public(record))
+    answer = jobs.public(record)
+    if answer.get("result") is None:  # the spec's result is an object, never null: absent
+        del answer["result"]  # until the action is done
+    return _json(answer)
 
 
 @_endpoint

@@ -185,12 +185,18 @@ _AUTOMATIC: Final = frozenset(
     }
 )
 
+#: The ``details`` keys of a points transfer naming the other card (``SimpleVoucher``).
+_TRANSFER_ENDS: Final = ("source_voucher", "destination_voucher")
+
 
 def transaction(tx: Transaction) -> dict[str, Any]:
     """One entry of the credit/point log (``VoucherTransaction``): the change and the balance
     after it are in ``details.balance``, as Voucherify puts them."""
     gift = tx.type in _CREDIT_TYPES
     details: dict[str, Any] = dict(tx.details) if tx.details else {}
+    for end in _TRANSFER_ENDS:  # a transfer names the other card: a voucher object
+        if end in details:
+            details[end] = {**details[end], "object": "voucher"}
     balance: dict[str, Any] = {
         "type": "gift_voucher" if gift else "loyalty_card",
         "total": tx.balance,
