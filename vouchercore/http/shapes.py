@@ -341,12 +341,23 @@ _LOYALTY_VALUE: Final = VoucherType.LOYALTY_CARD.value
 _NAIVE_EPOCH: Final = datetime(1970, 1, 1)
 
 
+#: the last second shown, and its text up to the seconds: a burst of answers shares it
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def _instant_us(us: int) -> str:
     """An instant kept as µs since the epoch, as :func:`instant` shows it."""
-    try:
-        return (_NAIVE_EPOCH + timedelta(microseconds=us)).isoformat(timespec="milliseconds") + "Z"
-    except OverflowError:  # from_us names the problem (a StorageError)
-        return format_instant(from_us(us))
+    global _last_second  # noqa: PLW0603 - one tuple, swapped whole: safe across threads
+    second, micros = divmod(us, 1_000_000)
+    shown_second, text = _last_second
+    if second != shown_second:
+        try:
+            moment = _NAIVE_EPOCH + timedelta(seconds=second)
+        except OverflowError:  # from_us names the problem (a StorageError)
+            return format_instant(from_us(us))
+        text = moment.isoformat()
+        _last_second = (second, text)
+    return f"{text}.{micros // 1000:03d}Z"
 
 
 def _copied(metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -540,16 +551,16 @@ def _redemption_json(row: tuple[Any, ...]) -> str:
     """:func:`redemption` (without a voucher object) of a redemption's row, as JSON text."""
     status = row[_R_STATUS]
     kind = row[_R_TYPE]
-    voucher_id = _js(row[_R_VOUCHER_ID])
+    voucher_id = _escape(row[_R_VOUCHER_ID])
     amount = _js(row[_R_AMOUNT])
     text = (
-        f'{{"id": {_js(row[_R_ID])}, "object": "redemption", '
+        f'{{"id": {_escape(row[_R_ID])}, "object": "redemption", '
         f'"date": {_escape(_instant_us(row[_R_DATE]))}, '
         f'"customer_id": {_js(row[_R_CUSTOMER_ID])}, "tracking_id": null, '
         f'"metadata": {_js_metadata(row[_R_METADATA])}, "amount": {amount}, '
         f'"redemption": {_js(row[_R_PARENT])}, '
         f'"result": "{"FAILURE" if status == _FAILED_VALUE else "SUCCESS"}", '
-        f'"status": {_js(status)}, '
+        f'"status": {_escape(status)}, '
         f'"related_redemptions": {{"rollbacks": {_js_rollbacks(row[_R_ROLLBACK])}, '
         f'"redemptions": []}}, '
         f'"failure_code": {_js(row[_R_FAILURE_CODE])}, '
@@ -563,7 +574,8 @@ def _redemption_json(row: tuple[Any, ...]) -> str:
             row[_R_CUSTOMER_ID], row[_R_CUSTOMER_SOURCE_ID], row[_R_CUSTOMER_METADATA]
         )
         + f', "related_object_type": "voucher", "related_object_id": {voucher_id}, '
-        f'"voucher": {{"id": {voucher_id}, "code": {_js(row[_R_CODE])}, "type": {_js(kind)}, '
+        f'"voucher": {{"id": {voucher_id}, "code": {_escape(row[_R_CODE])}, '
+        f'"type": {_escape(kind)}, '
         '"object": "voucher"}'
     )
     session_key = row[_R_SESSION]
@@ -581,9 +593,9 @@ def _parent_redemption_json(row: tuple[Any, ...]) -> str:
     status = row[_P_STATUS]
     date = _escape(_instant_us(row[_P_DATE]))
     children = row[_P_CHILDREN]
-    parent_id = _js(row[_P_ID])
+    parent_id = _escape(row[_P_ID])
     listed = (
-        ", ".join(f'{{"id": {_js(child)}, "date": {date}}}' for child in children.split(","))
+        ", ".join(f'{{"id": {_escape(child)}, "date": {date}}}' for child in children.split(","))
         if children
         else ""
     )
@@ -593,7 +605,7 @@ def _parent_redemption_json(row: tuple[Any, ...]) -> str:
         f'"metadata": {_js_metadata(row[_P_METADATA])}, "amount": {_js(row[_P_AMOUNT])}, '
         '"redemption": null, '
         f'"result": "{"FAILURE" if status == _FAILED_VALUE else "SUCCESS"}", '
-        f'"status": {_js(status)}, '
+        f'"status": {_escape(status)}, '
         f'"related_redemptions": {{"rollbacks": {_js_rollbacks(row[_P_ROLLBACK])}, '
         f'"redemptions": [{listed}]}}, '
         f'"failure_code": {_js(row[_P_FAILURE_CODE])}, '
