@@ -19,6 +19,11 @@ plumbing around the handlers:
   takes microseconds); on any other store, in a worker thread bounded by a
   :class:`anyio.CapacityLimiter` (``threads``), so a slow database never blocks the event
   loop. Exports and CSV imports run on the jobs' own threads (:mod:`vouchercore.http.jobs`).
+- **The point-of-sale fast path** (:class:`_Application`): ``GET /v1/vouchers/{code}``,
+  ``POST /v1/validations`` and ``POST /v1/redemptions`` are answered before Starlette's
+  middleware and router, with the same checks, handlers, errors and answers (the redemption
+  written as JSON text by :func:`~vouchercore.http.shapes.stacked_redemption_json`);
+  ``benchmarks/bench_http.py`` measures them.
 """
 
 from __future__ import annotations

@@ -595,7 +595,7 @@ def _parent_redemption_json(row: tuple[Any, ...]) -> str:
     children = row[_P_CHILDREN]
     parent_id = _escape(row[_P_ID])
     listed = (
-        ", ".join(f'{{"id": {_escape(child)}, "date": {date}}}' for child in children.split(","))
+        ", ".join([f'{{"id": {_escape(child)}, "date": {date}}}' for child in children.split(",")])
         if children
         else ""
     )
