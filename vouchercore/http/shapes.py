@@ -13,10 +13,15 @@ Where the engine has a value the spec has no enum member for, the nearest spec v
 
 from __future__ import annotations
 
-from datetime import datetime
+import copy
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 
 from vouchercore.csvio import format_instant
+from vouchercore.domain.instants import from_us
 from vouchercore.domain.snapshots import (
     BalanceUpdate,
     Customer,
@@ -55,6 +60,7 @@ __all__ = [
     "redemption",
     "redemption_rollback",
     "stacked_redemption",
+    "stacked_redemption_json",
     "stacked_rollback",
     "stacked_validation",
     "stacking_rules",
@@ -253,16 +259,19 @@ def _order(order: Order | None) -> dict[str, Any] | None:
 
 def order_summary(summary: OrderSummary) -> dict[str, Any]:
     """The order as a stacked call priced it (``OrderCalculated``)."""
+    row = summary.to_row()
+    discount = row[_S_DISCOUNT]
+    total_discount = row[_S_TOTAL_DISCOUNT]
     return {
-        "id": summary.id,
-        "source_id": summary.source_id,
-        "amount": summary.amount,
-        "discount_amount": summary.discount_amount,
-        "total_discount_amount": summary.total_discount_amount,
-        "total_amount": summary.total_amount,
-        "applied_discount_amount": summary.discount_amount,
-        "total_applied_discount_amount": summary.total_discount_amount,
-        "metadata": {} if summary.metadata is None else summary.metadata,
+        "id": row[_S_ID],
+        "source_id": row[_S_SOURCE_ID],
+        "amount": row[_S_AMOUNT],
+        "discount_amount": discount,
+        "total_discount_amount": total_discount,
+        "total_amount": row[_S_TOTAL],
+        "applied_discount_amount": discount,
+        "total_applied_discount_amount": total_discount,
+        "metadata": _copied(row[_S_METADATA]),
         "object": "order",
     }
 
@@ -281,80 +290,206 @@ def _customer(customer: Customer | None) -> dict[str, Any] | None:
 # --- redemptions --------------------------------------------------------------------------------
 
 
+# The redemption-side answers are built on every redeem: they read the objects' rows (by field
+# name, through ``column``, once here) rather than their properties, each of which costs a call
+# and a copy of its metadata.
+_R_ID: Final = Redemption.column("id")
+_R_VOUCHER_ID: Final = Redemption.column("voucher_id")
+_R_CODE: Final = Redemption.column("voucher_code")
+_R_TYPE: Final = Redemption.column("voucher_type")
+_R_STATUS: Final = Redemption.column("status")
+_R_AMOUNT: Final = Redemption.column("amount")
+_R_ORDER_AMOUNT: Final = Redemption.column("order_amount")
+_R_ORDER_ID: Final = Redemption.column("order_id")
+_R_SESSION: Final = Redemption.column("session_key")
+_R_METADATA: Final = Redemption.column("metadata")
+_R_DATE: Final = Redemption.column("date_us")
+_R_FAILURE_CODE: Final = Redemption.column("failure_code")
+_R_FAILURE_MESSAGE: Final = Redemption.column("failure_message")
+_R_ROLLBACK: Final = Redemption.column("rollback_id")
+_R_PARENT: Final = Redemption.column("parent_id")
+_R_ORDER_SOURCE_ID: Final = Redemption.column("order_source_id")
+_R_ORDER_METADATA: Final = Redemption.column("order_metadata")
+_R_CUSTOMER_ID: Final = Redemption.column("customer_id")
+_R_CUSTOMER_SOURCE_ID: Final = Redemption.column("customer_source_id")
+_R_CUSTOMER_METADATA: Final = Redemption.column("customer_metadata")
+
+_P_ID: Final = ParentRedemption.column("id")
+_P_STATUS: Final = ParentRedemption.column("status")
+_P_AMOUNT: Final = ParentRedemption.column("amount")
+_P_DATE: Final = ParentRedemption.column("date_us")
+_P_CHILDREN: Final = ParentRedemption.column("redemptions")
+_P_ORDER_ID: Final = ParentRedemption.column("order_id")
+_P_ORDER_SOURCE_ID: Final = ParentRedemption.column("order_source_id")
+_P_ORDER_AMOUNT: Final = ParentRedemption.column("order_amount")
+_P_ORDER_METADATA: Final = ParentRedemption.column("order_metadata")
+_P_CUSTOMER_ID: Final = ParentRedemption.column("customer_id")
+_P_CUSTOMER_SOURCE_ID: Final = ParentRedemption.column("customer_source_id")
+_P_CUSTOMER_METADATA: Final = ParentRedemption.column("customer_metadata")
+_P_METADATA: Final = ParentRedemption.column("metadata")
+_P_SESSION: Final = ParentRedemption.column("session_key")
+_P_FAILURE_CODE: Final = ParentRedemption.column("failure_code")
+_P_FAILURE_MESSAGE: Final = ParentRedemption.column("failure_message")
+_P_ROLLBACK: Final = ParentRedemption.column("rollback_id")
+
+_S_ID: Final = OrderSummary.column("id")
+_S_SOURCE_ID: Final = OrderSummary.column("source_id")
+_S_AMOUNT: Final = OrderSummary.column("amount")
+_S_METADATA: Final = OrderSummary.column("metadata")
+_S_DISCOUNT: Final = OrderSummary.column("discount_amount")
+_S_TOTAL_DISCOUNT: Final = OrderSummary.column("total_discount_amount")
+_S_TOTAL: Final = OrderSummary.column("total_amount")
+
+_FAILED_VALUE: Final = RedemptionStatus.FAILED.value
+_GIFT_VALUE: Final = VoucherType.GIFT_VOUCHER.value
+_LOYALTY_VALUE: Final = VoucherType.LOYALTY_CARD.value
+#: the epoch, naive: an instant kept in µs is added to it and shown as UTC, with a "Z"
+_NAIVE_EPOCH: Final = datetime(1970, 1, 1)
+
+
+#: the last second shown, and its text up to the seconds: a burst of answers shares it
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
+def _instant_us(us: int) -> str:
+    """An instant kept as µs since the epoch, as :func:`instant` shows it."""
+    global _last_second  # noqa: PLW0603 - one tuple, swapped whole: safe across threads
+    second, micros = divmod(us, 1_000_000)
+    shown_second, text = _last_second
+    if second != shown_second:
+        try:
+            moment = _NAIVE_EPOCH + timedelta(seconds=second)
+        except OverflowError:  # from_us names the problem (a StorageError)
+            return format_instant(from_us(us))
+        text = moment.isoformat()
+        _last_second = (second, text)
+    return f"{text}.{micros // 1000:03d}Z"
+
+
+def _copied(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """Stored metadata as an answer shows it: a copy, ``{}`` for none."""
+    return {} if metadata is None else copy.deepcopy(metadata)
+
+
+def _stored_order(
+    order_id: str | None, source_id: str | None, amount: int | None, metadata: Any
+) -> dict[str, Any] | None:
+    """:func:`_order` of the order's stored values (None when none was given)."""
+    if order_id is None and source_id is None and amount is None and metadata is None:
+        return None
+    return {
+        "id": order_id,
+        "source_id": source_id,
+        "amount": amount,
+        "metadata": _copied(metadata),
+        "object": "order",
+    }
+
+
+def _stored_customer(
+    customer_id: str | None, source_id: str | None, metadata: Any
+) -> dict[str, Any] | None:
+    """:func:`_customer` of the customer's stored values (None when none was given)."""
+    if customer_id is None and source_id is None and metadata is None:
+        return None
+    return {
+        "id": customer_id,
+        "source_id": source_id,
+        "metadata": _copied(metadata),
+        "object": "customer",
+    }
+
+
 def redemption(found: Redemption, voucher_object: dict[str, Any] | None = None) -> dict[str, Any]:
     """One redemption (``Redemption``): a single one, or a child of a stacked one
     (``redemption`` names its parent). *voucher_object* replaces the short voucher object."""
-    status = found.status
-    kind = found.voucher_type
-    customer = found.customer
+    row = found.to_row()
+    status = row[_R_STATUS]
+    kind = row[_R_TYPE]
+    rollback_id = row[_R_ROLLBACK]
+    voucher_id = row[_R_VOUCHER_ID]
     body: dict[str, Any] = {
-        "id": found.id,
+        "id": row[_R_ID],
         "object": "redemption",
-        "date": instant(found.date),
-        "customer_id": None if customer is None else customer.id,
+        "date": _instant_us(row[_R_DATE]),
+        "customer_id": row[_R_CUSTOMER_ID],
         "tracking_id": None,
-        "metadata": {} if found.metadata is None else found.metadata,
-        "amount": found.amount,
-        "redemption": found.parent_id,
-        "result": "FAILURE" if status is _FAILED else "SUCCESS",
-        "status": status.value,
+        "metadata": _copied(row[_R_METADATA]),
+        "amount": row[_R_AMOUNT],
+        "redemption": row[_R_PARENT],
+        "result": "FAILURE" if status == _FAILED_VALUE else "SUCCESS",
+        "status": status,
         "related_redemptions": {
-            "rollbacks": [] if found.rollback_id is None else [{"id": found.rollback_id}],
+            "rollbacks": [] if rollback_id is None else [{"id": rollback_id}],
             "redemptions": [],
         },
-        "failure_code": found.failure_code,
-        "failure_message": found.failure_message,
-        "order": _order(found.order),
+        "failure_code": row[_R_FAILURE_CODE],
+        "failure_message": row[_R_FAILURE_MESSAGE],
+        "order": _stored_order(
+            row[_R_ORDER_ID], row[_R_ORDER_SOURCE_ID], row[_R_ORDER_AMOUNT], row[_R_ORDER_METADATA]
+        ),
         "channel": _API_CHANNEL,
-        "customer": _customer(customer),
+        "customer": _stored_customer(
+            row[_R_CUSTOMER_ID], row[_R_CUSTOMER_SOURCE_ID], row[_R_CUSTOMER_METADATA]
+        ),
         "related_object_type": "voucher",
-        "related_object_id": found.voucher_id,
+        "related_object_id": voucher_id,
         "voucher": (
             voucher_object
             if voucher_object is not None
-            else _voucher_ref(found.voucher_id, found.voucher_code, kind)
+            else {"id": voucher_id, "code": row[_R_CODE], "type": kind, "object": "voucher"}
         ),
     }
-    if found.session_key is not None:
-        body["session"] = {"key": found.session_key}
-    if kind is _GIFT:
-        body["gift"] = {"amount": found.amount}
-    elif kind is _LOYALTY:
-        body["loyalty_card"] = {"points": found.amount}
+    session_key = row[_R_SESSION]
+    if session_key is not None:
+        body["session"] = {"key": session_key}
+    if kind == _GIFT_VALUE:
+        body["gift"] = {"amount": row[_R_AMOUNT]}
+    elif kind == _LOYALTY_VALUE:
+        body["loyalty_card"] = {"points": row[_R_AMOUNT]}
     return body
 
 
 def parent_redemption(parent: ParentRedemption) -> dict[str, Any]:
     """The parent of a stacked redemption (``Redemption`` with ``related_object_type``
     ``redemption``); its children are named in ``related_redemptions.redemptions``."""
-    status = parent.status
-    customer = parent.customer
-    date = instant(parent.date)
+    row = parent.to_row()
+    status = row[_P_STATUS]
+    date = _instant_us(row[_P_DATE])
+    children = row[_P_CHILDREN]
+    rollback_id = row[_P_ROLLBACK]
     body: dict[str, Any] = {
-        "id": parent.id,
+        "id": row[_P_ID],
         "object": "redemption",
         "date": date,
-        "customer_id": None if customer is None else customer.id,
+        "customer_id": row[_P_CUSTOMER_ID],
         "tracking_id": None,
-        "metadata": {} if parent.metadata is None else parent.metadata,
-        "amount": parent.amount,
+        "metadata": _copied(row[_P_METADATA]),
+        "amount": row[_P_AMOUNT],
         "redemption": None,
-        "result": parent.result,
-        "status": status.value,
+        "result": "FAILURE" if status == _FAILED_VALUE else "SUCCESS",
+        "status": status,
         "related_redemptions": {
-            "rollbacks": [] if parent.rollback_id is None else [{"id": parent.rollback_id}],
-            "redemptions": [{"id": child, "date": date} for child in parent.redemptions],
+            "rollbacks": [] if rollback_id is None else [{"id": rollback_id}],
+            "redemptions": (
+                [{"id": child, "date": date} for child in children.split(",")] if children else []
+            ),
         },
-        "failure_code": parent.failure_code,
-        "failure_message": parent.failure_message,
-        "order": _order(parent.order),
+        "failure_code": row[_P_FAILURE_CODE],
+        "failure_message": row[_P_FAILURE_MESSAGE],
+        "order": _stored_order(
+            row[_P_ORDER_ID], row[_P_ORDER_SOURCE_ID], row[_P_ORDER_AMOUNT], row[_P_ORDER_METADATA]
+        ),
         "channel": _API_CHANNEL,
-        "customer": _customer(customer),
+        "customer": _stored_customer(
+            row[_P_CUSTOMER_ID], row[_P_CUSTOMER_SOURCE_ID], row[_P_CUSTOMER_METADATA]
+        ),
         "related_object_type": "redemption",
-        "related_object_id": parent.id,
+        "related_object_id": row[_P_ID],
     }
-    if parent.session_key is not None:
-        body["session"] = {"key": parent.session_key}
+    session_key = row[_P_SESSION]
+    if session_key is not None:
+        body["session"] = {"key": session_key}
     return body
 
 
@@ -367,6 +502,160 @@ def stacked_redemption(stacked: StackedRedemption) -> dict[str, Any]:
         "inapplicable_redeemables": [],
         "skipped_redeemables": [],
     }
+
+
+# --- the redemption answer written as JSON text ---------------------------------------------------
+#
+# ``POST /v1/redemptions`` is the call a till makes most, and building its answer as dicts and
+# then encoding them costs more than the redemption itself. stacked_redemption_json writes the
+# same document straight from the objects' rows: byte for byte what
+# ``json.dumps(stacked_redemption(stacked))`` writes (same keys, order, separators and escapes:
+# strings go through the json module's own C escaper, metadata through json.dumps).
+
+_escape: Final[Callable[[str], str]] = encode_basestring_ascii
+
+
+def _js(value: Any) -> str:
+    """*value* as ``json.dumps`` writes it inside a document."""
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is str:
+        return _escape(value)
+    if kind is int:
+        return int.__repr__(value)
+    return json.dumps(value)
+
+
+def _js_metadata(metadata: Any) -> str:
+    return "{}" if metadata is None else json.dumps(metadata)
+
+
+def _js_rollbacks(rollback_id: str | None) -> str:
+    return "[]" if rollback_id is None else f'[{{"id": {_escape(rollback_id)}}}]'
+
+
+def _stored_order_json(order_id: Any, source_id: Any, amount: Any, metadata: Any) -> str:
+    if order_id is None and source_id is None and amount is None and metadata is None:
+        return "null"
+    return (
+        f'{{"id": {_js(order_id)}, "source_id": {_js(source_id)}, "amount": {_js(amount)}, '
+        f'"metadata": {_js_metadata(metadata)}, "object": "order"}}'
+    )
+
+
+def _stored_customer_json(customer_id: Any, source_id: Any, metadata: Any) -> str:
+    if customer_id is None and source_id is None and metadata is None:
+        return "null"
+    return (
+        f'{{"id": {_js(customer_id)}, "source_id": {_js(source_id)}, '
+        f'"metadata": {_js_metadata(metadata)}, "object": "customer"}}'
+    )
+
+
+def _redemption_json(row: tuple[Any, ...]) -> str:
+    """:func:`redemption` (without a voucher object) of a redemption's row, as JSON text."""
+    status = row[_R_STATUS]
+    kind = row[_R_TYPE]
+    voucher_id = _escape(row[_R_VOUCHER_ID])
+    amount = _js(row[_R_AMOUNT])
+    text = (
+        f'{{"id": {_escape(row[_R_ID])}, "object": "redemption", '
+        f'"date": {_escape(_instant_us(row[_R_DATE]))}, '
+        f'"customer_id": {_js(row[_R_CUSTOMER_ID])}, "tracking_id": null, '
+        f'"metadata": {_js_metadata(row[_R_METADATA])}, "amount": {amount}, '
+        f'"redemption": {_js(row[_R_PARENT])}, '
+        f'"result": "{"FAILURE" if status == _FAILED_VALUE else "SUCCESS"}", '
+        f'"status": {_escape(status)}, '
+        f'"related_redemptions": {{"rollbacks": {_js_rollbacks(row[_R_ROLLBACK])}, '
+        f'"redemptions": []}}, '
+        f'"failure_code": {_js(row[_R_FAILURE_CODE])}, '
+        f'"failure_message": {_js(row[_R_FAILURE_MESSAGE])}, '
+        '"order": '
+        + _stored_order_json(
+            row[_R_ORDER_ID], row[_R_ORDER_SOURCE_ID], row[_R_ORDER_AMOUNT], row[_R_ORDER_METADATA]
+        )
+        + ', "channel": {"channel_type": "API"}, "customer": '
+        + _stored_customer_json(
+            row[_R_CUSTOMER_ID], row[_R_CUSTOMER_SOURCE_ID], row[_R_CUSTOMER_METADATA]
+        )
+        + f', "related_object_type": "voucher", "related_object_id": {voucher_id}, '
+        f'"voucher": {{"id": {voucher_id}, "code": {_escape(row[_R_CODE])}, '
+        f'"type": {_escape(kind)}, '
+        '"object": "voucher"}'
+    )
+    session_key = row[_R_SESSION]
+    if session_key is not None:
+        text += f', "session": {{"key": {_js(session_key)}}}'
+    if kind == _GIFT_VALUE:
+        text += f', "gift": {{"amount": {amount}}}'
+    elif kind == _LOYALTY_VALUE:
+        text += f', "loyalty_card": {{"points": {amount}}}'
+    return text + "}"
+
+
+def _parent_redemption_json(row: tuple[Any, ...]) -> str:
+    """:func:`parent_redemption` of a parent redemption's row, as JSON text."""
+    status = row[_P_STATUS]
+    date = _escape(_instant_us(row[_P_DATE]))
+    children = row[_P_CHILDREN]
+    parent_id = _escape(row[_P_ID])
+    listed = (
+        ", ".join([f'{{"id": {_escape(child)}, "date": {date}}}' for child in children.split(",")])
+        if children
+        else ""
+    )
+    text = (
+        f'{{"id": {parent_id}, "object": "redemption", "date": {date}, '
+        f'"customer_id": {_js(row[_P_CUSTOMER_ID])}, "tracking_id": null, '
+        f'"metadata": {_js_metadata(row[_P_METADATA])}, "amount": {_js(row[_P_AMOUNT])}, '
+        '"redemption": null, '
+        f'"result": "{"FAILURE" if status == _FAILED_VALUE else "SUCCESS"}", '
+        f'"status": {_escape(status)}, '
+        f'"related_redemptions": {{"rollbacks": {_js_rollbacks(row[_P_ROLLBACK])}, '
+        f'"redemptions": [{listed}]}}, '
+        f'"failure_code": {_js(row[_P_FAILURE_CODE])}, '
+        f'"failure_message": {_js(row[_P_FAILURE_MESSAGE])}, '
+        '"order": '
+        + _stored_order_json(
+            row[_P_ORDER_ID], row[_P_ORDER_SOURCE_ID], row[_P_ORDER_AMOUNT], row[_P_ORDER_METADATA]
+        )
+        + ', "channel": {"channel_type": "API"}, "customer": '
+        + _stored_customer_json(
+            row[_P_CUSTOMER_ID], row[_P_CUSTOMER_SOURCE_ID], row[_P_CUSTOMER_METADATA]
+        )
+        + f', "related_object_type": "redemption", "related_object_id": {parent_id}'
+    )
+    session_key = row[_P_SESSION]
+    if session_key is not None:
+        text += f', "session": {{"key": {_js(session_key)}}}'
+    return text + "}"
+
+
+def _order_summary_json(row: tuple[Any, ...]) -> str:
+    """:func:`order_summary` of an order summary's row, as JSON text."""
+    discount = _js(row[_S_DISCOUNT])
+    total_discount = _js(row[_S_TOTAL_DISCOUNT])
+    return (
+        f'{{"id": {_js(row[_S_ID])}, "source_id": {_js(row[_S_SOURCE_ID])}, '
+        f'"amount": {_js(row[_S_AMOUNT])}, "discount_amount": {discount}, '
+        f'"total_discount_amount": {total_discount}, "total_amount": {_js(row[_S_TOTAL])}, '
+        f'"applied_discount_amount": {discount}, '
+        f'"total_applied_discount_amount": {total_discount}, '
+        f'"metadata": {_js_metadata(row[_S_METADATA])}, "object": "order"}}'
+    )
+
+
+def stacked_redemption_json(stacked: StackedRedemption) -> bytes:
+    """:func:`stacked_redemption` encoded: the same bytes as
+    ``json.dumps(stacked_redemption(stacked)).encode()``, written without the dicts."""
+    children = ", ".join(_redemption_json(child.to_row()) for child in stacked.redemptions)
+    parent = _parent_redemption_json(stacked.parent_redemption.to_row())
+    order = _order_summary_json(stacked.order.to_row())
+    return (
+        f'{{"redemptions": [{children}], "parent_redemption": {parent}, "order": {order}, '
+        '"inapplicable_redeemables": [], "skipped_redeemables": []}'
+    ).encode()
 
 
 def voucher_redemptions(found: Voucher, entries: tuple[Redemption, ...]) -> dict[str, Any]:
