@@ -21,8 +21,7 @@ plumbing around the handlers:
   loop. Exports and CSV imports run on the jobs' own threads (:mod:`vouchercore.http.jobs`).
 - **The point-of-sale fast path** (:class:`_Application`): ``GET /v1/vouchers/{code}``,
   ``POST /v1/validations`` and ``POST /v1/redemptions`` are answered before Starlette's
-  middleware and router, with the same checks, handlers, errors and answers (the redemption
-  written as JSON text by :func:`~vouchercore.http.shapes.stacked_redemption_json`);
+  middleware and router, with the same checks, handlers, errors and answers;
   ``benchmarks/bench_http.py`` measures them.
 """
 
@@ -425,7 +424,7 @@ async def _redeem_stacked(server: _Server, payload: Any, idempotency_key: str | 
         idempotency_key=idempotency_key,
         **kwargs,
     )
-    return shapes.stacked_redemption_json(stacked)  # the JSON text, written without dicts
+    return json.dumps(shapes.stacked_redemption(stacked)).encode()
 
 
 @_endpoint

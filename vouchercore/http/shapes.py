@@ -14,10 +14,7 @@ Where the engine has a value the spec has no enum member for, the nearest spec v
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 
 from vouchercore.csvio import format_instant
@@ -60,7 +57,6 @@ __all__ = [
     "redemption",
     "redemption_rollback",
     "stacked_redemption",
-    "stacked_redemption_json",
     "stacked_rollback",
     "stacked_validation",
     "stacking_rules",
@@ -318,7 +314,6 @@ _P_ID: Final = ParentRedemption.column("id")
 _P_STATUS: Final = ParentRedemption.column("status")
 _P_AMOUNT: Final = ParentRedemption.column("amount")
 _P_DATE: Final = ParentRedemption.column("date_us")
-_P_CHILDREN: Final = ParentRedemption.column("redemptions")
 _P_ORDER_ID: Final = ParentRedemption.column("order_id")
 _P_ORDER_SOURCE_ID: Final = ParentRedemption.column("order_source_id")
 _P_ORDER_AMOUNT: Final = ParentRedemption.column("order_amount")
@@ -456,7 +451,6 @@ def parent_redemption(parent: ParentRedemption) -> dict[str, Any]:
     row = parent.to_row()
     status = row[_P_STATUS]
     date = _instant_us(row[_P_DATE])
-    children = row[_P_CHILDREN]
     rollback_id = row[_P_ROLLBACK]
     body: dict[str, Any] = {
         "id": row[_P_ID],
@@ -471,9 +465,7 @@ def parent_redemption(parent: ParentRedemption) -> dict[str, Any]:
         "status": status,
         "related_redemptions": {
             "rollbacks": [] if rollback_id is None else [{"id": rollback_id}],
-            "redemptions": (
-                [{"id": child, "date": date} for child in children.split(",")] if children else []
-            ),
+            "redemptions": [{"id": child, "date": date} for child in parent.redemptions],
         },
         "failure_code": row[_P_FAILURE_CODE],
         "failure_message": row[_P_FAILURE_MESSAGE],
@@ -502,160 +494,6 @@ def stacked_redemption(stacked: StackedRedemption) -> dict[str, Any]:
         "inapplicable_redeemables": [],
         "skipped_redeemables": [],
     }
-
-
-# --- the redemption answer written as JSON text ---------------------------------------------------
-#
-# ``POST /v1/redemptions`` is the call a till makes most, and building its answer as dicts and
-# then encoding them costs more than the redemption itself. stacked_redemption_json writes the
-# same document straight from the objects' rows: byte for byte what
-# ``json.dumps(stacked_redemption(stacked))`` writes (same keys, order, separators and escapes:
-# strings go through the json module's own C escaper, metadata through json.dumps).
-
-_escape: Final[Callable[[str], str]] = encode_basestring_ascii
-
-
-def _js(value: Any) -> str:
-    """*value* as ``json.dumps`` writes it inside a document."""
-    if value is None:
-        return "null"
-    kind = type(value)
-    if kind is str:
-        return _escape(value)
-    if kind is int:
-        return int.__repr__(value)
-    return json.dumps(value)
-
-
-def _js_metadata(metadata: Any) -> str:
-    return "{}" if metadata is None else json.dumps(metadata)
-
-
-def _js_rollbacks(rollback_id: str | None) -> str:
-    return "[]" if rollback_id is None else f'[{{"id": {_escape(rollback_id)}}}]'
-
-
-def _stored_order_json(order_id: Any, source_id: Any, amount: Any, metadata: Any) -> str:
-    if order_id is None and source_id is None and amount is None and metadata is None:
-        return "null"
-    return (
-        f'{{"id": {_js(order_id)}, "source_id": {_js(source_id)}, "amount": {_js(amount)}, '
-        f'"metadata": {_js_metadata(metadata)}, "object": "order"}}'
-    )
-
-
-def _stored_customer_json(customer_id: Any, source_id: Any, metadata: Any) -> str:
-    if customer_id is None and source_id is None and metadata is None:
-        return "null"
-    return (
-        f'{{"id": {_js(customer_id)}, "source_id": {_js(source_id)}, '
-        f'"metadata": {_js_metadata(metadata)}, "object": "customer"}}'
-    )
-
-
-def _redemption_json(row: tuple[Any, ...]) -> str:
-    """:func:`redemption` (without a voucher object) of a redemption's row, as JSON text."""
-    status = row[_R_STATUS]
-    kind = row[_R_TYPE]
-    voucher_id = _escape(row[_R_VOUCHER_ID])
-    amount = _js(row[_R_AMOUNT])
-    text = (
-        f'{{"id": {_escape(row[_R_ID])}, "object": "redemption", '
-        f'"date": {_escape(_instant_us(row[_R_DATE]))}, '
-        f'"customer_id": {_js(row[_R_CUSTOMER_ID])}, "tracking_id": null, '
-        f'"metadata": {_js_metadata(row[_R_METADATA])}, "amount": {amount}, '
-        f'"redemption": {_js(row[_R_PARENT])}, '
-        f'"result": "{"FAILURE" if status == _FAILED_VALUE else "SUCCESS"}", '
-        f'"status": {_escape(status)}, '
-        f'"related_redemptions": {{"rollbacks": {_js_rollbacks(row[_R_ROLLBACK])}, '
-        f'"redemptions": []}}, '
-        f'"failure_code": {_js(row[_R_FAILURE_CODE])}, '
-        f'"failure_message": {_js(row[_R_FAILURE_MESSAGE])}, '
-        '"order": '
-        + _stored_order_json(
-            row[_R_ORDER_ID], row[_R_ORDER_SOURCE_ID], row[_R_ORDER_AMOUNT], row[_R_ORDER_METADATA]
-        )
-        + ', "channel": {"channel_type": "API"}, "customer": '
-        + _stored_customer_json(
-            row[_R_CUSTOMER_ID], row[_R_CUSTOMER_SOURCE_ID], row[_R_CUSTOMER_METADATA]
-        )
-        + f', "related_object_type": "voucher", "related_object_id": {voucher_id}, '
-        f'"voucher": {{"id": {voucher_id}, "code": {_escape(row[_R_CODE])}, '
-        f'"type": {_escape(kind)}, '
-        '"object": "voucher"}'
-    )
-    session_key = row[_R_SESSION]
-    if session_key is not None:
-        text += f', "session": {{"key": {_js(session_key)}}}'
-    if kind == _GIFT_VALUE:
-        text += f', "gift": {{"amount": {amount}}}'
-    elif kind == _LOYALTY_VALUE:
-        text += f', "loyalty_card": {{"points": {amount}}}'
-    return text + "}"
-
-
-def _parent_redemption_json(row: tuple[Any, ...]) -> str:
-    """:func:`parent_redemption` of a parent redemption's row, as JSON text."""
-    status = row[_P_STATUS]
-    date = _escape(_instant_us(row[_P_DATE]))
-    children = row[_P_CHILDREN]
-    parent_id = _escape(row[_P_ID])
-    listed = (
-        ", ".join([f'{{"id": {_escape(child)}, "date": {date}}}' for child in children.split(",")])
-        if children
-        else ""
-    )
-    text = (
-        f'{{"id": {parent_id}, "object": "redemption", "date": {date}, '
-        f'"customer_id": {_js(row[_P_CUSTOMER_ID])}, "tracking_id": null, '
-        f'"metadata": {_js_metadata(row[_P_METADATA])}, "amount": {_js(row[_P_AMOUNT])}, '
-        '"redemption": null, '
-        f'"result": "{"FAILURE" if status == _FAILED_VALUE else "SUCCESS"}", '
-        f'"status": {_escape(status)}, '
-        f'"related_redemptions": {{"rollbacks": {_js_rollbacks(row[_P_ROLLBACK])}, '
-        f'"redemptions": [{listed}]}}, '
-        f'"failure_code": {_js(row[_P_FAILURE_CODE])}, '
-        f'"failure_message": {_js(row[_P_FAILURE_MESSAGE])}, '
-        '"order": '
-        + _stored_order_json(
-            row[_P_ORDER_ID], row[_P_ORDER_SOURCE_ID], row[_P_ORDER_AMOUNT], row[_P_ORDER_METADATA]
-        )
-        + ', "channel": {"channel_type": "API"}, "customer": '
-        + _stored_customer_json(
-            row[_P_CUSTOMER_ID], row[_P_CUSTOMER_SOURCE_ID], row[_P_CUSTOMER_METADATA]
-        )
-        + f', "related_object_type": "redemption", "related_object_id": {parent_id}'
-    )
-    session_key = row[_P_SESSION]
-    if session_key is not None:
-        text += f', "session": {{"key": {_js(session_key)}}}'
-    return text + "}"
-
-
-def _order_summary_json(row: tuple[Any, ...]) -> str:
-    """:func:`order_summary` of an order summary's row, as JSON text."""
-    discount = _js(row[_S_DISCOUNT])
-    total_discount = _js(row[_S_TOTAL_DISCOUNT])
-    return (
-        f'{{"id": {_js(row[_S_ID])}, "source_id": {_js(row[_S_SOURCE_ID])}, '
-        f'"amount": {_js(row[_S_AMOUNT])}, "discount_amount": {discount}, '
-        f'"total_discount_amount": {total_discount}, "total_amount": {_js(row[_S_TOTAL])}, '
-        f'"applied_discount_amount": {discount}, '
-        f'"total_applied_discount_amount": {total_discount}, '
-        f'"metadata": {_js_metadata(row[_S_METADATA])}, "object": "order"}}'
-    )
-
-
-def stacked_redemption_json(stacked: StackedRedemption) -> bytes:
-    """:func:`stacked_redemption` encoded: the same bytes as
-    ``json.dumps(stacked_redemption(stacked)).encode()``, written without the dicts."""
-    children = ", ".join(_redemption_json(child.to_row()) for child in stacked.redemptions)
-    parent = _parent_redemption_json(stacked.parent_redemption.to_row())
-    order = _order_summary_json(stacked.order.to_row())
-    return (
-        f'{{"redemptions": [{children}], "parent_redemption": {parent}, "order": {order}, '
-        '"inapplicable_redeemables": [], "skipped_redeemables": []}'
-    ).encode()
 
 
 def voucher_redemptions(found: Voucher, entries: tuple[Redemption, ...]) -> dict[str, Any]:
