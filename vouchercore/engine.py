@@ -95,9 +95,9 @@ _TEMPLATES_KEPT = 256
 MAX_PAGE_OFFSET = 2**31 - 1
 #: The most vouchers one :meth:`Engine.generate_vouchers` call may make (signed 64 bits).
 _MAX_COUNT = 2**63 - 1
-#: How many times a stacked validation re-reads which of its vouchers are there while vouchers
-#: are created and deleted under it, before opening them as a redemption does.
-_STACK_ATTEMPTS = 3
+#: How many times opening several vouchers re-reads which of them are there while vouchers are
+#: created and deleted under it, before giving up (``not_found``).
+_OPEN_ATTEMPTS = 3
 
 
 class Engine:
@@ -517,7 +517,7 @@ class Engine:
         now = self._clock.now_us()
         if lock is not None:
             lock.expires_at(now)  # an unrepresentable expiry is malformed: raise before reading
-        work, missing = self._open_stack(names)
+        work, missing = self._open_found(names)
         found = [i for i in range(len(names)) if i not in missing]
         lost = [(i, _not_found(names[i])) for i in sorted(missing)]
         found_names = [names[i] for i in found]
@@ -702,11 +702,15 @@ class Engine:
             names.append(code)
         return names, amounts
 
-    def _open_stack(self, names: Sequence[str]) -> tuple[OpenedMany[VoucherUnit] | None, set[int]]:
-        """One unit of work on the vouchers of a stacked validation that the caller may see,
-        and the positions of the names that name none (a validation answers for them)."""
+    def _open_found(self, names: Sequence[str]) -> tuple[OpenedMany[VoucherUnit] | None, set[int]]:
+        """One unit of work on the vouchers *names* name that the caller may see, and the
+        positions of the names that name none (None when no name does).
+
+        Raises:
+            NotFound: vouchers kept appearing and disappearing under it (the first name).
+        """
         missing: set[int] = set()
-        for _ in range(_STACK_ATTEMPTS):
+        for _ in range(_OPEN_ATTEMPTS):
             present = [i for i in range(len(names)) if i not in missing]
             if not present:
                 return None, missing
@@ -733,7 +737,7 @@ class Engine:
                     missing.add(i)
                 else:
                     probe.abort()
-        return self._open_many(names), set()  # still moving: as a redemption opens them
+        raise _not_found(names[0])
 
     # --- redemptions ----------------------------------------------------------------------
 
@@ -1443,20 +1447,13 @@ class Engine:
             NotFound: a code names no voucher the caller may see (nothing held); its
                 ``resource_id`` is the first such code.
         """
-        units = self._store.begin_many(codes)
-        if units is not None:
-            work = OpenedMany(self._store, units)
-            for code, unit in zip(codes, units, strict=True):
-                if unit.record.state not in VISIBLE:
-                    work.abort()
-                    raise _not_found(code)
-            return work
-        for code in codes:  # which one is missing? (each looked up on its own)
-            probe = self._find(code)
-            if probe is None:
-                raise _not_found(code)
-            probe.abort()
-        raise _not_found(codes[0])  # every one reappeared meanwhile
+        work, missing = self._open_found(codes)
+        if missing:
+            if work is not None:
+                work.abort()
+            raise _not_found(codes[min(missing)])
+        assert work is not None
+        return work
 
     def _once(
         self,

@@ -328,13 +328,6 @@ class MemoryStore(Store[_Unit]):
     def commit_many(self, units: Sequence[_Unit]) -> None:
         """Release every unit (their changes are in place already), each one even if ending
         another raised (the first error is raised once all are released)."""
-        if len(units) == 2 and units[0] is not units[1]:  # a pair (a transfer, a stack of 2)
-            first, second = units
-            try:
-                self.commit(first)
-            finally:
-                self.commit(second)
-            return
         _each(self.commit, distinct_units(units))
 
     def abort_many(self, units: Sequence[_Unit]) -> None:
