@@ -691,12 +691,8 @@ class Engine:
         names: list[str] = []
         amounts: list[tuple[int | None, int | None]] = []
         for position, redeemable in enumerate(redeemables):
-            code = _plain_code(redeemable)
-            if code is None:
-                code, credits, points = requests.redeemable_request(redeemable, position)
-                amounts.append((credits, points))
-            else:
-                amounts.append(_NO_AMOUNTS)
+            code, credits, points = requests.redeemable_request(redeemable, position)
+            amounts.append((credits, points))
             if code in names:
                 raise InvalidPayload(f"redeemables name {code!r} twice")
             names.append(code)
@@ -1501,29 +1497,6 @@ def _redemption_not_found(redemption_id: str) -> NotFound:
         resource_id=redemption_id,
         resource_type="redemption",
     )
-
-
-_NO_AMOUNTS: tuple[None, None] = (None, None)
-
-
-def _plain_code(redeemable: object) -> str | None:
-    """The code of the common redeemable, ``{"object": "voucher", "id": code}`` with a code
-    that passes the fast check of :func:`~vouchercore.domain.values.require_code`; None for
-    any other (checked in full by :func:`vouchercore.requests.redeemable_request`)."""
-    if type(redeemable) is not dict or len(redeemable) > 2:
-        return None
-    code = redeemable.get("id")
-    if (
-        type(code) is str
-        and redeemable.get("object", "voucher") == "voucher"
-        and len(redeemable) == 1 + ("object" in redeemable)
-        and 0 < len(code) <= MAX_CODE_LENGTH
-        and code.isprintable()
-        and code[0] != " "
-        and code[-1] != " "
-    ):
-        return code
-    return None
 
 
 def _context(request: operations.UseRequest) -> dict[str, Any]:
